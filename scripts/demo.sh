@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The demo: xrdma's raw frame path between two hosts, next to the kernel's UDP.
+#   as root:  two network namespaces joined by a veth pair, xdp backend (AF_XDP);
+#   otherwise: two endpoints on loopback (127.0.0.1 and 127.0.0.2), udp backend.
+# Options are passed to every `xrdma perf` client, e.g. `scripts/demo.sh --duration 5`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --release --locked --bin xrdma
+X=$PWD/target/release/xrdma
+extra=("$@")
+
+sockperf_p50() { # sockperf ping-pong output -> one-way p50 latency in microseconds
+  awk '/percentile 50.000 =/ { print $NF }'
+}
+
+if [ "$(id -u)" -eq 0 ]; then
+  A=xrdemo-$$-a B=xrdemo-$$-b
+  cleanup() {
+    ip netns pids "$A" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    ip netns pids "$B" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    ip netns del "$A" 2>/dev/null || true
+    ip netns del "$B" 2>/dev/null || true
+  }
+  trap cleanup EXIT
+  ip netns add "$A"
+  ip netns add "$B"
+  ip -n "$A" link add xrdemo0 type veth peer name xrdemo1 netns "$B"
+  ip -n "$A" addr add 198.18.0.1/24 dev xrdemo0
+  ip -n "$B" addr add 198.18.0.2/24 dev xrdemo1
+  for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
+  ip -n "$A" link set xrdemo0 up
+  ip -n "$B" link set xrdemo1 up
+  ip netns exec "$B" ping -c 3 -i 0.2 -W 1 -q 198.18.0.1 >/dev/null
+  echo "== two hosts (network namespaces $A, $B), veth, xdp backend"
+  ip netns exec "$A" "$X" devinfo --iface xrdemo0 --backend xdp
+  serve() { ip netns exec "$A" "$X" perf "$1" --server --iface xrdemo0 --backend xdp >/dev/null & }
+  client() { ip netns exec "$B" "$X" perf "$1" --connect 198.18.0.1 --iface xrdemo1 --backend xdp "${extra[@]}" --json; }
+  kernel() {
+    ip netns exec "$A" sockperf server -i 198.18.0.1 -p 11111 >/dev/null 2>&1 &
+    local pid=$!
+    sleep 0.5
+    ip netns exec "$B" sockperf ping-pong -i 198.18.0.1 -p 11111 -m 64 -t 3 2>&1
+    kill "$pid"
+  }
+else
+  echo "== not root: two endpoints on loopback (127.0.0.1, 127.0.0.2), udp backend"
+  "$X" devinfo --iface lo --backend udp --addr 127.0.0.1
+  serve() { "$X" perf "$1" --server --iface lo --backend udp --addr 127.0.0.1 >/dev/null & }
+  client() { "$X" perf "$1" --connect 127.0.0.1 --iface lo --backend udp --addr 127.0.0.2 "${extra[@]}" --json; }
+  kernel() {
+    sockperf server -i 127.0.0.1 -p 11111 >/dev/null 2>&1 &
+    local pid=$!
+    sleep 0.5
+    sockperf ping-pong -i 127.0.0.1 -p 11111 -m 64 -t 3 2>&1
+    kill "$pid"
+  }
+fi
+
+for test in raw-lat raw-bw; do
+  echo "== xrdma perf $test"
+  serve "$test"
+  out=$(client "$test")
+  wait
+  echo "$out" | head -n -1
+  echo "$out" | tail -n 1 > "/tmp/xrdma-demo-$test.json"
+done
+echo "== kernel UDP ping-pong (sockperf, 64 B) on the same link"
+k50=$(kernel | tee /tmp/xrdma-demo-sockperf.txt | sockperf_p50)
+grep -E 'avg-latency|percentile 50.000|percentile 99.000' /tmp/xrdma-demo-sockperf.txt || true
+x50=$(sed -n 's/.*"lat_us_p50":\([0-9.]*\).*/\1/p' /tmp/xrdma-demo-raw-lat.json)
+if [ -n "$k50" ] && [ -n "$x50" ]; then
+  awk -v x="$x50" -v k="$k50" 'BEGIN { printf "raw-lat p50 %.2f us vs kernel UDP p50 %.2f us: ratio %.2f\n", x, k, x / k }'
+fi

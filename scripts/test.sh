@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up, formatting and lint checks, then every test of the workspace.
+# Tests that build network namespaces need root; run as a normal user they fail saying so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked

@@ -1,0 +1,187 @@
+//! The `xrdma` command: device information and performance tests.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use xrdma::perf::{self, Role, Test};
+use xrdma_verbs::net::{
+    self, BackendConfig,
+    udp::UdpConfig,
+    xdp::{XdpConfig, XdpMode},
+};
+
+/// RDMA without RDMA hardware: RoCEv2 over AF_XDP or kernel UDP.
+#[derive(Parser)]
+#[command(name = "xrdma", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show what a device offers (like ibv_devinfo). Without --iface, list the interfaces.
+    Devinfo(BackendArgs),
+    /// Measure a path between two hosts (like perftest): run --server on one, --connect on
+    /// the other.
+    Perf(PerfArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    /// AF_XDP (needs root).
+    Xdp,
+    /// Kernel UDP socket (no privilege).
+    Udp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    /// Driver hook and zero-copy where possible, else copy, else generic hook.
+    Auto,
+    /// Zero-copy or fail.
+    Zc,
+    /// Driver hook, copy mode.
+    Drv,
+    /// Generic (skb) hook.
+    Skb,
+}
+
+#[derive(Args)]
+struct BackendArgs {
+    /// Interface to use.
+    #[arg(long, env = "XRDMA_IFACE")]
+    iface: Option<String>,
+    /// Frame I/O backend.
+    #[arg(long, value_enum, env = "XRDMA_BACKEND", default_value = "xdp")]
+    backend: Backend,
+    /// RoCEv2 UDP port.
+    #[arg(long, env = "XRDMA_UDP_PORT", default_value_t = 4791)]
+    port: u16,
+    /// Address to bind (udp backend; e.g. 127.0.0.2 to run two endpoints on loopback).
+    #[arg(long)]
+    addr: Option<IpAddr>,
+    /// How the xdp backend attaches and binds.
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: Mode,
+}
+
+impl BackendArgs {
+    fn config(&self) -> Result<BackendConfig, String> {
+        let iface = self
+            .iface
+            .clone()
+            .ok_or("--iface (or XRDMA_IFACE) is required")?;
+        Ok(match self.backend {
+            Backend::Xdp => {
+                if self.addr.is_some() {
+                    return Err("--addr applies to the udp backend only".into());
+                }
+                let mut c = XdpConfig::new(iface);
+                c.port = self.port;
+                c.mode = match self.xdp_mode {
+                    Mode::Auto => XdpMode::Auto,
+                    Mode::Zc => XdpMode::ZeroCopy,
+                    Mode::Drv => XdpMode::DriverCopy,
+                    Mode::Skb => XdpMode::Skb,
+                };
+                BackendConfig::Xdp(c)
+            }
+            Backend::Udp => {
+                let mut c = UdpConfig::new(iface);
+                c.port = self.port;
+                c.addr = self.addr;
+                BackendConfig::Udp(c)
+            }
+        })
+    }
+}
+
+#[derive(Args)]
+struct PerfArgs {
+    /// Test to run: raw-lat or raw-bw.
+    test: Test,
+    /// Wait for a client.
+    #[arg(long, conflicts_with = "connect", required_unless_present = "connect")]
+    server: bool,
+    /// Connect to the server at this address.
+    #[arg(long)]
+    connect: Option<IpAddr>,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Messages to send.
+    #[arg(long, conflicts_with = "duration")]
+    iters: Option<u64>,
+    /// Seconds to run, instead of a message count.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+    /// TCP port of the control connection.
+    #[arg(long, default_value_t = perf::DEFAULT_OOB_PORT)]
+    oob_port: u16,
+    /// Seconds to wait for the peer.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+}
+
+fn duration(secs: f64, what: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("--{what} must be a non-negative number of seconds"))
+}
+
+fn perf_cmd(args: &PerfArgs) -> Result<(), String> {
+    let opts = perf::Options {
+        test: args.test,
+        role: match args.connect {
+            Some(ip) => Role::Client(ip),
+            None => Role::Server,
+        },
+        backend: args.backend.config()?,
+        size: args.size,
+        iters: args.iters,
+        duration: args.duration.map(|d| duration(d, "duration")).transpose()?,
+        oob_port: args.oob_port,
+        timeout: duration(args.timeout, "timeout")?,
+    };
+    let report = perf::run(&opts).map_err(|e| e.to_string())?;
+    println!("{}", report.human());
+    if args.json {
+        println!("{}", report.json());
+    }
+    Ok(())
+}
+
+fn devinfo_cmd(args: &BackendArgs) -> Result<(), String> {
+    if args.iface.is_none() {
+        print!(
+            "{}",
+            xrdma::devinfo::list_interfaces().map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    let io = net::open(&args.config()?).map_err(|e| e.to_string())?;
+    print!("{}", xrdma::devinfo::describe(io.link()));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Devinfo(args) => devinfo_cmd(args),
+        Command::Perf(args) => perf_cmd(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xrdma: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

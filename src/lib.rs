@@ -1,0 +1,28 @@
+//! xrdma: RDMA without RDMA hardware.
+//!
+//! RoCEv2 queue pairs emulated in user space over AF_XDP (or a kernel UDP socket, or a
+//! simulated network). This facade crate re-exports the layers and holds the `xrdma` tool's
+//! library side ([`perf`], [`devinfo`]).
+//!
+//! # Example
+//!
+//! Open a kernel-UDP endpoint on loopback and look at what it offers:
+//!
+//! ```
+//! use xrdma::verbs::net::{self, udp::UdpConfig, BackendConfig};
+//!
+//! let mut config = UdpConfig::new("lo");
+//! config.addr = Some("127.0.0.1".parse().unwrap());
+//! config.port = 0; // any free port, so the example never collides with a running endpoint
+//! let io = net::open(&BackendConfig::Udp(config)).unwrap();
+//! assert_eq!(io.link().backend, net::BackendKind::Udp);
+//! println!("{}", xrdma::devinfo::describe(io.link()));
+//! ```
+
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod devinfo;
+pub mod perf;
+
+pub use xrdma_verbs as verbs;

@@ -1,0 +1,252 @@
+//! `xrdma perf`: measure what a path gives, perftest-style.
+//!
+//! A server and a client each open a backend, meet over a TCP control connection
+//! ([`oob`]), run one test and report. Tests so far:
+//!
+//! - `raw-lat`: ping-pong of frames carrying a BTH and DETH; one-way latency is half the
+//!   round trip, as perftest and sockperf report it.
+//! - `raw-bw`: the client streams such frames as fast as the backend takes them; the server
+//!   counts what arrives. Rates are the receiver's.
+//!
+//! Raw frames have no reliability: a lost ping is resent after a timeout, a lost stream
+//! frame is simply not counted.
+
+pub mod oob;
+mod raw;
+pub mod report;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::str::FromStr;
+use std::time::Duration;
+
+use xrdma_verbs::net::{self, BackendConfig, FrameIo};
+
+pub use report::Report;
+
+/// perftest's default control port.
+pub const DEFAULT_OOB_PORT: u16 = 18515;
+
+/// Which test to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Test {
+    /// Frame ping-pong latency.
+    RawLat,
+    /// Frame streaming bandwidth and message rate.
+    RawBw,
+}
+
+impl Test {
+    /// The test's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Test::RawLat => "raw-lat",
+            Test::RawBw => "raw-bw",
+        }
+    }
+
+    fn default_iters(self) -> u64 {
+        match self {
+            Test::RawLat => 10_000,
+            Test::RawBw => 1_000_000,
+        }
+    }
+}
+
+impl FromStr for Test {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "raw-lat" => Ok(Test::RawLat),
+            "raw-bw" => Ok(Test::RawBw),
+            other => Err(format!("unknown test {other:?} (known: raw-lat, raw-bw)")),
+        }
+    }
+}
+
+impl fmt::Display for Test {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which end this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Waits for a client on the control port.
+    Server,
+    /// Connects to the server at this address.
+    Client(IpAddr),
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Test to run.
+    pub test: Test,
+    /// Server or client.
+    pub role: Role,
+    /// Backend to open.
+    pub backend: BackendConfig,
+    /// Payload bytes per message.
+    pub size: usize,
+    /// Messages to send (default per test), unless `duration` is given.
+    pub iters: Option<u64>,
+    /// Run for this long instead of a count.
+    pub duration: Option<Duration>,
+    /// TCP control port.
+    pub oob_port: u16,
+    /// How long to wait for the peer (server: for a client; client: for the server).
+    pub timeout: Duration,
+}
+
+/// An error of a perf run, with what was being done.
+#[derive(Debug)]
+pub struct PerfError(pub String);
+
+impl fmt::Display for PerfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PerfError {}
+
+impl From<std::io::Error> for PerfError {
+    fn from(e: std::io::Error) -> Self {
+        PerfError(e.to_string())
+    }
+}
+
+impl From<net::NetError> for PerfError {
+    fn from(e: net::NetError) -> Self {
+        PerfError(e.to_string())
+    }
+}
+
+/// Result of a perf run.
+pub type Result<T> = std::result::Result<T, PerfError>;
+
+/// Opens the backend and runs one test as server or client.
+pub fn run(opts: &Options) -> Result<Report> {
+    let mut io = net::open(&opts.backend)?;
+    run_on(opts, io.as_mut())
+}
+
+/// Runs one test on an already opened backend (tests and benchmarks open it themselves,
+/// for example inside a network namespace).
+pub fn run_on(opts: &Options, io: &mut dyn FrameIo) -> Result<Report> {
+    let max = raw::max_payload(io);
+    if opts.size > max {
+        return Err(PerfError(format!(
+            "--size {} exceeds the {} bytes a frame carries on this link",
+            opts.size, max
+        )));
+    }
+    match opts.role {
+        Role::Server => {
+            let listener =
+                TcpListener::bind(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), opts.oob_port))
+                    .map_err(|e| {
+                        PerfError(format!("listening on control port {}: {e}", opts.oob_port))
+                    })?;
+            let mut ctrl = accept_within(&listener, opts.timeout)?;
+            let hello = ctrl.recv()?;
+            let test: Test = hello.get("test")?.parse().map_err(PerfError)?;
+            if hello.verb != "HELLO" || test != opts.test {
+                ctrl.send(
+                    &oob::Message::new("ERR")
+                        .with("server", "")
+                        .with("runs", opts.test.name()),
+                )?;
+                return Err(PerfError(format!(
+                    "client asked for {test}, this server runs {}",
+                    opts.test
+                )));
+            }
+            let size: usize = hello.parse("size")?;
+            if size > max {
+                ctrl.send(&oob::Message::new("ERR").with("size", size).with("max", max))?;
+                return Err(PerfError(format!(
+                    "client asked for {size}-byte messages; this link carries {max}"
+                )));
+            }
+            let peer: SocketAddr = hello.parse("roce")?;
+            let local_ip = ctrl.local_addr()?.ip();
+            let me = roce_addr(io, local_ip)?;
+            ctrl.send(&oob::Message::new("OK").with("roce", me))?;
+            match test {
+                Test::RawLat => raw::lat_server(io, &mut ctrl, peer, size),
+                Test::RawBw => raw::bw_server(io, &mut ctrl, size),
+            }
+        }
+        Role::Client(server) => {
+            let mut ctrl =
+                oob::Control::connect(SocketAddr::new(server, opts.oob_port), opts.timeout)?;
+            let local_ip = ctrl.local_addr()?.ip();
+            let me = roce_addr(io, local_ip)?;
+            ctrl.send(
+                &oob::Message::new("HELLO")
+                    .with("test", opts.test.name())
+                    .with("size", opts.size)
+                    .with("roce", me),
+            )?;
+            let ok = ctrl.recv()?;
+            let peer: SocketAddr = ok.parse("roce")?;
+            let iters = opts.iters.unwrap_or(opts.test.default_iters());
+            let limit = raw::Limit {
+                iters: if opts.duration.is_some() {
+                    u64::MAX
+                } else {
+                    iters
+                },
+                duration: opts.duration,
+            };
+            match opts.test {
+                Test::RawLat => raw::lat_client(io, &mut ctrl, peer, opts.size, limit),
+                Test::RawBw => raw::bw_client(io, &mut ctrl, peer, opts.size, limit),
+            }
+        }
+    }
+}
+
+fn accept_within(listener: &TcpListener, timeout: Duration) -> Result<oob::Control> {
+    listener.set_nonblocking(true)?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match oob::Control::accept(listener) {
+            Ok(c) => return Ok(c),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(PerfError(format!("no client connected within {timeout:?}")));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Our RoCEv2 address as a peer should use it: the control connection's local address if
+/// the backend owns it, else the backend's first address of the same family.
+fn roce_addr(io: &dyn FrameIo, control_ip: IpAddr) -> Result<SocketAddr> {
+    let link = io.link();
+    let ip = if link.addrs.contains(&control_ip) {
+        control_ip
+    } else {
+        link.addrs
+            .iter()
+            .find(|a| a.is_ipv4() == control_ip.is_ipv4())
+            .copied()
+            .ok_or_else(|| {
+                PerfError(format!(
+                    "{} has no address of the control connection's family",
+                    link.iface
+                ))
+            })?
+    };
+    Ok(SocketAddr::new(ip, link.port))
+}

@@ -1,0 +1,661 @@
+//! The `xdp` backend: AF_XDP sockets with a UMEM of pinned frames, and our own XDP program.
+//!
+//! Opening an interface:
+//! 1. creates an XSKMAP and loads [`program`], which redirects Ethernet/IP/UDP frames to our
+//!    port into the socket of the receiving queue and passes everything else to the kernel;
+//! 2. attaches it through a BPF link (native driver hook where the driver has one, else the
+//!    generic hook), so it is detached as soon as we close, crash included;
+//! 3. binds one AF_XDP socket per receive queue, each with its own UMEM (zero-copy where the
+//!    driver supports it, else copy mode), and puts it in the map.
+//!
+//! Frames are built here: Ethernet, IP and UDP headers around the transport packet, then the
+//! ICRC. Next-hop MACs come from the kernel's route and neighbour tables ([`next_hop`]).
+//! Transmits go out on the first queue's socket.
+//!
+//! The kernel pins UMEM pages when the UMEM is registered, so no page of a frame in flight
+//! can move. A frame's ownership is tracked by [`frames::Frame`].
+
+mod bpf;
+mod frames;
+mod next_hop;
+mod program;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use xsk_rs::config::{
+    BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
+};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
+
+use self::frames::Frame;
+use self::next_hop::NextHops;
+use super::netlink::Netlink;
+use super::{BackendKind, FrameIo, IoMode, LinkInfo, NetError, NetStats, RxMeta, TxMeta, datagram};
+use crate::wire::{
+    self,
+    ethernet::{EtherType, EthernetRepr, MacAddr},
+    frame::{FrameRepr, IpRepr, IpVersion},
+    icrc,
+    ipv4::Ipv4Repr,
+    ipv6::Ipv6Repr,
+    udp::{ROCEV2_PORT, UdpRepr},
+};
+
+/// UMEM frame size: one page.
+const FRAME_SIZE: u32 = 4096;
+/// Headroom the kernel reserves in front of each received frame (`XDP_PACKET_HEADROOM`).
+const XDP_HEADROOM: u32 = 256;
+/// Frames queued for transmit before `send` flushes by itself.
+const TX_BATCH: usize = 64;
+
+/// How to attach and bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// Driver hook and zero-copy where possible, falling back to copy, then to the generic
+    /// hook.
+    #[default]
+    Auto,
+    /// Driver hook and zero-copy, or fail.
+    ZeroCopy,
+    /// Driver hook, copy mode.
+    DriverCopy,
+    /// Generic (skb) hook, copy mode: works on every device.
+    Skb,
+}
+
+/// Configuration of the `xdp` backend.
+#[derive(Debug, Clone)]
+pub struct XdpConfig {
+    /// Interface to bind.
+    pub iface: String,
+    /// UDP port whose frames we take (RoCEv2: 4791).
+    pub port: u16,
+    /// Attach and bind mode.
+    pub mode: XdpMode,
+    /// UMEM frames per queue (half receive, half transmit); a power of two.
+    pub frames_per_queue: u32,
+}
+
+impl XdpConfig {
+    /// Port 4791 on `iface`, automatic mode, 4096 frames per queue.
+    pub fn new(iface: impl Into<String>) -> Self {
+        XdpConfig {
+            iface: iface.into(),
+            port: ROCEV2_PORT,
+            mode: XdpMode::Auto,
+            frames_per_queue: 4096,
+        }
+    }
+}
+
+/// One AF_XDP socket with its UMEM and rings.
+struct Queue {
+    id: u32,
+    // Rings before the UMEM: they hold the socket, which must go before the UMEM it uses.
+    tx: TxQueue,
+    rx: RxQueue,
+    fill: FillQueue,
+    comp: CompQueue,
+    umem: Umem,
+    /// Transmit frames we own and may write.
+    free: Vec<Frame>,
+    /// Written frames not yet on the transmit ring.
+    pending: Vec<FrameDesc>,
+    /// Frames on the transmit ring, not yet completed.
+    in_flight: usize,
+    /// Scratch for ring consumption, allocated once.
+    scratch: Vec<FrameDesc>,
+    /// Entries in each ring.
+    ring_size: u32,
+    /// Bound in zero-copy mode.
+    zero_copy: bool,
+}
+
+impl Queue {
+    /// Moves completed transmit frames back to the free pool.
+    fn reclaim(&mut self) {
+        // SAFETY: the descriptors written into `scratch` come from this queue's UMEM's
+        // completion ring; they are ours again once consumed.
+        let n = unsafe { self.comp.consume(&mut self.scratch) };
+        for desc in &self.scratch[..n] {
+            self.free.push(Frame::reclaimed(*desc));
+        }
+        self.in_flight -= n.min(self.in_flight);
+    }
+
+    /// Puts pending frames on the transmit ring and kicks the kernel.
+    fn submit(&mut self) -> Result<(), NetError> {
+        if !self.pending.is_empty() {
+            // SAFETY: every pending descriptor is a frame of this queue's UMEM that we
+            // owned (a `Frame` consumed by `into_desc`), fully written, and not on any ring.
+            let n = unsafe { self.tx.produce(&self.pending) };
+            self.pending.drain(..n);
+            self.in_flight += n;
+        }
+        if self.in_flight == 0 || !self.tx.needs_wakeup() {
+            return Ok(());
+        }
+        // In copy mode each kick transmits at most a small batch (32 frames) synchronously,
+        // so kick until the ring is drained; in zero-copy mode one kick starts the driver.
+        let kicks = if self.zero_copy {
+            1
+        } else {
+            self.ring_size / 32 + 1
+        };
+        for _ in 0..kicks {
+            self.tx
+                .wakeup()
+                .map_err(NetError::io("waking the AF_XDP transmit path"))?;
+            if self.tx.nb_free_exact() == self.ring_size {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// BPF objects whose lifetime is the endpoint's. Declared first in [`XdpIo`] so the program
+/// is detached before the sockets close.
+struct Attachment {
+    _link: OwnedFd,
+    _prog: OwnedFd,
+    _map: OwnedFd,
+}
+
+/// An AF_XDP endpoint on one interface.
+pub struct XdpIo {
+    _attachment: Attachment,
+    queues: Vec<Queue>,
+    epoll: OwnedFd,
+    next_hops: NextHops,
+    link: LinkInfo,
+    stats: NetStats,
+}
+
+fn is_errno(err: &io::Error, errno: i32) -> bool {
+    err.raw_os_error() == Some(errno)
+}
+
+/// The errno inside an xsk-rs error, if it carries one.
+fn xsk_errno(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    err.source()
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .and_then(|e| e.raw_os_error())
+}
+
+impl XdpIo {
+    /// Binds `config.iface`. Must be called on a thread in the interface's network namespace.
+    pub fn open(config: &XdpConfig) -> Result<Self, NetError> {
+        if !config.frames_per_queue.is_power_of_two() || config.frames_per_queue < 64 {
+            return Err(NetError::InvalidConfig(
+                "frames_per_queue must be a power of two >= 64".into(),
+            ));
+        }
+        let mut netlink = Netlink::open().map_err(NetError::io("opening rtnetlink"))?;
+        let info = netlink
+            .link_by_name(&config.iface)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => NetError::NoSuchInterface(config.iface.clone()),
+                _ => NetError::Io("querying the interface", e),
+            })?;
+        let addrs: Vec<IpAddr> = netlink
+            .addresses(info.index)
+            .map_err(NetError::io("listing addresses"))?
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .collect();
+
+        let map = bpf::create_xskmap(info.num_rx_queues).map_err(|e| {
+            if is_errno(&e, libc::EPERM) {
+                NetError::NotPermitted("AF_XDP needs CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW: run as root, or use the udp backend".into())
+            } else {
+                NetError::Io("creating the XSKMAP", e)
+            }
+        })?;
+        let prog = bpf::load_xdp_program(&program::redirect_udp_port(config.port, map.as_raw_fd()))
+            .map_err(NetError::io("loading the XDP program"))?;
+        let (link_fd, attach_mode) = attach(&prog, info.index, &config.iface, config.mode)?;
+
+        let queue_ids: Vec<u32> = (0..info.num_rx_queues.max(1)).collect();
+        let mut queues = Vec::with_capacity(queue_ids.len());
+        let mut zero_copy = true;
+        for &id in &queue_ids {
+            // The kernel allocates queues it does not use (veth: one per CPU, one active by
+            // default); binding past the active ones fails with EINVAL.
+            let (queue, zc) = match open_queue(config, id, attach_mode) {
+                Ok(q) => q,
+                Err(e) if id > 0 && e.errno() == libc::EINVAL => break,
+                Err(e) => return Err(e),
+            };
+            zero_copy &= zc;
+            bpf::xskmap_set(&map, id, queue.rx.fd().as_raw_fd())
+                .map_err(NetError::io("adding the socket to the XSKMAP"))?;
+            queues.push(queue);
+        }
+        let epoll = epoll_over(&queues)?;
+
+        let mode = match (attach_mode, zero_copy) {
+            (XdpMode::Skb, _) => IoMode::SkbCopy,
+            (_, true) => IoMode::ZeroCopy,
+            (_, false) => IoMode::DriverCopy,
+        };
+        let max_frame = FRAME_SIZE - XDP_HEADROOM;
+        let link = LinkInfo {
+            backend: BackendKind::Xdp,
+            mode,
+            iface: info.name.clone(),
+            ifindex: info.index,
+            mac: Some(MacAddr(info.mac)),
+            mtu: info.mtu.min(max_frame - wire::ethernet::HEADER_LEN as u32),
+            addrs: addrs.clone(),
+            port: config.port,
+            queues: queues.len() as u32,
+        };
+        Ok(XdpIo {
+            _attachment: Attachment {
+                _link: link_fd,
+                _prog: prog,
+                _map: map,
+            },
+            queues,
+            epoll,
+            next_hops: NextHops::new(netlink, info.index, addrs),
+            link,
+            stats: NetStats::default(),
+        })
+    }
+
+    /// Kernel-side AF_XDP counters of each queue, summed: (rx dropped, rx ring full, rx fill
+    /// ring empty, tx ring empty).
+    pub fn xdp_statistics(&self) -> Result<[u64; 4], NetError> {
+        let mut sum = [0u64; 4];
+        for q in &self.queues {
+            let s =
+                q.rx.fd()
+                    .xdp_statistics()
+                    .map_err(NetError::io("reading XDP statistics"))?;
+            sum[0] += s.rx_dropped();
+            sum[1] += s.rx_ring_full();
+            sum[2] += s.rx_fill_ring_empty_descs();
+            sum[3] += s.tx_ring_empty_descs();
+        }
+        Ok(sum)
+    }
+}
+
+/// Attaches `prog` in the requested mode; in `Auto`, the driver hook first, then generic.
+fn attach(
+    prog: &OwnedFd,
+    ifindex: u32,
+    iface: &str,
+    mode: XdpMode,
+) -> Result<(OwnedFd, XdpMode), NetError> {
+    let busy = |e: io::Error| {
+        if is_errno(&e, libc::EBUSY) || is_errno(&e, libc::EEXIST) {
+            NetError::InvalidConfig(format!(
+                "{iface} already has an XDP program attached (another xrdma process on it?)"
+            ))
+        } else if is_errno(&e, libc::EPERM) {
+            NetError::NotPermitted("attaching XDP programs needs CAP_NET_ADMIN".into())
+        } else {
+            NetError::Unsupported(format!("attaching XDP to {iface}: {e}"))
+        }
+    };
+    match mode {
+        XdpMode::Skb => bpf::attach_xdp(prog, ifindex, bpf::XDP_FLAGS_SKB_MODE)
+            .map(|l| (l, XdpMode::Skb))
+            .map_err(busy),
+        XdpMode::ZeroCopy | XdpMode::DriverCopy => {
+            bpf::attach_xdp(prog, ifindex, bpf::XDP_FLAGS_DRV_MODE)
+                .map(|l| (l, mode))
+                .map_err(busy)
+        }
+        XdpMode::Auto => match bpf::attach_xdp(prog, ifindex, bpf::XDP_FLAGS_DRV_MODE) {
+            Ok(l) => Ok((l, XdpMode::Auto)),
+            Err(e)
+                if is_errno(&e, libc::EBUSY)
+                    || is_errno(&e, libc::EEXIST)
+                    || is_errno(&e, libc::EPERM) =>
+            {
+                Err(busy(e))
+            }
+            Err(_) => bpf::attach_xdp(prog, ifindex, bpf::XDP_FLAGS_SKB_MODE)
+                .map(|l| (l, XdpMode::Skb))
+                .map_err(busy),
+        },
+    }
+}
+
+/// Creates the UMEM and socket of one queue and primes its fill ring. Returns whether the
+/// socket is in zero-copy mode.
+fn open_queue(
+    config: &XdpConfig,
+    id: u32,
+    attach_mode: XdpMode,
+) -> Result<(Queue, bool), NetError> {
+    let frames = config.frames_per_queue;
+    let ring = QueueSize::new(frames / 2).map_err(|e| NetError::InvalidConfig(e.to_string()))?;
+    let umem_config = UmemConfig::builder()
+        .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| NetError::InvalidConfig(e.to_string()))?)
+        .fill_queue_size(ring)
+        .comp_queue_size(ring)
+        .build()
+        .map_err(|e| NetError::InvalidConfig(e.to_string()))?;
+    let (umem, descs) = Umem::new(
+        umem_config,
+        std::num::NonZeroU32::new(frames).expect("checked >= 64"),
+        false,
+    )
+    .map_err(|e| match xsk_errno(&e) {
+        Some(libc::ENOMEM) | Some(libc::EPERM) => NetError::NotPermitted(format!(
+            "registering a {} KiB UMEM failed ({e}): raise RLIMIT_MEMLOCK or run as root",
+            frames as usize * FRAME_SIZE as usize / 1024
+        )),
+        _ => NetError::Io("creating the UMEM", io::Error::other(e.to_string())),
+    })?;
+    let iface: Interface = config
+        .iface
+        .parse()
+        .map_err(|_| NetError::InvalidConfig(format!("bad interface name {:?}", config.iface)))?;
+
+    let tries: &[BindFlags] = match attach_mode {
+        XdpMode::Skb | XdpMode::DriverCopy => &[BindFlags::XDP_COPY],
+        XdpMode::ZeroCopy => &[BindFlags::XDP_ZEROCOPY],
+        XdpMode::Auto => &[BindFlags::XDP_ZEROCOPY, BindFlags::XDP_COPY],
+    };
+    let mut last_err = None;
+    for &bind in tries {
+        let socket_config = SocketConfig::builder()
+            .rx_queue_size(ring)
+            .tx_queue_size(ring)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(bind | BindFlags::XDP_USE_NEED_WAKEUP)
+            .build();
+        // SAFETY: this UMEM is new and not shared, so the (interface, queue) pair is not
+        // already bound through it; the program-load inhibit flag is set in any case.
+        match unsafe { xsk_rs::Socket::new(socket_config, &umem, &iface, id) } {
+            Ok((tx, rx, Some((mut fill, comp)))) => {
+                let half = frames as usize / 2;
+                // SAFETY: the first half of the fresh UMEM's frames go to the fill ring and
+                // are never touched by us until the RX ring returns them.
+                let filled = unsafe { fill.produce(&descs[..half]) };
+                if filled != half {
+                    return Err(NetError::Io(
+                        "priming the fill ring",
+                        io::Error::other("fill ring too small"),
+                    ));
+                }
+                let free = descs[half..].iter().map(|d| Frame::reclaimed(*d)).collect();
+                let queue = Queue {
+                    id,
+                    tx,
+                    rx,
+                    fill,
+                    comp,
+                    umem,
+                    free,
+                    pending: Vec::with_capacity(half),
+                    in_flight: 0,
+                    scratch: vec![FrameDesc::default(); half],
+                    ring_size: frames / 2,
+                    zero_copy: bind.contains(BindFlags::XDP_ZEROCOPY),
+                };
+                return Ok((queue, bind.contains(BindFlags::XDP_ZEROCOPY)));
+            }
+            Ok(_) => {
+                return Err(NetError::Io(
+                    "binding the AF_XDP socket",
+                    io::Error::other("no fill/completion rings"),
+                ));
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let e = last_err.expect("at least one bind attempt");
+    Err(match xsk_errno(&e) {
+        Some(libc::EAFNOSUPPORT) => {
+            NetError::Unsupported("AF_XDP sockets (the kernel lacks CONFIG_XDP_SOCKETS)".into())
+        }
+        Some(libc::EPERM) => {
+            NetError::NotPermitted("AF_XDP sockets need CAP_NET_RAW: run as root".into())
+        }
+        Some(libc::EOPNOTSUPP) if attach_mode == XdpMode::ZeroCopy => {
+            NetError::Unsupported(format!("zero-copy AF_XDP on {}", config.iface))
+        }
+        Some(libc::EBUSY) => {
+            NetError::InvalidConfig(format!("queue {id} of {} is already bound", config.iface))
+        }
+        errno => NetError::Io(
+            "binding the AF_XDP socket",
+            errno
+                .map(io::Error::from_raw_os_error)
+                .unwrap_or_else(|| io::Error::other(e.to_string())),
+        ),
+    })
+}
+
+/// An epoll descriptor that is readable when any queue's socket has received frames.
+fn epoll_over(queues: &[Queue]) -> Result<OwnedFd, NetError> {
+    // SAFETY: epoll_create1 has no memory-safety preconditions.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(NetError::Io(
+            "creating an epoll descriptor",
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+    for q in queues {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: q.id as u64,
+        };
+        // SAFETY: both descriptors are open and `ev` is a live epoll_event.
+        let rc =
+            unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, q.rx.fd().as_raw_fd(), &mut ev) };
+        if rc < 0 {
+            return Err(NetError::Io(
+                "adding a socket to epoll",
+                io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(epoll)
+}
+
+/// The frame headers of a datagram from `src` to `meta.dst` carrying `transport_len` bytes.
+fn frame_repr(
+    src_mac: MacAddr,
+    hop: next_hop::Hop,
+    meta: &TxMeta,
+    transport_len: usize,
+) -> Result<FrameRepr, NetError> {
+    let udp = UdpRepr {
+        src_port: meta.src_port,
+        dst_port: meta.dst.port(),
+        payload_len: transport_len + icrc::ICRC_LEN,
+    };
+    let ip_payload = udp.payload_len + wire::udp::HEADER_LEN;
+    let (ip, ethertype) = match (hop.src, meta.dst.ip()) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => (
+            IpRepr::V4(Ipv4Repr {
+                src,
+                dst,
+                protocol: 17,
+                payload_len: ip_payload,
+                ttl: meta.ttl,
+                tos: meta.tos,
+                ident: 0,
+                dont_frag: true,
+            }),
+            EtherType::Ipv4,
+        ),
+        (IpAddr::V6(src), IpAddr::V6(dst)) => (
+            IpRepr::V6(Ipv6Repr {
+                src,
+                dst,
+                next_header: 17,
+                payload_len: ip_payload,
+                hop_limit: meta.ttl,
+                traffic_class: meta.tos,
+                flow_label: 0,
+            }),
+            EtherType::Ipv6,
+        ),
+        _ => return Err(NetError::AddressFamily(meta.dst.ip())),
+    };
+    Ok(FrameRepr {
+        eth: EthernetRepr {
+            src: src_mac,
+            dst: hop.mac,
+            ethertype,
+        },
+        ip,
+        udp,
+    })
+}
+
+impl FrameIo for XdpIo {
+    fn link(&self) -> &LinkInfo {
+        &self.link
+    }
+
+    fn send(
+        &mut self,
+        meta: &TxMeta,
+        write: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<bool, NetError> {
+        let hop = self.next_hops.get(meta.dst.ip())?;
+        let src_mac = self.link.mac.expect("xdp links have a MAC");
+        let ipv6 = meta.dst.is_ipv6();
+        let max = self.link.max_transport_len(ipv6);
+        let version = if ipv6 { IpVersion::V6 } else { IpVersion::V4 };
+        let header_len = wire::frame::frame_header_len(version);
+        let q = &mut self.queues[0];
+        if q.free.is_empty() {
+            q.reclaim();
+            if q.free.is_empty() {
+                q.submit()?;
+                q.reclaim();
+                if q.free.is_empty() {
+                    self.stats.tx_full += 1;
+                    return Ok(false);
+                }
+            }
+        }
+        let mut frame = q.free.pop().expect("checked non-empty");
+        // SAFETY: `frame` belongs to this queue's UMEM and we own it (it came off the free
+        // pool), so neither the kernel nor any other reference touches its memory.
+        let mut data = unsafe { q.umem.data_mut(frame.desc_mut()) };
+        let mut cursor = data.cursor();
+        let capacity = cursor.buf_len();
+        cursor.set_pos(capacity);
+        let buf = data.contents_mut();
+        let room = max.min(capacity - header_len - icrc::ICRC_LEN);
+        let len = write(&mut buf[header_len..header_len + room]);
+        let result = if len > room {
+            Err(NetError::TooLong { len, max: room })
+        } else {
+            frame_repr(src_mac, hop, meta, len).and_then(|repr| {
+                let total = header_len + len + icrc::ICRC_LEN;
+                wire::frame::emit_frame_headers(&repr, &mut buf[..total])
+                    .and_then(|_| wire::frame::seal_frame(&mut buf[..total], version))
+                    .map(|_| total)
+                    .map_err(|e| NetError::InvalidConfig(format!("building a frame: {e}")))
+            })
+        };
+        match result {
+            Ok(total) => {
+                data.cursor().set_pos(total);
+                q.pending.push(frame.into_desc());
+                self.stats.tx_packets += 1;
+                self.stats.tx_bytes += len as u64;
+                if q.pending.len() >= TX_BATCH {
+                    q.submit()?;
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                q.free.push(frame);
+                Err(e)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), NetError> {
+        for q in &mut self.queues {
+            q.submit()?;
+            q.reclaim();
+        }
+        Ok(())
+    }
+
+    fn recv(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&RxMeta, &[u8]),
+    ) -> Result<usize, NetError> {
+        let mut delivered = 0;
+        let port = self.link.port;
+        for q in &mut self.queues {
+            if delivered >= max {
+                break;
+            }
+            let want = (max - delivered).min(q.scratch.len());
+            // SAFETY: descriptors come off this queue's RX ring, so they are frames of this
+            // UMEM that the kernel has finished writing and handed to us.
+            let n = unsafe { q.rx.consume(&mut q.scratch[..want]) };
+            for desc in &q.scratch[..n] {
+                // SAFETY: as above; we only read, and only until the frame goes back on the
+                // fill ring below.
+                let data = unsafe { q.umem.data(desc) };
+                match wire::frame::parse_frame(data.contents()) {
+                    Ok(f) if f.udp.dst_port != port => self.stats.rx_not_roce += 1,
+                    Ok(f) => match datagram::check_transport(f.transport) {
+                        Ok(()) => {
+                            let (src, dst) = match f.ip {
+                                IpRepr::V4(ip) => (IpAddr::V4(ip.src), IpAddr::V4(ip.dst)),
+                                IpRepr::V6(ip) => (IpAddr::V6(ip.src), IpAddr::V6(ip.dst)),
+                            };
+                            self.stats.rx_packets += 1;
+                            self.stats.rx_bytes += f.transport.len() as u64;
+                            deliver(
+                                &RxMeta {
+                                    src: SocketAddr::new(src, f.udp.src_port),
+                                    dst,
+                                },
+                                f.transport,
+                            );
+                            delivered += 1;
+                        }
+                        Err(e) => self.stats.count_drop(e),
+                    },
+                    Err(e) => self.stats.count_drop(e),
+                }
+            }
+            if n > 0 {
+                // SAFETY: the frames just consumed are done with and go back to the kernel;
+                // the fill ring has room for every receive frame there is.
+                let refilled = unsafe { q.fill.produce(&q.scratch[..n]) };
+                debug_assert_eq!(refilled, n);
+            }
+            if q.fill.needs_wakeup() {
+                q.fill
+                    .wakeup(q.rx.fd_mut(), 0)
+                    .map_err(NetError::io("waking the AF_XDP receive path"))?;
+            }
+        }
+        Ok(delivered)
+    }
+
+    fn as_raw_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    fn stats(&self) -> NetStats {
+        self.stats
+    }
+}

@@ -1,0 +1,113 @@
+//! Next-hop resolution for frames we build ourselves: the kernel's route and neighbour
+//! tables say which MAC address and source IP a datagram to a peer needs.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::net::NetError;
+use crate::net::netlink::Netlink;
+use crate::wire::ethernet::MacAddr;
+
+/// How long a resolved next hop is used before the tables are asked again.
+const REFRESH: Duration = Duration::from_secs(10);
+/// How long a first resolution may wait for ARP / neighbour discovery.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where a datagram to a peer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hop {
+    pub(crate) mac: MacAddr,
+    pub(crate) src: IpAddr,
+}
+
+struct Entry {
+    hop: Hop,
+    resolved_at: Instant,
+}
+
+/// A cache of next hops in front of rtnetlink.
+pub(crate) struct NextHops {
+    netlink: Netlink,
+    ifindex: u32,
+    addrs: Vec<IpAddr>,
+    cache: HashMap<IpAddr, Entry>,
+}
+
+impl NextHops {
+    /// Resolves next hops out of interface `ifindex`, whose addresses are `addrs`. The
+    /// netlink socket belongs to the network namespace of the thread that opened it.
+    pub(crate) fn new(netlink: Netlink, ifindex: u32, addrs: Vec<IpAddr>) -> Self {
+        NextHops {
+            netlink,
+            ifindex,
+            addrs,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The next hop towards `dst`: from the cache, or from the kernel's tables (waiting for
+    /// neighbour resolution the first time).
+    pub(crate) fn get(&mut self, dst: IpAddr) -> Result<Hop, NetError> {
+        match self.cache.get(&dst) {
+            Some(e) if e.resolved_at.elapsed() < REFRESH => Ok(e.hop),
+            Some(e) => {
+                // Stale: ask again, but keep using the old answer if the tables no longer
+                // have one (the peer may just be quiet).
+                let old = e.hop;
+                let hop = self.resolve(dst).unwrap_or(old);
+                self.cache.insert(
+                    dst,
+                    Entry {
+                        hop,
+                        resolved_at: Instant::now(),
+                    },
+                );
+                Ok(hop)
+            }
+            None => {
+                let hop = self.resolve(dst)?;
+                self.cache.insert(
+                    dst,
+                    Entry {
+                        hop,
+                        resolved_at: Instant::now(),
+                    },
+                );
+                Ok(hop)
+            }
+        }
+    }
+
+    fn resolve(&mut self, dst: IpAddr) -> Result<Hop, NetError> {
+        let unreachable = |e: std::io::Error| NetError::Unreachable(dst, e.to_string());
+        let route = self.netlink.route_get(dst).map_err(unreachable)?;
+        if route.oif != self.ifindex {
+            return Err(NetError::Unreachable(
+                dst,
+                format!(
+                    "the route goes out of interface index {}, not ours ({})",
+                    route.oif, self.ifindex
+                ),
+            ));
+        }
+        let src = route
+            .prefsrc
+            .filter(|ip| self.addrs.contains(ip))
+            .or_else(|| {
+                self.addrs
+                    .iter()
+                    .find(|ip| ip.is_ipv4() == dst.is_ipv4())
+                    .copied()
+            })
+            .ok_or(NetError::AddressFamily(dst))?;
+        let (_, mac) = self
+            .netlink
+            .resolve_next_hop(dst, RESOLVE_TIMEOUT)
+            .map_err(unreachable)?;
+        Ok(Hop {
+            mac: MacAddr(mac),
+            src,
+        })
+    }
+}

@@ -1,0 +1,9 @@
+//! Tests that span several headers: ICRC known answers from an independent
+//! implementation (scapy), Wireshark decoding of emitted frames, and
+//! property tests that no input makes a parser panic.
+
+mod fuzz;
+mod icrc_vectors;
+mod pcap;
+mod tshark;
+mod util;
