@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn masked_fields_do_not_change_the_crc() {
         let headers =
-            pseudo_headers_v4([10, 0, 0, 1].into(), [10, 0, 0, 2].into(), 5, 4791, 20).unwrap();
+            pseudo_headers_v4([198, 18, 0, 1].into(), [198, 18, 0, 2].into(), 5, 4791, 20).unwrap();
         let transport = [0x11u8; 16];
         let base = compute_v4(&headers, &transport);
         for at in [1, 8, 10, 11, 26, 27] {
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn check_strips_or_rejects() {
         let headers =
-            pseudo_headers_v4([10, 0, 0, 1].into(), [10, 0, 0, 2].into(), 5, 4791, 16).unwrap();
+            pseudo_headers_v4([198, 18, 0, 1].into(), [198, 18, 0, 2].into(), 5, 4791, 16).unwrap();
         let mut packet = vec![0x33u8; 12];
         let icrc = compute(&headers, &packet).unwrap();
         packet.extend_from_slice(&icrc.to_le_bytes());

@@ -33,7 +33,7 @@ def rc_send_only_v4():
     # RC SEND_ONLY, 13-byte payload so pad_count is 3; SE and AckReq set.
     payload = b"hello, rdma!!"
     return eth(
-        IP(src="192.0.2.1", dst="192.0.2.2", id=0, flags="DF", ttl=64, tos=0)
+        IP(src="198.18.2.1", dst="198.18.2.2", id=0, flags="DF", ttl=64, tos=0)
         / UDP(sport=0xC001, dport=4791, chksum=0)
         / BTH(opcode=0x04, solicited=1, padcount=3, pkey=0xFFFF,
               dqpn=0x000011, ackreq=1, psn=0xABCDEF)
@@ -46,7 +46,7 @@ def ud_send_only_v4():
     # destination is not QP1, which Wireshark would decode as a MAD.
     deth = struct.pack("!II", 0x80010000, 0x000123)
     return eth(
-        IP(src="198.51.100.7", dst="198.51.100.9", id=0, flags="DF", ttl=64)
+        IP(src="198.19.100.7", dst="198.19.100.9", id=0, flags="DF", ttl=64)
         / UDP(sport=0xC123, dport=4791, chksum=0)
         / BTH(opcode=0x64, pkey=0xFFFF, dqpn=0x000ABC, psn=0x000042)
         / Raw(deth + b"UDpayld!")
@@ -58,7 +58,7 @@ def rc_write_only_v6():
     payload = bytes(range(32))
     reth = struct.pack("!QII", 0x00007F0012345678, 0xCAFEBABE, len(payload))
     return eth(
-        IPv6(src="2001:db8::1", dst="2001:db8::2", tc=0, fl=0, hlim=64)
+        IPv6(src="2001:2::1", dst="2001:2::2", tc=0, fl=0, hlim=64)
         / UDP(sport=0xC0DE, dport=4791, chksum=0)
         / BTH(opcode=0x0A, pkey=0xFFFF, dqpn=0x00ABCD, ackreq=1, psn=0xFFFFFF)
         / Raw(reth + payload)
@@ -69,7 +69,7 @@ def rc_ack_v4_masked():
     # RC ACKNOWLEDGE with AETH; nonzero TOS/TTL and FECN/BECN set, all of
     # which the ICRC masks out.
     return eth(
-        IP(src="192.0.2.2", dst="192.0.2.1", id=0, flags="DF", ttl=17, tos=0x8A)
+        IP(src="198.18.2.2", dst="198.18.2.1", id=0, flags="DF", ttl=17, tos=0x8A)
         / UDP(sport=0xC002, dport=4791, chksum=0)
         / BTH(opcode=0x11, pkey=0xFFFF, fecn=1, becn=1, dqpn=0x000022,
               psn=0x123456)
@@ -82,7 +82,7 @@ def rc_read_request_v6_masked():
     # and hop limit, and a real (nonzero) UDP checksum computed by scapy.
     reth = struct.pack("!QII", 0x1000, 0x00000102, 4096)
     return eth(
-        IPv6(src="fe80::1", dst="fe80::2", tc=0x68, fl=0xABCDE, hlim=3)
+        IPv6(src="2001:2:0:1::1", dst="2001:2:0:1::2", tc=0x68, fl=0xABCDE, hlim=3)
         / UDP(sport=0xC555, dport=4791)
         / BTH(opcode=0x0C, pkey=0xFFFF, becn=1, dqpn=0x000333, ackreq=1,
               psn=0x000100)

@@ -53,8 +53,8 @@ fn frame(version: IpVersion, transport: &TransportRepr, payload: &[u8]) -> Vec<u
     };
     let ip = match version {
         IpVersion::V4 => IpRepr::V4(Ipv4Repr {
-            src: [10, 1, 0, 1].into(),
-            dst: [10, 1, 0, 2].into(),
+            src: [198, 18, 1, 1].into(),
+            dst: [198, 18, 1, 2].into(),
             protocol: 17,
             payload_len: udp.buffer_len(),
             ttl: 64,
@@ -63,8 +63,8 @@ fn frame(version: IpVersion, transport: &TransportRepr, payload: &[u8]) -> Vec<u
             dont_frag: true,
         }),
         IpVersion::V6 => IpRepr::V6(Ipv6Repr {
-            src: "fd00::1".parse().unwrap(),
-            dst: "fd00::2".parse().unwrap(),
+            src: "2001:2::1".parse().unwrap(),
+            dst: "2001:2::2".parse().unwrap(),
             next_header: 17,
             payload_len: udp.buffer_len(),
             hop_limit: 64,
