@@ -1,0 +1,240 @@
+//! `xrdma perf` as a user runs it: the built binary, a server and a client, between two
+//! namespaced hosts over `xdp`, and over loopback with `udp`.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use xrdma_testnet::Topology;
+
+const XRDMA: &str = env!("CARGO_BIN_EXE_xrdma");
+
+/// A JSON number field of the last output line.
+fn field(json: &str, key: &str) -> f64 {
+    let at = json
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("{key} missing from {json}"));
+    let rest = &json[at + key.len() + 3..];
+    let end = rest.find([',', '}']).unwrap();
+    rest[..end]
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
+}
+
+fn finish(server: Child, client: Output) -> String {
+    let server = server.wait_with_output().unwrap();
+    assert!(
+        server.status.success(),
+        "server failed: {}",
+        String::from_utf8_lossy(&server.stderr)
+    );
+    assert!(
+        client.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let stdout = String::from_utf8(client.stdout).unwrap();
+    let last = stdout.lines().last().unwrap().to_string();
+    assert!(
+        last.starts_with('{') && last.ends_with('}'),
+        "last line is not JSON: {stdout}"
+    );
+    last
+}
+
+fn check_lat(json: &str, iters: u64) {
+    assert_eq!(field(json, "iters") as u64, iters, "{json}");
+    assert_eq!(field(json, "size"), 64.0);
+    let (p50, p99) = (field(json, "lat_us_p50"), field(json, "lat_us_p99"));
+    assert!(p50 > 0.0 && p50 <= p99, "{json}");
+    assert!(field(json, "msg_rate") > 0.0, "{json}");
+}
+
+fn check_bw(json: &str, iters: u64) {
+    let received = field(json, "iters") as u64;
+    assert_eq!(field(json, "sent") as u64, iters, "{json}");
+    // Raw frames are unreliable; the receiver counts what arrived, never more than sent.
+    assert!(received > 0 && received <= iters, "{json}");
+    assert!(
+        field(json, "msg_rate") > 0.0 && field(json, "gbps") > 0.0,
+        "{json}"
+    );
+}
+
+#[test]
+fn perf_raw_tests_run_between_two_hosts_over_xdp() {
+    let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    let (a, b) = (t.a(), t.b());
+    for (test, iters) in [("raw-lat", 2000u64), ("raw-bw", 200_000)] {
+        let server = a
+            .ns()
+            .command(XRDMA)
+            .args([
+                "perf",
+                test,
+                "--server",
+                "--backend",
+                "xdp",
+                "--iface",
+                a.iface(),
+                "--timeout",
+                "20",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let client = b
+            .ns()
+            .command(XRDMA)
+            .args([
+                "perf",
+                test,
+                "--connect",
+                &a.ipv4().to_string(),
+                "--backend",
+                "xdp",
+                "--iface",
+                b.iface(),
+            ])
+            .args(["--iters", &iters.to_string(), "--json", "--timeout", "20"])
+            .output()
+            .unwrap();
+        let json = finish(server, client);
+        assert!(json.contains("\"backend\":\"xdp\""), "{json}");
+        if test == "raw-lat" {
+            check_lat(&json, iters)
+        } else {
+            check_bw(&json, iters)
+        }
+    }
+}
+
+#[test]
+fn perf_raw_tests_run_over_loopback_with_udp() {
+    // Each test gets its own ports, so it can run beside others.
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    for (i, (test, iters)) in [("raw-lat", 2000u64), ("raw-bw", 100_000)]
+        .into_iter()
+        .enumerate()
+    {
+        let (roce, oob) = (
+            (port + 2 * i as u16).to_string(),
+            (port + 2 * i as u16 + 1).to_string(),
+        );
+        let common = [
+            "--backend",
+            "udp",
+            "--iface",
+            "lo",
+            "--port",
+            &roce,
+            "--oob-port",
+            &oob,
+            "--timeout",
+            "20",
+        ];
+        let server = Command::new(XRDMA)
+            .args(["perf", test, "--server", "--addr", "127.0.0.1"])
+            .args(common)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let client = Command::new(XRDMA)
+            .args([
+                "perf",
+                test,
+                "--connect",
+                "127.0.0.1",
+                "--addr",
+                "127.0.0.2",
+                "--json",
+            ])
+            .args(["--iters", &iters.to_string()])
+            .args(common)
+            .output()
+            .unwrap();
+        let json = finish(server, client);
+        if test == "raw-lat" {
+            check_lat(&json, iters)
+        } else {
+            check_bw(&json, iters)
+        }
+    }
+}
+
+#[test]
+fn perf_rejects_bad_arguments_with_a_clear_message() {
+    let out = Command::new(XRDMA)
+        .args([
+            "perf",
+            "raw-lat",
+            "--server",
+            "--backend",
+            "udp",
+            "--iface",
+            "nosuch0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such interface: nosuch0"));
+
+    let out = Command::new(XRDMA)
+        .args([
+            "perf",
+            "raw-lat",
+            "--server",
+            "--backend",
+            "udp",
+            "--iface",
+            "lo",
+            "--addr",
+            "127.0.0.1",
+        ])
+        .args(["--port", "0", "--size", "100000"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exceeds"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = Command::new(XRDMA)
+        .args(["perf", "no-such-test", "--server"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown test"));
+
+    // A client with nobody to talk to gives up after its timeout, saying why.
+    let started = std::time::Instant::now();
+    let out = Command::new(XRDMA)
+        .args([
+            "perf",
+            "raw-lat",
+            "--connect",
+            "127.0.0.1",
+            "--backend",
+            "udp",
+            "--iface",
+            "lo",
+        ])
+        .args([
+            "--addr",
+            "127.0.0.3",
+            "--port",
+            "0",
+            "--oob-port",
+            "1",
+            "--timeout",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("connecting to the perf server"));
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
