@@ -128,9 +128,12 @@ impl Queue {
     /// Puts pending frames on the transmit ring and kicks the kernel.
     fn submit(&mut self) -> Result<(), NetError> {
         if !self.pending.is_empty() {
+            // xsk-rs submits all or nothing, so offer only what the ring has room for.
+            let room = self.tx.nb_free(self.pending.len() as u32) as usize;
+            let count = room.min(self.pending.len());
             // SAFETY: every pending descriptor is a frame of this queue's UMEM that we
             // owned (a `Frame` consumed by `into_desc`), fully written, and not on any ring.
-            let n = unsafe { self.tx.produce(&self.pending) };
+            let n = unsafe { self.tx.produce(&self.pending[..count]) };
             self.pending.drain(..n);
             self.in_flight += n;
         }
@@ -156,17 +159,66 @@ impl Queue {
     }
 }
 
-/// BPF objects whose lifetime is the endpoint's. Declared first in [`XdpIo`] so the program
-/// is detached before the sockets close.
-struct Attachment {
+/// xrdma's XDP program attached to one interface, with the XSKMAP it redirects into.
+///
+/// [`XdpIo`] uses one; it is public for callers that bind AF_XDP sockets of their own (a
+/// bare-socket benchmark, say) and want the same steering: UDP to `port` goes to the socket
+/// in the receiving queue's slot, everything else to the kernel. Detached on drop.
+pub struct XdpRedirect {
+    // The link first: dropping it detaches the program before anything else goes.
     _link: OwnedFd,
     _prog: OwnedFd,
-    _map: OwnedFd,
+    map: OwnedFd,
+    mode: XdpMode,
+}
+
+impl XdpRedirect {
+    /// Attaches the program for UDP port `port` to interface `ifindex` (named `iface` in
+    /// errors), with room for `queues` sockets. Returns the mode it got: in
+    /// [`XdpMode::Auto`], `Auto` means the driver hook and `Skb` the generic one.
+    pub fn attach(
+        iface: &str,
+        ifindex: u32,
+        queues: u32,
+        port: u16,
+        mode: XdpMode,
+    ) -> Result<Self, NetError> {
+        let map = bpf::create_xskmap(queues).map_err(|e| {
+            if is_errno(&e, libc::EPERM) {
+                NetError::NotPermitted(
+                    "AF_XDP needs CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW: run as root, or use the udp backend".into(),
+                )
+            } else {
+                NetError::Io("creating the XSKMAP", e)
+            }
+        })?;
+        let prog = bpf::load_xdp_program(&program::redirect_udp_port(port, map.as_raw_fd()))
+            .map_err(NetError::io("loading the XDP program"))?;
+        let (link, mode) = attach(&prog, ifindex, iface, mode)?;
+        Ok(XdpRedirect {
+            _link: link,
+            _prog: prog,
+            map,
+            mode,
+        })
+    }
+
+    /// The mode the program was attached in.
+    pub fn mode(&self) -> XdpMode {
+        self.mode
+    }
+
+    /// Steers frames received on `queue` to the AF_XDP socket `xsk_fd`.
+    pub fn insert(&self, queue: u32, xsk_fd: RawFd) -> Result<(), NetError> {
+        bpf::xskmap_set(&self.map, queue, xsk_fd)
+            .map_err(NetError::io("adding the socket to the XSKMAP"))
+    }
 }
 
 /// An AF_XDP endpoint on one interface.
 pub struct XdpIo {
-    _attachment: Attachment,
+    // Declared first so the program is detached before the sockets close.
+    _redirect: XdpRedirect,
     queues: Vec<Queue>,
     epoll: OwnedFd,
     next_hops: NextHops,
@@ -207,16 +259,14 @@ impl XdpIo {
             .map(|(ip, _)| ip)
             .collect();
 
-        let map = bpf::create_xskmap(info.num_rx_queues).map_err(|e| {
-            if is_errno(&e, libc::EPERM) {
-                NetError::NotPermitted("AF_XDP needs CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW: run as root, or use the udp backend".into())
-            } else {
-                NetError::Io("creating the XSKMAP", e)
-            }
-        })?;
-        let prog = bpf::load_xdp_program(&program::redirect_udp_port(config.port, map.as_raw_fd()))
-            .map_err(NetError::io("loading the XDP program"))?;
-        let (link_fd, attach_mode) = attach(&prog, info.index, &config.iface, config.mode)?;
+        let redirect = XdpRedirect::attach(
+            &config.iface,
+            info.index,
+            info.num_rx_queues,
+            config.port,
+            config.mode,
+        )?;
+        let attach_mode = redirect.mode();
 
         let queue_ids: Vec<u32> = (0..info.num_rx_queues.max(1)).collect();
         let mut queues = Vec::with_capacity(queue_ids.len());
@@ -230,8 +280,7 @@ impl XdpIo {
                 Err(e) => return Err(e),
             };
             zero_copy &= zc;
-            bpf::xskmap_set(&map, id, queue.rx.fd().as_raw_fd())
-                .map_err(NetError::io("adding the socket to the XSKMAP"))?;
+            redirect.insert(id, queue.rx.fd().as_raw_fd())?;
             queues.push(queue);
         }
         let epoll = epoll_over(&queues)?;
@@ -254,11 +303,7 @@ impl XdpIo {
             queues: queues.len() as u32,
         };
         Ok(XdpIo {
-            _attachment: Attachment {
-                _link: link_fd,
-                _prog: prog,
-                _map: map,
-            },
+            _redirect: redirect,
             queues,
             epoll,
             next_hops: NextHops::new(netlink, info.index, addrs),

@@ -1,0 +1,326 @@
+//! What xrdma's frame path costs, measured against baselines on the same veth pair in the
+//! same run (`cargo bench --bench raw_path`, as root):
+//!
+//! - `raw-bw` (64-byte payloads over `xdp`) against a bare xsk-rs loop: the same frames, sent
+//!   from a UMEM that is written once and received by libxdp's default program into a socket
+//!   that only counts them;
+//! - `raw-lat` p50 against the kernel's UDP ping-pong (sockperf, 64 bytes).
+//!
+//! Each measurement runs `ROUNDS` times, alternating, and the median is reported.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::os::fd::AsRawFd;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use xrdma::perf::{self, Options, Role, Test};
+use xrdma_testnet::{Host, Topology};
+use xrdma_verbs::net::{
+    BackendConfig,
+    xdp::{XdpConfig, XdpMode, XdpRedirect},
+};
+use xrdma_verbs::wire::{
+    self, BthRepr, DethRepr, EtherType, EthernetRepr, FrameRepr, IpRepr, IpVersion, Ipv4Repr,
+    MacAddr, Opcode, Psn, Qkey, Qpn, TransportRepr, UdpRepr,
+};
+use xsk_rs::config::{BindFlags, SocketConfig, UmemConfig};
+use xsk_rs::{Socket, Umem};
+
+const ROUNDS: usize = 3;
+const SIZE: usize = 64;
+const BW_SECONDS: u64 = 3;
+const LAT_ITERS: u64 = 20_000;
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("raw_path: needs root (network namespaces, XDP, AF_XDP); run it as root");
+        std::process::exit(1);
+    }
+    let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    let (mut ours_bw, mut bare_bw, mut ours_lat, mut kernel_lat) = (vec![], vec![], vec![], vec![]);
+    for round in 0..ROUNDS {
+        let o = xrdma_perf(&t, Test::RawBw);
+        let b = bare_xsk_bw(&t);
+        let l = xrdma_perf(&t, Test::RawLat);
+        let k = sockperf_p50(&t);
+        println!(
+            "round {round}: raw-bw {:.0} msg/s, bare xsk-rs {:.0} msg/s; raw-lat p50 {:.2} us, sockperf UDP p50 {:.2} us",
+            o.msg_rate(),
+            b,
+            l.latency_us(50.0).unwrap(),
+            k
+        );
+        ours_bw.push(o.msg_rate());
+        bare_bw.push(b);
+        ours_lat.push(l.latency_us(50.0).unwrap());
+        kernel_lat.push(k);
+    }
+    let (ob, bb, ol, kl) = (
+        median(ours_bw),
+        median(bare_bw),
+        median(ours_lat),
+        median(kernel_lat),
+    );
+    println!(
+        "raw-bw {SIZE} B over xdp: {ob:.0} msg/s; bare xsk-rs loop: {bb:.0} msg/s; ratio {:.2}",
+        ob / bb
+    );
+    println!(
+        "raw-lat {SIZE} B p50 over xdp: {ol:.2} us; kernel UDP ping-pong (sockperf) p50: {kl:.2} us; ratio {:.2}",
+        ol / kl
+    );
+    println!(
+        "{{\"bench\":\"raw_path\",\"raw_bw_msg_rate\":{ob:.0},\"bare_xsk_msg_rate\":{bb:.0},\"bw_ratio\":{:.3},\"raw_lat_p50_us\":{ol:.3},\"sockperf_udp_p50_us\":{kl:.3},\"lat_ratio\":{:.3}}}",
+        ob / bb,
+        ol / kl
+    );
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// One `xrdma perf` run over `xdp`, server on host A, client on host B, in this process.
+fn xrdma_perf(t: &Topology, test: Test) -> perf::Report {
+    let opts = |host: &Host, role| Options {
+        test,
+        role,
+        backend: BackendConfig::Xdp(XdpConfig::new(host.iface())),
+        size: SIZE,
+        iters: (test == Test::RawLat).then_some(LAT_ITERS),
+        duration: (test == Test::RawBw).then_some(Duration::from_secs(BW_SECONDS)),
+        oob_port: perf::DEFAULT_OOB_PORT,
+        timeout: Duration::from_secs(20),
+    };
+    let server_opts = opts(t.a(), Role::Server);
+    let client_opts = opts(t.b(), Role::Client(IpAddr::V4(t.a().ipv4())));
+    thread::scope(|s| {
+        let server = s.spawn(|| {
+            t.a()
+                .ns()
+                .run(|| perf::run(&server_opts).expect("perf server"))
+        });
+        let report = t
+            .b()
+            .ns()
+            .run(|| perf::run(&client_opts).expect("perf client"));
+        server.join().unwrap();
+        report
+    })
+}
+
+/// The frame raw-bw sends: Ethernet/IPv4/UDP, BTH, DETH, 64 bytes, ICRC.
+fn raw_frame(from: &Host, to: &Host) -> Vec<u8> {
+    let transport = TransportRepr {
+        deth: Some(DethRepr {
+            qkey: Qkey::new(0x1111_1111),
+            src_qp: Qpn::new_masked(1),
+        }),
+        ..TransportRepr::new(BthRepr {
+            opcode: Opcode::UD_SEND_ONLY,
+            solicited: false,
+            mig_req: false,
+            pad_count: 0,
+            pkey: 0xffff,
+            fecn: false,
+            becn: false,
+            dest_qp: Qpn::new_masked(1),
+            ack_req: false,
+            psn: Psn::new_masked(0),
+        })
+    };
+    let mut t = vec![0u8; 256];
+    let len = transport.emit(&[7u8; SIZE], &mut t).unwrap();
+    t.truncate(len);
+    let repr = FrameRepr {
+        eth: EthernetRepr {
+            src: MacAddr(from.mac()),
+            dst: MacAddr(to.mac()),
+            ethertype: EtherType::Ipv4,
+        },
+        ip: IpRepr::V4(Ipv4Repr {
+            src: from.ipv4(),
+            dst: to.ipv4(),
+            protocol: 17,
+            payload_len: 8 + t.len() + 4,
+            ttl: 64,
+            tos: 0,
+            ident: 0,
+            dont_frag: true,
+        }),
+        udp: UdpRepr {
+            src_port: 0xc001,
+            dst_port: wire::ROCEV2_PORT,
+            payload_len: t.len() + 4,
+        },
+    };
+    let header = wire::frame::frame_header_len(IpVersion::V4);
+    let mut f = vec![0u8; header + t.len() + 4];
+    f[header..header + t.len()].copy_from_slice(&t);
+    wire::frame::emit_frame_headers(&repr, &mut f).unwrap();
+    wire::frame::seal_frame(&mut f, IpVersion::V4).unwrap();
+    f
+}
+
+/// Frames per second a bare xsk-rs receiver counts while a bare xsk-rs sender pushes the
+/// same prebuilt frame as fast as copy mode takes it.
+fn bare_xsk_bw(t: &Topology) -> f64 {
+    let frame = raw_frame(t.b(), t.a());
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicBool::new(false));
+    thread::scope(|s| {
+        let (stop_rx, ready_rx) = (stop.clone(), ready.clone());
+        let a_iface = t.a().iface().to_string();
+        let receiver = s.spawn(move || {
+            t.a().ns().run(move || {
+                // The same steering xrdma uses (our XDP program), but nothing else of xrdma:
+                // xsk-rs rings, driven directly.
+                let name = std::ffi::CString::new(a_iface.clone()).unwrap();
+                // SAFETY: `name` is a valid C string.
+                let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+                let redirect =
+                    XdpRedirect::attach(&a_iface, ifindex, 1, wire::ROCEV2_PORT, XdpMode::Auto)
+                        .expect("attaching the redirect program");
+                let (umem, descs) =
+                    Umem::new(UmemConfig::default(), NonZeroU32::new(2048).unwrap(), false)
+                        .unwrap();
+                let config = SocketConfig::builder()
+                    .libxdp_flags(xsk_rs::config::LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+                    .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
+                    .build();
+                // SAFETY: a fresh UMEM, not shared, and program loading is inhibited.
+                let (_tx, mut rx, fq_cq) =
+                    unsafe { Socket::new(config, &umem, &a_iface.parse().unwrap(), 0) }
+                        .expect("bare receiver socket");
+                redirect.insert(0, rx.fd().as_raw_fd()).unwrap();
+                let (mut fq, _cq) = fq_cq.unwrap();
+                // SAFETY: all 2048 frames (the fill ring's size) go to the fill ring and come
+                // back only through RX.
+                assert_eq!(unsafe { fq.produce(&descs) }, descs.len());
+                let mut got = vec![descs[0]; 256];
+                ready_rx.store(true, Ordering::Release);
+                let (mut count, mut first, mut last) = (0u64, None, Instant::now());
+                while !stop_rx.load(Ordering::Acquire) {
+                    // SAFETY: descriptors come off this UMEM's RX ring.
+                    let n = unsafe { rx.consume(&mut got) };
+                    if n > 0 {
+                        last = Instant::now();
+                        first.get_or_insert(last);
+                        count += n as u64;
+                        // SAFETY: the frames just consumed go straight back to the kernel.
+                        unsafe { fq.produce(&got[..n]) };
+                    } else if fq.needs_wakeup() {
+                        fq.wakeup(rx.fd_mut(), 0).unwrap();
+                    }
+                }
+                let secs = first
+                    .map(|f| last.duration_since(f).as_secs_f64())
+                    .unwrap_or(0.0);
+                if secs > 0.0 { count as f64 / secs } else { 0.0 }
+            })
+        });
+        while !ready.load(Ordering::Acquire) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let b_iface = t.b().iface().to_string();
+        t.b().ns().run(|| {
+            let frames = 4096u32;
+            let (umem, mut descs) = Umem::new(
+                UmemConfig::default(),
+                NonZeroU32::new(frames).unwrap(),
+                false,
+            )
+            .unwrap();
+            let config = SocketConfig::builder()
+                .libxdp_flags(xsk_rs::config::LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+                .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP)
+                .build();
+            // SAFETY: a fresh UMEM, not shared; no program is loaded for a send-only socket.
+            let (mut tx, _rx, fq_cq) =
+                unsafe { Socket::new(config, &umem, &b_iface.parse().unwrap(), 0) }
+                    .expect("bare sender socket");
+            let (_fq, mut cq) = fq_cq.unwrap();
+            for d in descs.iter_mut() {
+                // SAFETY: we own every frame of the fresh UMEM.
+                unsafe { umem.data_mut(d).cursor().write_all_bytes(&frame) };
+            }
+            let mut free: Vec<_> = descs.clone();
+            let mut done = vec![descs[0]; frames as usize];
+            let end = Instant::now() + Duration::from_secs(BW_SECONDS);
+            while Instant::now() < end {
+                // SAFETY: completed descriptors are ours again.
+                let n = unsafe { cq.consume(&mut done) };
+                free.extend_from_slice(&done[..n]);
+                if !free.is_empty() {
+                    // xsk-rs submits all or nothing: offer what the ring has room for. Every
+                    // free descriptor is a written frame of this UMEM that we own.
+                    let room = (tx.nb_free(free.len() as u32) as usize).min(free.len());
+                    // SAFETY: see above.
+                    let sent = unsafe { tx.produce(&free[..room]) };
+                    free.drain(..sent);
+                }
+                tx.wakeup().unwrap();
+            }
+        });
+        thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Release);
+        receiver.join().unwrap()
+    })
+}
+
+trait WriteAllBytes {
+    fn write_all_bytes(&mut self, bytes: &[u8]);
+}
+
+impl WriteAllBytes for xsk_rs::umem::frame::Cursor<'_> {
+    fn write_all_bytes(&mut self, bytes: &[u8]) {
+        std::io::Write::write_all(self, bytes).unwrap();
+    }
+}
+
+/// sockperf UDP ping-pong p50 (one-way, as sockperf reports it) between the two hosts.
+fn sockperf_p50(t: &Topology) -> f64 {
+    let at = SocketAddr::new(IpAddr::V4(t.a().ipv4()), 11111);
+    let mut server = t
+        .a()
+        .ns()
+        .command("sockperf")
+        .args(["server", "-i", &at.ip().to_string(), "-p", "11111"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sockperf is needed: apt-get install sockperf (scripts/setup.sh does)");
+    thread::sleep(Duration::from_millis(300));
+    let out = t
+        .b()
+        .ns()
+        .command("sockperf")
+        .args([
+            "ping-pong",
+            "-i",
+            &at.ip().to_string(),
+            "-p",
+            "11111",
+            "-m",
+            "64",
+            "-t",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .find(|l| l.contains("percentile 50.000"))
+        .and_then(|l| l.rsplit('=').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no p50 in sockperf output:\n{text}"))
+}
