@@ -125,10 +125,11 @@ fn one_way(
     to_addr: SocketAddr,
     what: &str,
 ) {
+    let ipv6 = to_addr.is_ipv6();
     let largest = from
         .link()
-        .max_transport_len(false)
-        .min(to.link().max_transport_len(false));
+        .max_transport_len(ipv6)
+        .min(to.link().max_transport_len(ipv6));
     let sizes = [12, 16, 64, 256, 1024, largest];
     let packets: Vec<Vec<u8>> = (0..600)
         .map(|n| packet(n, sizes[n as usize % sizes.len()]))
@@ -396,4 +397,53 @@ fn drop_effective_capabilities() {
             0
         );
     }
+}
+
+#[test]
+fn ipv6_frames_flow_between_xdp_and_udp() {
+    let t = Topology::builder()
+        .ipv6(true)
+        .pair()
+        .unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    let (a, b) = (t.a(), t.b());
+    let (a6, b6) = (a.ipv6().unwrap(), b.ipv6().unwrap());
+    let mut x = open_xdp(a);
+    let b_iface = b.iface().to_string();
+    let mut u = b
+        .ns()
+        .run(move || {
+            UdpIo::open(&UdpConfig {
+                addr: Some(IpAddr::V6(b6)),
+                ..UdpConfig::new(b_iface)
+            })
+        })
+        .unwrap();
+    let x_addr = SocketAddr::new(IpAddr::V6(a6), wire::ROCEV2_PORT);
+    let u_addr = SocketAddr::new(IpAddr::V6(b6), wire::ROCEV2_PORT);
+    exchange(&mut x, x_addr, &mut u, u_addr);
+    assert_eq!(x.stats().rx_dropped() + u.stats().rx_dropped(), 0);
+}
+
+#[test]
+fn every_active_queue_gets_a_socket() {
+    let t = Topology::builder()
+        .rx_queues(2)
+        .pair()
+        .unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    let mut x = open_xdp(t.a());
+    let active = t
+        .a()
+        .ns()
+        .sh(&format!(
+            "ls /sys/class/net/{}/queues | grep -c rx-",
+            t.a().iface()
+        ))
+        .unwrap();
+    assert_eq!(
+        x.link().queues.to_string(),
+        active.trim(),
+        "one socket per active receive queue"
+    );
+    let mut u = open_udp(t.b());
+    exchange(&mut x, roce_addr(t.a()), &mut u, roce_addr(t.b()));
 }
