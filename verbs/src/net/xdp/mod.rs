@@ -311,23 +311,6 @@ impl XdpIo {
             stats: NetStats::default(),
         })
     }
-
-    /// Kernel-side AF_XDP counters of each queue, summed: (rx dropped, rx ring full, rx fill
-    /// ring empty, tx ring empty).
-    pub fn xdp_statistics(&self) -> Result<[u64; 4], NetError> {
-        let mut sum = [0u64; 4];
-        for q in &self.queues {
-            let s =
-                q.rx.fd()
-                    .xdp_statistics()
-                    .map_err(NetError::io("reading XDP statistics"))?;
-            sum[0] += s.rx_dropped();
-            sum[1] += s.rx_ring_full();
-            sum[2] += s.rx_fill_ring_empty_descs();
-            sum[3] += s.tx_ring_empty_descs();
-        }
-        Ok(sum)
-    }
 }
 
 /// Attaches `prog` in the requested mode; in `Auto`, the driver hook first, then generic.
