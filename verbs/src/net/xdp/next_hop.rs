@@ -73,34 +73,25 @@ impl NextHops {
     }
 
     fn lookup(&mut self, dst: IpAddr) -> Result<Hop, NetError> {
-        match self.cache.get(&dst) {
-            Some(e) if e.resolved_at.elapsed() < REFRESH => Ok(e.hop),
-            Some(e) => {
-                // Stale: ask again, but keep using the old answer if the tables no longer
-                // have one (the peer may just be quiet).
-                let old = e.hop;
-                let hop = self.resolve(dst).unwrap_or(old);
-                self.cache.insert(
-                    dst,
-                    Entry {
-                        hop,
-                        resolved_at: Instant::now(),
-                    },
-                );
-                Ok(hop)
-            }
-            None => {
-                let hop = self.resolve(dst)?;
-                self.cache.insert(
-                    dst,
-                    Entry {
-                        hop,
-                        resolved_at: Instant::now(),
-                    },
-                );
-                Ok(hop)
-            }
-        }
+        let cached = self
+            .cache
+            .get(&dst)
+            .map(|e| (e.hop, e.resolved_at.elapsed() < REFRESH));
+        let hop = match cached {
+            Some((hop, true)) => return Ok(hop),
+            // Stale: ask again, but keep using the old answer if the tables no longer have
+            // one (the peer may just be quiet).
+            Some((old, false)) => self.resolve(dst).unwrap_or(old),
+            None => self.resolve(dst)?,
+        };
+        self.cache.insert(
+            dst,
+            Entry {
+                hop,
+                resolved_at: Instant::now(),
+            },
+        );
+        Ok(hop)
     }
 
     fn resolve(&mut self, dst: IpAddr) -> Result<Hop, NetError> {
