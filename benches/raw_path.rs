@@ -122,18 +122,11 @@ fn raw_frame(from: &Host, to: &Host) -> Vec<u8> {
             qkey: Qkey::new(0x1111_1111),
             src_qp: Qpn::new_masked(1),
         }),
-        ..TransportRepr::new(BthRepr {
-            opcode: Opcode::UD_SEND_ONLY,
-            solicited: false,
-            mig_req: false,
-            pad_count: 0,
-            pkey: 0xffff,
-            fecn: false,
-            becn: false,
-            dest_qp: Qpn::new_masked(1),
-            ack_req: false,
-            psn: Psn::new_masked(0),
-        })
+        ..TransportRepr::new(BthRepr::new(
+            Opcode::UD_SEND_ONLY,
+            Qpn::new_masked(1),
+            Psn::new_masked(0),
+        ))
     };
     let mut t = vec![0u8; 256];
     let len = transport.emit(&[7u8; SIZE], &mut t).unwrap();

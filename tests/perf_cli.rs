@@ -20,6 +20,28 @@ fn field(json: &str, key: &str) -> f64 {
         .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
 }
 
+/// Runs `server` in the background and `client` to completion, both `xrdma perf` commands
+/// with their arguments so far; checks both succeeded and returns the client's JSON line,
+/// after checking it as a `test` run of `iters` messages.
+fn run_pair(mut server: Command, mut client: Command, test: &str, iters: u64) -> String {
+    let server = server
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = client
+        .args(["--iters", &iters.to_string(), "--json"])
+        .output()
+        .unwrap();
+    let json = finish(server, client);
+    if test == "raw-lat" {
+        check_lat(&json, iters)
+    } else {
+        check_bw(&json, iters)
+    }
+    json
+}
+
 fn finish(server: Child, client: Output) -> String {
     let server = server.wait_with_output().unwrap();
     assert!(
@@ -65,47 +87,30 @@ fn perf_raw_tests_run_between_two_hosts_over_xdp() {
     let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
     let (a, b) = (t.a(), t.b());
     for (test, iters) in [("raw-lat", 2000u64), ("raw-bw", 200_000)] {
-        let server = a
-            .ns()
-            .command(XRDMA)
-            .args([
-                "perf",
-                test,
-                "--server",
-                "--backend",
-                "xdp",
-                "--iface",
-                a.iface(),
-                "--timeout",
-                "20",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let client = b
-            .ns()
-            .command(XRDMA)
-            .args([
-                "perf",
-                test,
-                "--connect",
-                &a.ipv4().to_string(),
-                "--backend",
-                "xdp",
-                "--iface",
-                b.iface(),
-            ])
-            .args(["--iters", &iters.to_string(), "--json", "--timeout", "20"])
-            .output()
-            .unwrap();
-        let json = finish(server, client);
+        let mut server = a.ns().command(XRDMA);
+        server.args([
+            "perf",
+            test,
+            "--server",
+            "--backend",
+            "xdp",
+            "--iface",
+            a.iface(),
+            "--timeout",
+            "20",
+        ]);
+        let mut client = b.ns().command(XRDMA);
+        client.args([
+            "perf",
+            test,
+            "--connect",
+            &a.ipv4().to_string(),
+            "--backend",
+            "xdp",
+        ]);
+        client.args(["--iface", b.iface(), "--timeout", "20"]);
+        let json = run_pair(server, client, test, iters);
         assert!(json.contains("\"backend\":\"xdp\""), "{json}");
-        if test == "raw-lat" {
-            check_lat(&json, iters)
-        } else {
-            check_bw(&json, iters)
-        }
     }
 }
 
@@ -133,14 +138,12 @@ fn perf_raw_tests_run_over_loopback_with_udp() {
             "--timeout",
             "20",
         ];
-        let server = Command::new(XRDMA)
+        let mut server = Command::new(XRDMA);
+        server
             .args(["perf", test, "--server", "--addr", "127.0.0.1"])
-            .args(common)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let client = Command::new(XRDMA)
+            .args(common);
+        let mut client = Command::new(XRDMA);
+        client
             .args([
                 "perf",
                 test,
@@ -148,18 +151,10 @@ fn perf_raw_tests_run_over_loopback_with_udp() {
                 "127.0.0.1",
                 "--addr",
                 "127.0.0.2",
-                "--json",
             ])
-            .args(["--iters", &iters.to_string()])
-            .args(common)
-            .output()
-            .unwrap();
-        let json = finish(server, client);
-        if test == "raw-lat" {
-            check_lat(&json, iters)
-        } else {
-            check_bw(&json, iters)
-        }
+            .args(common);
+        let json = run_pair(server, client, test, iters);
+        assert!(json.contains("\"backend\":\"udp\""), "{json}");
     }
 }
 

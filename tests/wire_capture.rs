@@ -25,18 +25,11 @@ fn transport(psn: u32) -> Vec<u8> {
             qkey: Qkey::new(0x1111_1111),
             src_qp: Qpn::new_masked(0x12),
         }),
-        ..TransportRepr::new(BthRepr {
-            opcode: Opcode::UD_SEND_ONLY,
-            solicited: false,
-            mig_req: false,
-            pad_count: 0,
-            pkey: 0xffff,
-            fecn: false,
-            becn: false,
-            dest_qp: Qpn::new_masked(0xabc),
-            ack_req: false,
-            psn: Psn::new_masked(psn),
-        })
+        ..TransportRepr::new(BthRepr::new(
+            Opcode::UD_SEND_ONLY,
+            Qpn::new_masked(0xabc),
+            Psn::new_masked(psn),
+        ))
     };
     let payload: Vec<u8> = (0..100u32).map(|i| (i + psn) as u8).collect();
     let mut buf = vec![0u8; 256];

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use xrdma_verbs::net::{FrameIo, TxMeta};
-use xrdma_verbs::wire::{self, BthPacket, BthRepr, DethPacket, DethRepr, Opcode, Psn, Qkey, Qpn};
+use xrdma_verbs::wire::{
+    self, BthPacket, BthRepr, DethRepr, Opcode, Psn, Qkey, Qpn, TransportRepr,
+};
 
 use super::oob::{Control, Message};
 use super::{PerfError, Report, Result};
@@ -48,39 +50,25 @@ pub(super) fn max_payload(io: &dyn FrameIo) -> usize {
 
 /// Writes a raw frame's transport packet with `size` payload bytes; returns its length.
 fn write_packet(buf: &mut [u8], psn: u32, size: usize) -> usize {
-    let pad = (4 - size % 4) % 4;
-    let bth = BthRepr {
-        opcode: Opcode::UD_SEND_ONLY,
-        solicited: false,
-        mig_req: false,
-        pad_count: pad as u8,
-        pkey: 0xffff,
-        fecn: false,
-        becn: false,
-        dest_qp: Qpn::new_masked(RAW_QPN),
-        ack_req: false,
-        psn: Psn::new_masked(psn),
-    };
-    let deth = DethRepr {
-        qkey: Qkey::new(RAW_QKEY),
-        src_qp: Qpn::new_masked(RAW_QPN),
-    };
-    let emitted = bth
-        .emit(&mut BthPacket::new_unchecked(
-            &mut buf[..wire::bth::HEADER_LEN],
+    let repr = TransportRepr {
+        deth: Some(DethRepr {
+            qkey: Qkey::new(RAW_QKEY),
+            src_qp: Qpn::new_masked(RAW_QPN),
+        }),
+        ..TransportRepr::new(BthRepr::new(
+            Opcode::UD_SEND_ONLY,
+            Qpn::new_masked(RAW_QPN),
+            Psn::new_masked(psn),
         ))
-        .and_then(|_| {
-            deth.emit(&mut DethPacket::new_unchecked(
-                &mut buf[wire::bth::HEADER_LEN..HEADERS],
-            ))
-        });
-    debug_assert!(emitted.is_ok(), "constant headers always emit");
-    let end = HEADERS + size;
-    for (i, b) in buf[HEADERS..end].iter_mut().enumerate() {
+    };
+    // `size` was checked against the link by `max_payload`, so the headers always fit.
+    let offset = repr
+        .emit_headers(size, buf)
+        .expect("a raw packet fits the buffer the backend offers");
+    for (i, b) in buf[offset..offset + size].iter_mut().enumerate() {
         *b = i as u8;
     }
-    buf[end..end + pad].fill(0);
-    end + pad
+    repr.buffer_len(size)
 }
 
 /// The PSN of a raw frame, if it is one.

@@ -244,6 +244,23 @@ pub struct BthRepr {
 }
 
 impl BthRepr {
+    /// A BTH for `opcode` to `dest_qp` at `psn`, in the default partition (0xffff), with
+    /// every flag clear and no pad; callers set the fields that differ.
+    pub fn new(opcode: Opcode, dest_qp: Qpn, psn: Psn) -> BthRepr {
+        BthRepr {
+            opcode,
+            solicited: false,
+            mig_req: false,
+            pad_count: 0,
+            pkey: 0xffff,
+            fecn: false,
+            becn: false,
+            dest_qp,
+            ack_req: false,
+            psn,
+        }
+    }
+
     /// Parses the BTH of `packet`.
     ///
     /// # Errors

@@ -279,16 +279,12 @@ mod tests {
 
     fn transport() -> TransportRepr {
         TransportRepr::new(BthRepr {
-            opcode: Opcode::RC_SEND_ONLY,
-            solicited: false,
-            mig_req: false,
-            pad_count: 0,
-            pkey: 0xffff,
-            fecn: false,
-            becn: false,
-            dest_qp: Qpn::new(0x11).unwrap(),
             ack_req: true,
-            psn: Psn::new(1).unwrap(),
+            ..BthRepr::new(
+                Opcode::RC_SEND_ONLY,
+                Qpn::new(0x11).unwrap(),
+                Psn::new(1).unwrap(),
+            )
         })
     }
 

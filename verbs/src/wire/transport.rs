@@ -255,16 +255,8 @@ mod tests {
 
     fn bth(opcode: Opcode) -> BthRepr {
         BthRepr {
-            opcode,
-            solicited: false,
-            mig_req: false,
-            pad_count: 0,
-            pkey: 0xffff,
-            fecn: false,
-            becn: false,
-            dest_qp: Qpn::new(0x11).unwrap(),
             ack_req: true,
-            psn: Psn::new(0x123456).unwrap(),
+            ..BthRepr::new(opcode, Qpn::new(0x11).unwrap(), Psn::new(0x123456).unwrap())
         }
     }
 

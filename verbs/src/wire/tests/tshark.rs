@@ -30,16 +30,8 @@ const FIELDS: [&str; 5] = [
 
 fn bth(opcode: Opcode, qpn: u32, psn: u32) -> BthRepr {
     BthRepr {
-        opcode,
-        solicited: false,
-        mig_req: false,
-        pad_count: 0,
-        pkey: 0xffff,
-        fecn: false,
-        becn: false,
-        dest_qp: Qpn::new_masked(qpn),
         ack_req: true,
-        psn: Psn::new_masked(psn),
+        ..BthRepr::new(opcode, Qpn::new_masked(qpn), Psn::new_masked(psn))
     }
 }
 
