@@ -1,12 +1,16 @@
-//! xrdma-verbs: RoCEv2 on the wire, frame I/O over AF_XDP, kernel UDP or a simulated network.
+//! xrdma-verbs: RoCEv2 verbs in user space, over AF_XDP, kernel UDP or a simulated network.
 //!
 //! Layers, dependencies pointing down only:
 //!
 //! | module | owns | I/O |
 //! |---|---|---|
 //! | [`wire`] | RoCEv2 codecs: Ethernet, IPv4/IPv6, UDP, BTH and extension headers, ICRC | none |
+//! | [`engine`] | transport logic without I/O (UD so far) | none |
 //! | [`net`] | one [`net::FrameIo`] trait and its `xdp`, `udp` and `sim` backends | yes |
+//! | [`verbs`] | context, PD, MR, CQ, channel, AH, QP; progress (inline and a helper thread) | through `net` |
 //! | [`rng`] | the seeded generator behind every random choice | none |
+//!
+//! The verbs API is in [`verbs`], with a UD example there.
 //!
 //! # Example
 //!
@@ -36,6 +40,8 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod engine;
 pub mod net;
 pub mod rng;
+pub mod verbs;
 pub mod wire;

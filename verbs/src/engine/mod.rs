@@ -1,0 +1,5 @@
+//! Transport logic without I/O: packets in, packets and completions out, time as an
+//! argument where there is any. `#![forbid(unsafe_code)]`.
+#![forbid(unsafe_code)]
+
+pub mod ud;

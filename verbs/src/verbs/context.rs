@@ -1,0 +1,358 @@
+//! The device context: one backend, the tables of objects on it, and progress.
+//!
+//! Progress (receiving, dispatching to QPs, flushing transmits) happens in two places:
+//! inline, when an application polls a CQ, and on a helper thread that spins briefly after
+//! activity and then sleeps on the backend's descriptor and a wake-up eventfd, so an idle
+//! context burns no CPU. Whoever gets the backend's lock first does the work; the other
+//! returns at once.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::Error;
+use super::channel::CompletionChannel;
+use super::cq::{Cq, CqShared};
+use super::device::{self, DeviceAttr, Gid, PortAttr};
+use super::mr::MrTable;
+use super::pd::Pd;
+use super::qp::QpShared;
+use crate::engine::ud;
+use crate::net::{FrameIo, LinkInfo, RxMeta};
+use crate::rng::Rng;
+use crate::wire::{BthPacket, TransportClass};
+
+/// Datagrams received per progress step.
+const RX_BATCH: usize = 64;
+
+/// How a context is set up.
+#[derive(Debug, Clone)]
+pub struct ContextConfig {
+    /// Seed of the context's generator (QPNs, PSNs, keys); `None` draws one from the OS.
+    pub seed: Option<u64>,
+    /// Run a helper thread that makes progress while the application is not polling.
+    pub progress_thread: bool,
+    /// How long the helper thread keeps polling after the last activity before it sleeps.
+    pub spin: Duration,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        ContextConfig {
+            seed: None,
+            progress_thread: true,
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
+impl ContextConfig {
+    /// The default configuration with a fixed seed, for reproducible runs.
+    pub fn seeded(seed: u64) -> Self {
+        ContextConfig {
+            seed: Some(seed),
+            ..ContextConfig::default()
+        }
+    }
+}
+
+/// Received datagrams dropped above the backend, by reason (the backend counts its own).
+#[derive(Debug, Default)]
+pub struct RxDrops {
+    /// Not a transport xrdma handles yet, or malformed above the BTH.
+    pub malformed: AtomicU64,
+    /// Addressed to a QP that does not exist.
+    pub no_qp: AtomicU64,
+    /// The QP was not in a state that receives (RTR, RTS, SQD).
+    pub qp_state: AtomicU64,
+    /// Q_Key mismatch on a UD QP.
+    pub bad_qkey: AtomicU64,
+    /// No receive posted (UD drops, as hardware does).
+    pub rq_empty: AtomicU64,
+}
+
+pub(crate) struct ContextShared {
+    pub(crate) io: Mutex<Box<dyn FrameIo>>,
+    pub(crate) link: LinkInfo,
+    pub(crate) device: DeviceAttr,
+    pub(crate) port: PortAttr,
+    pub(crate) rng: Mutex<Rng>,
+    pub(crate) mrs: RwLock<MrTable>,
+    pub(crate) qps: RwLock<HashMap<u32, Arc<QpShared>>>,
+    pub(crate) cqs: RwLock<HashMap<u64, Weak<CqShared>>>,
+    pub(crate) drops: RxDrops,
+    next_handle: AtomicU64,
+    next_pd: AtomicU32,
+    progress: Mutex<Option<ProgressThread>>,
+}
+
+/// A device context (`ibv_open_device`). Cloning gives another handle to the same context.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) shared: Arc<ContextShared>,
+}
+
+impl Context {
+    /// A context over an opened backend.
+    pub fn new(io: Box<dyn FrameIo>, config: ContextConfig) -> Result<Context, Error> {
+        let link = io.link().clone();
+        let shared = Arc::new(ContextShared {
+            device: device::device_attr(&link),
+            port: device::port_attr(&link),
+            io: Mutex::new(io),
+            link,
+            rng: Mutex::new(
+                config
+                    .seed
+                    .map(Rng::seed_from_u64)
+                    .unwrap_or_else(Rng::from_entropy),
+            ),
+            mrs: RwLock::new(MrTable::new()),
+            qps: RwLock::new(HashMap::new()),
+            cqs: RwLock::new(HashMap::new()),
+            drops: RxDrops::default(),
+            next_handle: AtomicU64::new(1),
+            next_pd: AtomicU32::new(1),
+            progress: Mutex::new(None),
+        });
+        if config.progress_thread {
+            let thread = ProgressThread::start(&shared, config.spin)?;
+            *shared.progress.lock() = Some(thread);
+        }
+        Ok(Context { shared })
+    }
+
+    /// What the backend's link is.
+    pub fn link(&self) -> &LinkInfo {
+        &self.shared.link
+    }
+
+    /// Device attributes (`ibv_query_device`).
+    pub fn query_device(&self) -> &DeviceAttr {
+        &self.shared.device
+    }
+
+    /// Attributes of port 1 (`ibv_query_port`); EINVAL for any other port.
+    pub fn query_port(&self, port: u8) -> Result<&PortAttr, Error> {
+        if port != 1 {
+            return Err(Error::invalid("xrdma devices have one port, number 1"));
+        }
+        Ok(&self.shared.port)
+    }
+
+    /// GID `index` of port 1 (`ibv_query_gid`): the interface's addresses, IPv4 mapped.
+    pub fn gid(&self, index: usize) -> Result<Gid, Error> {
+        self.shared
+            .link
+            .addrs
+            .get(index)
+            .map(|ip| Gid::from_ip(*ip))
+            .ok_or(Error::invalid("GID index past the table"))
+    }
+
+    /// Allocates a protection domain.
+    pub fn alloc_pd(&self) -> Result<Pd, Error> {
+        Ok(Pd::new(
+            self.clone(),
+            self.shared.next_pd.fetch_add(1, Ordering::Relaxed),
+        ))
+    }
+
+    /// Creates a completion channel.
+    pub fn create_comp_channel(&self) -> Result<Arc<CompletionChannel>, Error> {
+        CompletionChannel::new()
+            .map(Arc::new)
+            .map_err(|e| Error::Net(crate::net::NetError::Io("creating a completion channel", e)))
+    }
+
+    /// Creates a completion queue of `cqe` entries, reporting to `channel` if given.
+    pub fn create_cq(
+        &self,
+        cqe: u32,
+        channel: Option<&Arc<CompletionChannel>>,
+    ) -> Result<Cq, Error> {
+        let id = self.shared.next_handle.fetch_add(1, Ordering::Relaxed);
+        let cq = Cq::new(self.clone(), id, cqe, channel.cloned())?;
+        self.shared
+            .cqs
+            .write()
+            .insert(id, Arc::downgrade(&cq.shared));
+        Ok(cq)
+    }
+
+    /// Waits for the next event on `channel` (`ibv_get_cq_event`) and returns its CQ. The
+    /// event must be acknowledged with [`Cq::ack_events`].
+    pub fn get_cq_event(&self, channel: &CompletionChannel) -> Result<Cq, Error> {
+        let id = channel
+            .get_event()
+            .map_err(|e| Error::Net(crate::net::NetError::Io("waiting for a CQ event", e)))?;
+        let cq = self.shared.cqs.read().get(&id).and_then(Weak::upgrade);
+        // The channel has counted the event as delivered to this CQ.
+        let shared = cq.ok_or(Error::invalid("the event's CQ no longer exists"))?;
+        Ok(Cq { shared })
+    }
+
+    /// Drops counted above the backend.
+    pub fn rx_drops(&self) -> &RxDrops {
+        &self.shared.drops
+    }
+
+    /// Runs one progress step on the calling thread: receives a batch, dispatches it,
+    /// flushes transmits. Returns how many datagrams it handled; 0 also when another thread
+    /// is making progress right now.
+    pub fn progress(&self) -> usize {
+        self.shared.progress()
+    }
+}
+
+impl ContextShared {
+    pub(crate) fn progress(&self) -> usize {
+        let Some(mut io) = self.io.try_lock() else {
+            return 0;
+        };
+        let mut handled = 0;
+        // A receive error leaves nothing to dispatch; the backend has counted what it could.
+        let _ = io.recv(RX_BATCH, &mut |meta, packet| {
+            handled += 1;
+            self.dispatch(meta, packet);
+        });
+        let _ = io.flush();
+        handled
+    }
+
+    fn dispatch(&self, meta: &RxMeta, packet: &[u8]) {
+        let class = BthPacket::new_checked(packet)
+            .ok()
+            .and_then(|b| b.opcode().class());
+        match class {
+            Some(TransportClass::Ud) => match ud::parse(packet) {
+                Ok(p) => {
+                    let qp = self.qps.read().get(&p.header.dest_qp.value()).cloned();
+                    match qp {
+                        Some(qp) => qp.receive_ud(self, meta, &p, packet.len()),
+                        None => count(&self.drops.no_qp),
+                    }
+                }
+                Err(_) => count(&self.drops.malformed),
+            },
+            _ => count(&self.drops.malformed),
+        }
+    }
+
+    pub(crate) fn next_random(&self) -> u32 {
+        self.rng.lock().next_u32()
+    }
+}
+
+pub(crate) fn count(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Drop for ContextShared {
+    fn drop(&mut self) {
+        if let Some(t) = self.progress.get_mut().take() {
+            t.stop();
+        }
+    }
+}
+
+/// The helper thread and how to stop it.
+struct ProgressThread {
+    stop: Arc<AtomicBool>,
+    wake: Arc<OwnedFd>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl ProgressThread {
+    fn start(shared: &Arc<ContextShared>, spin: Duration) -> Result<ProgressThread, Error> {
+        // SAFETY: eventfd has no memory-safety preconditions.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(Error::Net(crate::net::NetError::Io(
+                "creating an eventfd",
+                std::io::Error::last_os_error(),
+            )));
+        }
+        // SAFETY: `fd` is new and owned by nothing else.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = Arc::downgrade(shared);
+        let io_fd = shared.io.lock().as_raw_fd();
+        let (stop2, wake2) = (stop.clone(), wake.clone());
+        let handle = thread::Builder::new()
+            .name("xrdma-progress".into())
+            .spawn(move || progress_loop(weak, io_fd, &wake2, &stop2, spin))
+            .map_err(|_| Error::Full("cannot start the progress thread"))?;
+        Ok(ProgressThread {
+            stop,
+            wake,
+            handle: Some(handle),
+        })
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
+        let _ = unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        if let Some(h) = self.handle.take() {
+            // The last reference may be dropped by the progress thread itself; it exits on
+            // its own once it sees `stop`.
+            if h.thread().id() != thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+/// Makes progress while there is work; after `spin` without any, sleeps until the backend
+/// or the wake-up eventfd is readable. The backend's descriptor is level-triggered, so a
+/// datagram that arrives while we decide to sleep still wakes us.
+fn progress_loop(
+    ctx: Weak<ContextShared>,
+    io_fd: i32,
+    wake: &OwnedFd,
+    stop: &AtomicBool,
+    spin: Duration,
+) {
+    let mut last_work = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        let Some(shared) = ctx.upgrade() else { return };
+        let handled = shared.progress();
+        drop(shared);
+        if handled > 0 {
+            last_work = Instant::now();
+            continue;
+        }
+        if last_work.elapsed() < spin {
+            std::hint::spin_loop();
+            continue;
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: io_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two live pollfds; the io descriptor stays open while the context lives,
+        // and the context joins this thread before closing it.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if fds[1].revents != 0 {
+            let mut v = 0u64;
+            // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd.
+            let _ = unsafe { libc::read(wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        }
+        last_work = Instant::now();
+    }
+}

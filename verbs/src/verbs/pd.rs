@@ -1,0 +1,124 @@
+//! Protection domains: the scope of memory regions, address handles and queue pairs.
+
+use std::sync::Arc;
+
+use super::Error;
+use super::ah::{AddressHandle, AhAttr};
+use super::context::Context;
+use super::mr::{AccessFlags, MemoryRegion, PdHandle};
+use super::qp::{QpInitAttr, QueuePair};
+
+struct PdShared {
+    handle: PdHandle,
+    ctx: Context,
+}
+
+/// A protection domain (`ibv_alloc_pd`). Cloning gives another handle to the same PD.
+#[derive(Clone)]
+pub struct Pd {
+    shared: Arc<PdShared>,
+}
+
+impl std::fmt::Debug for Pd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pd")
+            .field("handle", &self.shared.handle)
+            .finish()
+    }
+}
+
+/// A registered memory region; deregistered (and unpinned) when dropped.
+pub struct Mr {
+    region: Arc<MemoryRegion>,
+    pd: Pd,
+}
+
+impl Mr {
+    /// Local key, for scatter/gather entries.
+    pub fn lkey(&self) -> super::Lkey {
+        self.region.lkey()
+    }
+
+    /// Remote key, for peers' RDMA operations.
+    pub fn rkey(&self) -> super::Rkey {
+        self.region.rkey()
+    }
+
+    /// The region's bookkeeping: address, length, access.
+    pub fn region(&self) -> &MemoryRegion {
+        &self.region
+    }
+}
+
+impl Drop for Mr {
+    fn drop(&mut self) {
+        // Deregistering a key that is registered cannot fail.
+        let _ = self
+            .pd
+            .context()
+            .shared
+            .mrs
+            .write()
+            .deregister(self.region.lkey());
+    }
+}
+
+impl Pd {
+    pub(crate) fn new(ctx: Context, handle: u32) -> Pd {
+        Pd {
+            shared: Arc::new(PdShared {
+                handle: PdHandle(handle),
+                ctx,
+            }),
+        }
+    }
+
+    pub(crate) fn context(&self) -> &Context {
+        &self.shared.ctx
+    }
+
+    pub(crate) fn handle(&self) -> PdHandle {
+        self.shared.handle
+    }
+
+    /// Registers `len` bytes at `addr` with `access` (`ibv_reg_mr`); the pages are pinned.
+    ///
+    /// # Safety
+    ///
+    /// `addr..addr + len` must be memory the caller owns and keeps valid until the returned
+    /// region is dropped; while it is registered, xrdma reads and writes it whenever a work
+    /// request or (with remote access) a peer's operation says so.
+    pub unsafe fn reg_mr(
+        &self,
+        addr: *mut u8,
+        len: usize,
+        access: AccessFlags,
+    ) -> Result<Mr, Error> {
+        let ctx = &self.shared.ctx.shared;
+        let region = {
+            let mut rng = ctx.rng.lock();
+            ctx.mrs.write().register(
+                self.shared.handle,
+                addr as usize,
+                len,
+                None,
+                access,
+                &mut rng,
+            )?
+        };
+        Ok(Mr {
+            region,
+            pd: self.clone(),
+        })
+    }
+
+    /// Creates an address handle (`ibv_create_ah`).
+    pub fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, Error> {
+        AddressHandle::new(self, attr)
+    }
+
+    /// Creates a queue pair (`ibv_create_qp`).
+    pub fn create_qp(&self, attr: &QpInitAttr<'_>) -> Result<QueuePair, Error> {
+        QueuePair::new(self, attr)
+    }
+}

@@ -1,0 +1,638 @@
+//! Queue pairs: creation, the state machine (through [`qp_state`](super::qp_state)), and
+//! the UD data path.
+//!
+//! UD sends are put on the wire during `post_send` and complete at once, as a UD send does
+//! on hardware once the NIC has taken it. UD receives are matched to posted receive work
+//! requests by the progress engine (`Context::progress`), which scatters the GRH and payload
+//! into the posted buffers and completes them on the receive CQ.
+//!
+//! Locks are taken in one order: the backend (held by progress), the QP, then a CQ. No QP
+//! lock is held while the backend's is taken.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::Error;
+use super::completion::{WcFlags, WcOpcode, WcStatus, WorkCompletion};
+use super::context::{ContextShared, count};
+use super::cq::Cq;
+use super::mr::{AccessFlags, MrTable, PdHandle};
+use super::pd::Pd;
+use super::qp_state::{AttrMask, QpState, QpType, check_transition};
+use super::wr::{RecvWr, SendFlags, SendOpcode, SendWr, Sge};
+use crate::engine::ud::{self, UdHeader, UdPacket};
+use crate::net::{RxMeta, TxMeta};
+use crate::wire::{Psn, Qkey, Qpn};
+
+/// Queue sizes of a QP (`struct ibv_qp_cap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QpCap {
+    /// Outstanding send work requests.
+    pub max_send_wr: u32,
+    /// Outstanding receive work requests.
+    pub max_recv_wr: u32,
+    /// Scatter/gather entries per send.
+    pub max_send_sge: u32,
+    /// Scatter/gather entries per receive.
+    pub max_recv_sge: u32,
+    /// Bytes a send may carry inline.
+    pub max_inline_data: u32,
+}
+
+/// How to create a QP (`struct ibv_qp_init_attr`).
+#[derive(Clone, Copy)]
+pub struct QpInitAttr<'a> {
+    /// CQ of send completions.
+    pub send_cq: &'a Cq,
+    /// CQ of receive completions.
+    pub recv_cq: &'a Cq,
+    /// Transport.
+    pub qp_type: QpType,
+    /// Queue sizes.
+    pub cap: QpCap,
+    /// Complete every send, not just the signaled ones.
+    pub sq_sig_all: bool,
+}
+
+impl<'a> QpInitAttr<'a> {
+    /// A UD QP with `depth` work requests per queue, one SGE each, 64 inline bytes, every
+    /// send signaled.
+    pub fn ud(send_cq: &'a Cq, recv_cq: &'a Cq, depth: u32) -> Self {
+        QpInitAttr {
+            send_cq,
+            recv_cq,
+            qp_type: QpType::Ud,
+            cap: QpCap {
+                max_send_wr: depth,
+                max_recv_wr: depth,
+                max_send_sge: 1,
+                max_recv_sge: 1,
+                max_inline_data: 64,
+            },
+            sq_sig_all: true,
+        }
+    }
+}
+
+/// QP attributes for `modify` and `query` (`struct ibv_qp_attr`); which ones a `modify`
+/// applies is said by its mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QpAttr {
+    /// State to move to.
+    pub qp_state: QpState,
+    /// State the caller believes the QP is in (with `AttrMask::CUR_STATE`).
+    pub cur_qp_state: QpState,
+    /// Q_Key (UD).
+    pub qkey: u32,
+    /// First send PSN.
+    pub sq_psn: u32,
+    /// P_Key index (only 0 exists).
+    pub pkey_index: u16,
+    /// Port (only 1 exists).
+    pub port_num: u8,
+}
+
+impl QpAttr {
+    /// Attributes for a move to `state`, everything else at its default.
+    pub fn new(state: QpState) -> Self {
+        QpAttr {
+            qp_state: state,
+            cur_qp_state: state,
+            qkey: 0,
+            sq_psn: 0,
+            pkey_index: 0,
+            port_num: 1,
+        }
+    }
+}
+
+/// A posted receive: preallocated, reused.
+struct RecvSlot {
+    wr_id: u64,
+    len: usize,
+    sges: Box<[Sge]>,
+}
+
+/// The receive queue: a ring of preallocated slots, so posting allocates nothing.
+struct RecvQueue {
+    slots: Box<[RecvSlot]>,
+    head: usize,
+    len: usize,
+}
+
+impl RecvQueue {
+    fn new(depth: usize, max_sge: usize) -> Self {
+        let empty = Sge {
+            addr: 0,
+            length: 0,
+            lkey: super::Lkey(0),
+        };
+        let slots = (0..depth)
+            .map(|_| RecvSlot {
+                wr_id: 0,
+                len: 0,
+                sges: vec![empty; max_sge].into(),
+            })
+            .collect();
+        RecvQueue {
+            slots,
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, wr: &RecvWr<'_>) -> bool {
+        if self.len == self.slots.len() {
+            return false;
+        }
+        let i = (self.head + self.len) % self.slots.len();
+        let slot = &mut self.slots[i];
+        slot.wr_id = wr.wr_id;
+        slot.len = wr.sg_list.len();
+        slot.sges[..wr.sg_list.len()].copy_from_slice(wr.sg_list);
+        self.len += 1;
+        true
+    }
+
+    fn front(&self) -> Option<&RecvSlot> {
+        (self.len > 0).then(|| &self.slots[self.head])
+    }
+
+    fn pop(&mut self) {
+        self.head = (self.head + 1) % self.slots.len();
+        self.len -= 1;
+    }
+}
+
+struct QpMut {
+    state: QpState,
+    qkey: Qkey,
+    sq_psn: Psn,
+    rq: RecvQueue,
+}
+
+pub(crate) struct QpShared {
+    qpn: Qpn,
+    qp_type: QpType,
+    pd: Pd,
+    send_cq: Cq,
+    recv_cq: Cq,
+    cap: QpCap,
+    sq_sig_all: bool,
+    /// UDP source port of our datagrams: flow entropy from the QPN, as rxe does.
+    src_port: u16,
+    st: Mutex<QpMut>,
+}
+
+/// A queue pair (`ibv_create_qp`); destroyed when dropped.
+pub struct QueuePair {
+    shared: Arc<QpShared>,
+}
+
+impl QueuePair {
+    pub(crate) fn new(pd: &Pd, attr: &QpInitAttr<'_>) -> Result<QueuePair, Error> {
+        let ctx = &pd.context().shared;
+        if attr.qp_type != QpType::Ud {
+            return Err(Error::Unsupported("only UD queue pairs exist so far"));
+        }
+        if !same_context(pd, attr.send_cq) || !same_context(pd, attr.recv_cq) {
+            return Err(Error::invalid("the CQs belong to another context"));
+        }
+        let dev = &ctx.device;
+        let cap = attr.cap;
+        if cap.max_send_wr == 0 && cap.max_recv_wr == 0
+            || cap.max_send_wr > dev.max_qp_wr
+            || cap.max_recv_wr > dev.max_qp_wr
+            || cap.max_send_sge > dev.max_sge
+            || cap.max_recv_sge > dev.max_sge
+            || cap.max_inline_data > dev.max_inline_data
+        {
+            return Err(Error::invalid("queue sizes exceed the device's limits"));
+        }
+        let mut qps = ctx.qps.write();
+        if qps.len() >= dev.max_qp as usize {
+            return Err(Error::Full("queue pairs"));
+        }
+        // QPNs 0 and 1 are the management QPs; the rest are random and unique.
+        let qpn = loop {
+            let n = ctx.next_random() & 0x00ff_ffff;
+            if n > 1 && !qps.contains_key(&n) {
+                break n;
+            }
+        };
+        let shared = Arc::new(QpShared {
+            qpn: Qpn::new_masked(qpn),
+            qp_type: attr.qp_type,
+            pd: pd.clone(),
+            send_cq: attr.send_cq.clone(),
+            recv_cq: attr.recv_cq.clone(),
+            cap,
+            sq_sig_all: attr.sq_sig_all,
+            src_port: 0xc000 | ((qpn.wrapping_mul(0x61c8_8647) >> 18) as u16 & 0x3fff),
+            st: Mutex::new(QpMut {
+                state: QpState::Reset,
+                qkey: Qkey::new(0),
+                sq_psn: Psn::ZERO,
+                rq: RecvQueue::new(cap.max_recv_wr as usize, cap.max_recv_sge.max(1) as usize),
+            }),
+        });
+        qps.insert(qpn, shared.clone());
+        Ok(QueuePair { shared })
+    }
+
+    /// The QP number.
+    pub fn qpn(&self) -> Qpn {
+        self.shared.qpn
+    }
+
+    /// The protection domain.
+    pub fn pd(&self) -> &Pd {
+        &self.shared.pd
+    }
+
+    /// The transport.
+    pub fn qp_type(&self) -> QpType {
+        self.shared.qp_type
+    }
+
+    /// Queue sizes as created (`ibv_query_qp` with `IBV_QP_CAP`).
+    pub fn cap(&self) -> QpCap {
+        self.shared.cap
+    }
+
+    /// The current state.
+    pub fn state(&self) -> QpState {
+        self.shared.st.lock().state
+    }
+
+    /// The current attributes (`ibv_query_qp`).
+    pub fn query(&self) -> QpAttr {
+        let st = self.shared.st.lock();
+        QpAttr {
+            qp_state: st.state,
+            cur_qp_state: st.state,
+            qkey: st.qkey.value(),
+            sq_psn: st.sq_psn.value(),
+            pkey_index: 0,
+            port_num: 1,
+        }
+    }
+
+    /// Changes attributes and state (`ibv_modify_qp`). The mask must name exactly what the
+    /// IBTA transition table allows for this QP type and these states (EINVAL otherwise).
+    /// Moving to ERR flushes outstanding receives with `WR_FLUSH_ERR` completions.
+    pub fn modify(&self, attr: &QpAttr, mask: AttrMask) -> Result<(), Error> {
+        let q = &self.shared;
+        let mut st = q.st.lock();
+        let current = if mask.contains(AttrMask::CUR_STATE) {
+            attr.cur_qp_state
+        } else {
+            st.state
+        };
+        let next = if mask.contains(AttrMask::STATE) {
+            attr.qp_state
+        } else {
+            current
+        };
+        check_transition(q.qp_type, current, next, mask)?;
+        if mask.contains(AttrMask::PORT) && attr.port_num != 1 {
+            return Err(Error::invalid("port_num must be 1"));
+        }
+        if mask.contains(AttrMask::PKEY_INDEX) && attr.pkey_index != 0 {
+            return Err(Error::invalid("pkey_index must be 0"));
+        }
+        if mask.contains(AttrMask::QKEY) {
+            st.qkey = Qkey::new(attr.qkey);
+        }
+        if mask.contains(AttrMask::SQ_PSN) {
+            st.sq_psn = Psn::new_masked(attr.sq_psn);
+        }
+        st.state = next;
+        match next {
+            QpState::Err => {
+                drop(st);
+                q.flush();
+            }
+            QpState::Reset => {
+                // A reset QP forgets its receives without completing them.
+                while st.rq.front().is_some() {
+                    st.rq.pop();
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Posts a receive work request (`ibv_post_recv`).
+    ///
+    /// # Safety
+    ///
+    /// The memory the scatter/gather list names must stay valid, and not be otherwise
+    /// accessed, until the request's completion has been polled.
+    pub unsafe fn post_recv(&self, wr: &RecvWr<'_>) -> Result<(), Error> {
+        let q = &self.shared;
+        if wr.sg_list.len() > q.cap.max_recv_sge as usize {
+            return Err(Error::invalid("more SGEs than max_recv_sge"));
+        }
+        let mut st = q.st.lock();
+        let state = st.state;
+        match state {
+            QpState::Reset => Err(Error::invalid("a QP in RESET takes no receives")),
+            QpState::Err => {
+                drop(st);
+                q.recv_cq.shared.push(
+                    q.completion(wr.wr_id, WcStatus::WrFlushErr, WcOpcode::Recv),
+                    false,
+                );
+                Ok(())
+            }
+            _ if st.rq.push(wr) => Ok(()),
+            _ => Err(Error::Full("receive queue")),
+        }
+    }
+
+    /// Posts a send work request (`ibv_post_send`). A UD send goes on the wire before this
+    /// returns.
+    ///
+    /// # Safety
+    ///
+    /// Unless the request is `INLINE`, the memory its scatter/gather list names must stay
+    /// valid until its completion has been polled.
+    pub unsafe fn post_send(&self, wr: &SendWr<'_>) -> Result<(), Error> {
+        // SAFETY: the caller's contract is the one `send_ud` needs.
+        unsafe { self.shared.send_ud(wr) }
+    }
+}
+
+fn same_context(pd: &Pd, cq: &Cq) -> bool {
+    Arc::ptr_eq(&pd.context().shared, &cq.context().shared)
+}
+
+impl Drop for QueuePair {
+    fn drop(&mut self) {
+        self.shared
+            .pd
+            .context()
+            .shared
+            .qps
+            .write()
+            .remove(&self.shared.qpn.value());
+    }
+}
+
+impl QpShared {
+    fn completion(&self, wr_id: u64, status: WcStatus, opcode: WcOpcode) -> WorkCompletion {
+        WorkCompletion {
+            wr_id,
+            status,
+            opcode,
+            qp_num: self.qpn.value(),
+            ..WorkCompletion::default()
+        }
+    }
+
+    /// Moves to ERR after a failed operation and flushes what is outstanding.
+    fn fail(&self) {
+        self.st.lock().state = QpState::Err;
+        self.flush();
+    }
+
+    /// Completes every posted receive with `WR_FLUSH_ERR`.
+    fn flush(&self) {
+        loop {
+            let wr_id = {
+                let mut st = self.st.lock();
+                let Some(slot) = st.rq.front() else { return };
+                let id = slot.wr_id;
+                st.rq.pop();
+                id
+            };
+            self.recv_cq.shared.push(
+                self.completion(wr_id, WcStatus::WrFlushErr, WcOpcode::Recv),
+                false,
+            );
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As [`QueuePair::post_send`].
+    unsafe fn send_ud(&self, wr: &SendWr<'_>) -> Result<(), Error> {
+        let ctx: &ContextShared = &self.pd.context().shared;
+        if !matches!(wr.opcode, SendOpcode::Send | SendOpcode::SendWithImm) {
+            return Err(Error::invalid("UD QPs only SEND"));
+        }
+        let dest = wr
+            .ud
+            .ok_or(Error::invalid("a UD send needs a destination"))?;
+        if wr.sg_list.len() > self.cap.max_send_sge as usize {
+            return Err(Error::invalid("more SGEs than max_send_sge"));
+        }
+        let len: u64 = wr.sg_list.iter().map(|s| u64::from(s.length)).sum();
+        let inline = wr.send_flags.contains(SendFlags::INLINE);
+        if inline && len > u64::from(self.cap.max_inline_data) {
+            return Err(Error::invalid("inline data longer than max_inline_data"));
+        }
+        let signaled = self.sq_sig_all || wr.send_flags.contains(SendFlags::SIGNALED);
+        let (psn, qkey) = {
+            let mut st = self.st.lock();
+            match st.state {
+                QpState::Rts => {}
+                QpState::Err => {
+                    drop(st);
+                    self.send_cq.shared.push(
+                        self.completion(wr.wr_id, WcStatus::WrFlushErr, WcOpcode::Send),
+                        false,
+                    );
+                    return Ok(());
+                }
+                _ => return Err(Error::invalid("sends need the QP in RTS")),
+            }
+            let psn = st.sq_psn;
+            st.sq_psn = psn + 1;
+            // A Q_Key with the high bit set means "use the QP's own" (IBTA 10.2.5).
+            let qkey = if dest.remote_qkey.value() & 0x8000_0000 != 0 {
+                st.qkey
+            } else {
+                dest.remote_qkey
+            };
+            (psn, qkey)
+        };
+        let fail = |status| {
+            self.send_cq
+                .shared
+                .push(self.completion(wr.wr_id, status, WcOpcode::Send), false);
+            self.fail();
+            Ok(())
+        };
+        if len > ctx.port.active_mtu.bytes() as u64 {
+            return fail(WcStatus::LocLenErr);
+        }
+        // Where each SGE's bytes are: checked against the PD's regions (inline data is the
+        // caller's own memory and needs no key).
+        let mut parts = [(0usize, 0usize); MAX_SGE];
+        {
+            let mrs = ctx.mrs.read();
+            let pd = self.pd.handle();
+            for (part, s) in parts.iter_mut().zip(wr.sg_list) {
+                *part = if inline {
+                    (s.addr as usize, s.length as usize)
+                } else {
+                    match local_bytes(&mrs, pd, s, AccessFlags::empty()) {
+                        Some(p) => p,
+                        None => {
+                            drop(mrs);
+                            return fail(WcStatus::LocProtErr);
+                        }
+                    }
+                };
+            }
+        }
+        let parts = &parts[..wr.sg_list.len()];
+        let header = UdHeader {
+            dest_qp: dest.remote_qpn,
+            qkey,
+            src_qp: self.qpn,
+            psn,
+            imm: (wr.opcode == SendOpcode::SendWithImm).then_some(wr.imm_data),
+            solicited: wr.send_flags.contains(SendFlags::SOLICITED),
+        };
+        let meta = TxMeta {
+            dst: dest.ah.dest,
+            src_port: self.src_port,
+            tos: dest.ah.attr.traffic_class,
+            ttl: dest.ah.attr.hop_limit,
+        };
+        let len = len as usize;
+        let mut write = |buf: &mut [u8]| {
+            let Ok(at) = header.emit(len, buf) else {
+                return 0;
+            };
+            let mut off = at;
+            for &(ptr, n) in parts {
+                // SAFETY: the bytes lie in a registered region (or are inline data the caller
+                // vouches for), which the caller keeps valid (post_send's contract).
+                let src = unsafe { std::slice::from_raw_parts(ptr as *const u8, n) };
+                buf[off..off + n].copy_from_slice(src);
+                off += n;
+            }
+            header.packet_len(len)
+        };
+        let mut io = ctx.io.lock();
+        let mut sent = false;
+        for _ in 0..1000 {
+            if io.send(&meta, &mut write)? {
+                sent = true;
+                break;
+            }
+            io.flush()?;
+        }
+        io.flush()?;
+        drop(io);
+        if !sent {
+            return Err(Error::Full("the backend's transmit ring stayed full"));
+        }
+        if signaled {
+            let mut wc = self.completion(wr.wr_id, WcStatus::Success, WcOpcode::Send);
+            wc.byte_len = len as u32;
+            self.send_cq.shared.push(wc, false);
+        }
+        Ok(())
+    }
+
+    /// Delivers a UD SEND to the next posted receive.
+    pub(crate) fn receive_ud(
+        &self,
+        ctx: &ContextShared,
+        meta: &RxMeta,
+        p: &UdPacket<'_>,
+        transport_len: usize,
+    ) {
+        let mut st = self.st.lock();
+        if !matches!(st.state, QpState::Rtr | QpState::Rts | QpState::Sqd) {
+            return count(&ctx.drops.qp_state);
+        }
+        if p.header.qkey != st.qkey {
+            return count(&ctx.drops.bad_qkey);
+        }
+        let Some(slot) = st.rq.front() else {
+            return count(&ctx.drops.rq_empty);
+        };
+        let grh = ud::grh(meta.src.ip(), meta.dst, transport_len);
+        let total = ud::GRH_LEN + p.payload.len();
+        let status = scatter(ctx, &self.pd, &slot.sges[..slot.len], &[&grh, p.payload]);
+        let mut wc = self.completion(slot.wr_id, status, WcOpcode::Recv);
+        st.rq.pop();
+        drop(st);
+        if status == WcStatus::Success {
+            wc.byte_len = total as u32;
+            wc.src_qp = p.header.src_qp.value();
+            wc.wc_flags = WcFlags::GRH;
+            if let Some(imm) = p.header.imm {
+                wc.imm_data = super::completion::ImmData::from_wire(imm.to_be_bytes());
+                wc.wc_flags.insert(WcFlags::WITH_IMM);
+            }
+            self.recv_cq.shared.push(wc, p.header.solicited);
+        } else {
+            self.recv_cq.shared.push(wc, p.header.solicited);
+            self.fail();
+        }
+    }
+}
+
+/// The most scatter/gather entries a work request may have (the device's `max_sge`).
+const MAX_SGE: usize = 32;
+
+/// Where the bytes an SGE names are in our address space: `(pointer, length)`, after
+/// checking the SGE against the PD's regions for `need`. `None` if the check fails.
+fn local_bytes(mrs: &MrTable, pd: PdHandle, s: &Sge, need: AccessFlags) -> Option<(usize, usize)> {
+    match mrs.check_local(pd, s.lkey, s.addr, u64::from(s.length), need) {
+        Ok(Some(mr)) => Some((
+            mr.addr() + mr.range_offset(s.addr, u64::from(s.length))?,
+            s.length as usize,
+        )),
+        Ok(None) => Some((0, 0)),
+        Err(_) => None,
+    }
+}
+
+/// Copies `parts` in order into the buffers `sges` name, after checking each against the
+/// PD's registered regions for local write access.
+fn scatter(ctx: &ContextShared, pd: &Pd, sges: &[Sge], parts: &[&[u8]]) -> WcStatus {
+    let room: u64 = sges.iter().map(|s| u64::from(s.length)).sum();
+    let need: usize = parts.iter().map(|p| p.len()).sum();
+    if (need as u64) > room {
+        return WcStatus::LocLenErr;
+    }
+    let mut dests = [(0usize, 0usize); MAX_SGE];
+    {
+        let mrs = ctx.mrs.read();
+        for (d, s) in dests.iter_mut().zip(sges) {
+            match local_bytes(&mrs, pd.handle(), s, AccessFlags::LOCAL_WRITE) {
+                Some(p) => *d = p,
+                None => return WcStatus::LocProtErr,
+            }
+        }
+    }
+    let (mut sge, mut off) = (0usize, 0usize);
+    for part in parts {
+        let mut part: &[u8] = part;
+        while !part.is_empty() {
+            let (ptr, len) = dests[sge];
+            let n = part.len().min(len - off);
+            // SAFETY: the range lies inside a region registered for local write in this PD
+            // (checked above), which the poster keeps valid until the completion is polled
+            // (post_recv's contract).
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), (ptr + off) as *mut u8, n) };
+            part = &part[n..];
+            off += n;
+            if off == len {
+                sge += 1;
+                off = 0;
+            }
+        }
+    }
+    WcStatus::Success
+}

@@ -1,0 +1,612 @@
+//! UD verbs between two contexts on a simulated network: the data path and every error
+//! path libibverbs users meet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use xrdma_verbs::net::sim::{self, SimConfig, SimNetwork};
+use xrdma_verbs::verbs::*;
+use xrdma_verbs::wire::{Qkey, Qpn};
+
+const QKEY: u32 = 0x1111_1111;
+
+struct End {
+    ctx: Context,
+    pd: Pd,
+    cq: Cq,
+    qp: QueuePair,
+}
+
+fn net() -> SimNetwork {
+    SimNetwork::new(SimConfig {
+        delay: Duration::ZERO,
+        ..SimConfig::default()
+    })
+}
+
+fn context(net: &SimNetwork, n: u8) -> Context {
+    let io = net.endpoint(sim::host_addr(n)).unwrap();
+    Context::new(
+        Box::new(io),
+        ContextConfig {
+            progress_thread: false,
+            ..ContextConfig::seeded(n as u64)
+        },
+    )
+    .unwrap()
+}
+
+fn ud_qp(ctx: &Context, cap: QpCap, sq_sig_all: bool, cqe: u32) -> End {
+    let pd = ctx.alloc_pd().unwrap();
+    let cq = ctx.create_cq(cqe, None).unwrap();
+    let qp = pd
+        .create_qp(&QpInitAttr {
+            cap,
+            sq_sig_all,
+            ..QpInitAttr::ud(&cq, &cq, 16)
+        })
+        .unwrap();
+    End {
+        ctx: ctx.clone(),
+        pd,
+        cq,
+        qp,
+    }
+}
+
+fn bring_up(qp: &QueuePair) {
+    qp.modify(
+        &QpAttr {
+            qkey: QKEY,
+            ..QpAttr::new(QpState::Init)
+        },
+        AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::QKEY,
+    )
+    .unwrap();
+    qp.modify(&QpAttr::new(QpState::Rtr), AttrMask::STATE)
+        .unwrap();
+    qp.modify(
+        &QpAttr {
+            sq_psn: 0x123,
+            ..QpAttr::new(QpState::Rts)
+        },
+        AttrMask::STATE | AttrMask::SQ_PSN,
+    )
+    .unwrap();
+}
+
+fn cap(sge: u32) -> QpCap {
+    QpCap {
+        max_send_wr: 16,
+        max_recv_wr: 16,
+        max_send_sge: sge,
+        max_recv_sge: sge,
+        max_inline_data: 64,
+    }
+}
+
+fn pair(net: &SimNetwork) -> (End, End) {
+    let a = ud_qp(&context(net, 1), cap(3), true, 64);
+    let b = ud_qp(&context(net, 2), cap(3), true, 64);
+    bring_up(&a.qp);
+    bring_up(&b.qp);
+    (a, b)
+}
+
+/// A registered buffer.
+struct Buf {
+    mr: Mr,
+    data: Vec<u8>,
+}
+
+impl Buf {
+    fn new(pd: &Pd, len: usize, access: AccessFlags) -> Buf {
+        let mut data = vec![0u8; len];
+        let mr = unsafe { pd.reg_mr(data.as_mut_ptr(), len, access) }.unwrap();
+        Buf { mr, data }
+    }
+
+    fn sge(&self, offset: usize, len: usize) -> Sge {
+        Sge {
+            addr: self.data.as_ptr() as u64 + offset as u64,
+            length: len as u32,
+            lkey: self.mr.lkey(),
+        }
+    }
+}
+
+fn ah(from: &End, to: &End) -> AddressHandle {
+    from.pd
+        .create_ah(&AhAttr {
+            dgid: to.ctx.gid(0).unwrap(),
+            sgid_index: 0,
+            hop_limit: 64,
+            traffic_class: 0,
+            port_num: 1,
+        })
+        .unwrap()
+}
+
+fn send(
+    from: &End,
+    ah: &AddressHandle,
+    to: Qpn,
+    qkey: u32,
+    sges: &[Sge],
+    wr_id: u64,
+    imm: Option<u32>,
+) -> Result<(), Error> {
+    let wr = SendWr {
+        wr_id,
+        opcode: if imm.is_some() {
+            SendOpcode::SendWithImm
+        } else {
+            SendOpcode::Send
+        },
+        send_flags: SendFlags::SIGNALED,
+        sg_list: sges,
+        imm_data: imm.unwrap_or(0),
+        ud: Some(UdDest {
+            ah,
+            remote_qpn: to,
+            remote_qkey: Qkey::new(qkey),
+        }),
+    };
+    unsafe { from.qp.post_send(&wr) }
+}
+
+fn poll_all(cq: &Cq) -> Vec<WorkCompletion> {
+    let mut wcs = [WorkCompletion::default(); 64];
+    let mut out = Vec::new();
+    loop {
+        let n = cq.poll(&mut wcs);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&wcs[..n]);
+    }
+}
+
+#[test]
+fn send_with_immediate_lands_after_a_grh_with_the_right_completion() {
+    let net = net();
+    let (a, b) = pair(&net);
+    let mut tx = Buf::new(&a.pd, 100, AccessFlags::empty());
+    tx.data
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, x)| *x = i as u8);
+    let rx = Buf::new(&b.pd, 200, AccessFlags::LOCAL_WRITE);
+    unsafe {
+        b.qp.post_recv(&RecvWr {
+            wr_id: 42,
+            sg_list: &[rx.sge(0, 200)],
+        })
+    }
+    .unwrap();
+
+    send(
+        &a,
+        &ah(&a, &b),
+        b.qp.qpn(),
+        QKEY,
+        &[tx.sge(0, 100)],
+        7,
+        Some(0x0102_0304),
+    )
+    .unwrap();
+    let sent = poll_all(&a.cq);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        (sent[0].wr_id, sent[0].status, sent[0].opcode),
+        (7, WcStatus::Success, WcOpcode::Send)
+    );
+
+    let got = poll_all(&b.cq);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let wc = got[0];
+    assert_eq!(
+        (wc.wr_id, wc.status, wc.opcode),
+        (42, WcStatus::Success, WcOpcode::Recv)
+    );
+    assert_eq!(wc.byte_len, 140);
+    assert_eq!(wc.src_qp, a.qp.qpn().value());
+    assert_eq!(wc.qp_num, b.qp.qpn().value());
+    assert!(wc.wc_flags.contains(WcFlags::GRH) && wc.wc_flags.contains(WcFlags::WITH_IMM));
+    assert_eq!(wc.imm_data.wire_bytes(), [1, 2, 3, 4]);
+    assert_eq!(&rx.data[40..140], &tx.data[..]);
+    // The GRH's IPv4 header names the sender, as ibv_init_ah_from_wc reads it.
+    assert_eq!(&rx.data[..20], &[0u8; 20]);
+    assert_eq!(&rx.data[20 + 12..20 + 16], &[198, 18, 0, 1]);
+}
+
+#[test]
+fn gather_and_scatter_across_several_sges_and_inline_sends() {
+    let net = net();
+    let (a, b) = pair(&net);
+    let mut tx = Buf::new(&a.pd, 30, AccessFlags::empty());
+    tx.data
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, x)| *x = 100 + i as u8);
+    let rx = Buf::new(&b.pd, 100, AccessFlags::LOCAL_WRITE);
+    let ah = ah(&a, &b);
+    // 40 bytes of GRH + 30 of payload over three receive SGEs of 50, 5 and 45 bytes.
+    unsafe {
+        b.qp.post_recv(&RecvWr {
+            wr_id: 1,
+            sg_list: &[rx.sge(0, 50), rx.sge(50, 5), rx.sge(55, 45)],
+        })
+    }
+    .unwrap();
+    send(
+        &a,
+        &ah,
+        b.qp.qpn(),
+        QKEY,
+        &[tx.sge(0, 10), tx.sge(10, 20)],
+        1,
+        None,
+    )
+    .unwrap();
+    let got = poll_all(&b.cq);
+    assert_eq!(got[0].status, WcStatus::Success);
+    assert_eq!(&rx.data[40..70], &tx.data[..]);
+
+    // Inline: no lkey needed, the data is copied at post time.
+    let inline = [9u8; 16];
+    unsafe {
+        b.qp.post_recv(&RecvWr {
+            wr_id: 2,
+            sg_list: &[rx.sge(0, 100)],
+        })
+    }
+    .unwrap();
+    let wr = SendWr {
+        wr_id: 2,
+        opcode: SendOpcode::Send,
+        send_flags: SendFlags::SIGNALED | SendFlags::INLINE,
+        sg_list: &[Sge {
+            addr: inline.as_ptr() as u64,
+            length: 16,
+            lkey: Lkey(0xdead),
+        }],
+        imm_data: 0,
+        ud: Some(UdDest {
+            ah: &ah,
+            remote_qpn: b.qp.qpn(),
+            remote_qkey: Qkey::new(QKEY),
+        }),
+    };
+    unsafe { a.qp.post_send(&wr) }.unwrap();
+    let got = poll_all(&b.cq);
+    assert_eq!((got[0].wr_id, got[0].byte_len), (2, 56));
+    assert_eq!(&rx.data[40..56], &inline);
+}
+
+#[test]
+fn wrong_qkey_and_empty_receive_queue_drop_and_count() {
+    let net = net();
+    let (a, b) = pair(&net);
+    let tx = Buf::new(&a.pd, 8, AccessFlags::empty());
+    let ah = ah(&a, &b);
+    // Nothing posted at b: dropped, counted, no completion.
+    send(&a, &ah, b.qp.qpn(), QKEY, &[tx.sge(0, 8)], 1, None).unwrap();
+    assert!(poll_all(&b.cq).is_empty());
+    assert_eq!(
+        b.ctx
+            .rx_drops()
+            .rq_empty
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Posted, but the Q_Key is wrong: dropped, counted, the receive stays posted.
+    let rx = Buf::new(&b.pd, 64, AccessFlags::LOCAL_WRITE);
+    unsafe {
+        b.qp.post_recv(&RecvWr {
+            wr_id: 5,
+            sg_list: &[rx.sge(0, 64)],
+        })
+    }
+    .unwrap();
+    send(&a, &ah, b.qp.qpn(), 0x2222, &[tx.sge(0, 8)], 2, None).unwrap();
+    assert!(poll_all(&b.cq).is_empty());
+    assert_eq!(
+        b.ctx
+            .rx_drops()
+            .bad_qkey
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // A Q_Key with the high bit set means the sending QP's own, which matches.
+    send(&a, &ah, b.qp.qpn(), 0x8000_0000, &[tx.sge(0, 8)], 3, None).unwrap();
+    assert_eq!(poll_all(&b.cq)[0].wr_id, 5);
+    // A QPN nobody has.
+    send(
+        &a,
+        &ah,
+        Qpn::new_masked(0xabcdef),
+        QKEY,
+        &[tx.sge(0, 8)],
+        4,
+        None,
+    )
+    .unwrap();
+    poll_all(&b.cq);
+    assert_eq!(
+        b.ctx
+            .rx_drops()
+            .no_qp
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn invalid_transitions_and_posts_in_the_wrong_state_give_einval() {
+    let net = net();
+    let ctx = context(&net, 1);
+    let e = ud_qp(&ctx, cap(1), true, 16);
+    let rx = Buf::new(&e.pd, 64, AccessFlags::LOCAL_WRITE);
+    // RESET: no receives.
+    let err = unsafe {
+        e.qp.post_recv(&RecvWr {
+            wr_id: 1,
+            sg_list: &[rx.sge(0, 64)],
+        })
+    }
+    .unwrap_err();
+    assert_eq!(err.errno(), libc::EINVAL);
+    // RESET -> RTR skips INIT.
+    assert_eq!(
+        e.qp.modify(&QpAttr::new(QpState::Rtr), AttrMask::STATE)
+            .unwrap_err()
+            .errno(),
+        libc::EINVAL
+    );
+    // INIT without the Q_Key a UD QP needs.
+    let no_qkey = AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT;
+    assert_eq!(
+        e.qp.modify(&QpAttr::new(QpState::Init), no_qkey)
+            .unwrap_err()
+            .errno(),
+        libc::EINVAL
+    );
+    // A port that does not exist.
+    let bad_port = QpAttr {
+        qkey: 1,
+        port_num: 2,
+        ..QpAttr::new(QpState::Init)
+    };
+    assert_eq!(
+        e.qp.modify(&bad_port, no_qkey | AttrMask::QKEY)
+            .unwrap_err()
+            .errno(),
+        libc::EINVAL
+    );
+    assert_eq!(e.qp.state(), QpState::Reset);
+    e.qp.modify(
+        &QpAttr {
+            qkey: 1,
+            ..QpAttr::new(QpState::Init)
+        },
+        no_qkey | AttrMask::QKEY,
+    )
+    .unwrap();
+    // INIT: receives yes, sends no.
+    unsafe {
+        e.qp.post_recv(&RecvWr {
+            wr_id: 1,
+            sg_list: &[rx.sge(0, 64)],
+        })
+    }
+    .unwrap();
+    let other = ud_qp(&ctx, cap(1), true, 16);
+    let ah = ah(&e, &other);
+    let err = send(&e, &ah, other.qp.qpn(), 1, &[rx.sge(0, 8)], 1, None).unwrap_err();
+    assert_eq!(err.errno(), libc::EINVAL);
+    // Too many SGEs.
+    let err = unsafe {
+        e.qp.post_recv(&RecvWr {
+            wr_id: 1,
+            sg_list: &[rx.sge(0, 8), rx.sge(8, 8)],
+        })
+    }
+    .unwrap_err();
+    assert_eq!(err.errno(), libc::EINVAL);
+    // RC is not there yet, and says so.
+    let rc = e.pd.create_qp(&QpInitAttr {
+        qp_type: QpType::Rc,
+        ..QpInitAttr::ud(&e.cq, &e.cq, 4)
+    });
+    assert_eq!(rc.err().unwrap().errno(), libc::EOPNOTSUPP);
+}
+
+#[test]
+fn local_errors_complete_with_their_status_and_move_the_qp_to_error() {
+    let net = net();
+    let (a, b) = pair(&net);
+    let ah_ab = ah(&a, &b);
+    let tx = Buf::new(&a.pd, 2048, AccessFlags::empty());
+    // A bad lkey on a send.
+    let mut bad = tx.sge(0, 8);
+    bad.lkey = Lkey(bad.lkey.0 ^ 1);
+    send(&a, &ah_ab, b.qp.qpn(), QKEY, &[bad], 9, None).unwrap();
+    let wc = poll_all(&a.cq);
+    assert_eq!((wc[0].wr_id, wc[0].status), (9, WcStatus::LocProtErr));
+    assert_eq!(a.qp.state(), QpState::Err);
+    // In ERR, posts complete at once with WR_FLUSH_ERR.
+    send(&a, &ah_ab, b.qp.qpn(), QKEY, &[tx.sge(0, 8)], 10, None).unwrap();
+    assert_eq!(poll_all(&a.cq)[0].status, WcStatus::WrFlushErr);
+
+    // A message longer than the path MTU (1024 on the simulator's 1500-byte MTU).
+    let c = ud_qp(&b.ctx, cap(1), true, 16);
+    bring_up(&c.qp);
+    let ah_cb = ah(&c, &b);
+    let big = Buf::new(&c.pd, 2048, AccessFlags::empty());
+    send(&c, &ah_cb, b.qp.qpn(), QKEY, &[big.sge(0, 1025)], 11, None).unwrap();
+    assert_eq!(poll_all(&c.cq)[0].status, WcStatus::LocLenErr);
+
+    // A receive buffer too small for GRH + payload, and one outside its region.
+    let d = ud_qp(&b.ctx, cap(1), true, 16);
+    bring_up(&d.qp);
+    let ah_db = ah(&d, &b);
+    let rx = Buf::new(&b.pd, 64, AccessFlags::LOCAL_WRITE);
+    unsafe {
+        b.qp.post_recv(&RecvWr {
+            wr_id: 20,
+            sg_list: &[rx.sge(0, 44)],
+        })
+    }
+    .unwrap();
+    let small = Buf::new(&d.pd, 8, AccessFlags::empty());
+    send(&d, &ah_db, b.qp.qpn(), QKEY, &[small.sge(0, 8)], 21, None).unwrap();
+    let wc = poll_all(&b.cq);
+    assert_eq!((wc[0].wr_id, wc[0].status), (20, WcStatus::LocLenErr));
+    assert_eq!(b.qp.state(), QpState::Err);
+}
+
+#[test]
+fn moving_to_error_flushes_posted_receives_in_order() {
+    let net = net();
+    let (_a, b) = pair(&net);
+    let rx = Buf::new(&b.pd, 256, AccessFlags::LOCAL_WRITE);
+    for i in 0..4 {
+        unsafe {
+            b.qp.post_recv(&RecvWr {
+                wr_id: i,
+                sg_list: &[rx.sge(64 * i as usize, 64)],
+            })
+        }
+        .unwrap();
+    }
+    b.qp.modify(&QpAttr::new(QpState::Err), AttrMask::STATE)
+        .unwrap();
+    let wcs = poll_all(&b.cq);
+    assert_eq!(
+        wcs.iter().map(|w| w.wr_id).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert!(
+        wcs.iter()
+            .all(|w| w.status == WcStatus::WrFlushErr && w.opcode == WcOpcode::Recv)
+    );
+}
+
+#[test]
+fn out_of_bounds_receive_sge_is_a_protection_error() {
+    let net = net();
+    let (a, b) = pair(&net);
+    let rx = Buf::new(&b.pd, 64, AccessFlags::LOCAL_WRITE);
+    unsafe {
+        b.qp.post_recv(&RecvWr {
+            wr_id: 1,
+            sg_list: &[rx.sge(32, 64)],
+        })
+    }
+    .unwrap();
+    let tx = Buf::new(&a.pd, 8, AccessFlags::empty());
+    send(&a, &ah(&a, &b), b.qp.qpn(), QKEY, &[tx.sge(0, 8)], 1, None).unwrap();
+    assert_eq!(poll_all(&b.cq)[0].status, WcStatus::LocProtErr);
+    // A region registered without LOCAL_WRITE cannot receive either.
+    let ro = Buf::new(&b.pd, 64, AccessFlags::empty());
+    let c = ud_qp(&b.ctx, cap(1), true, 16);
+    bring_up(&c.qp);
+    unsafe {
+        c.qp.post_recv(&RecvWr {
+            wr_id: 2,
+            sg_list: &[ro.sge(0, 64)],
+        })
+    }
+    .unwrap();
+    send(&a, &ah(&a, &c), c.qp.qpn(), QKEY, &[tx.sge(0, 8)], 2, None).unwrap();
+    assert_eq!(poll_all(&c.cq)[0].status, WcStatus::LocProtErr);
+}
+
+#[test]
+fn unsignaled_sends_complete_silently_and_a_full_cq_overruns_without_harm() {
+    let net = net();
+    let a = ud_qp(&context(&net, 1), cap(1), false, 4);
+    let b = ud_qp(&context(&net, 2), cap(1), true, 4);
+    bring_up(&a.qp);
+    bring_up(&b.qp);
+    let tx = Buf::new(&a.pd, 8, AccessFlags::empty());
+    let ah = ah(&a, &b);
+    let wr = |id| SendWr {
+        wr_id: id,
+        opcode: SendOpcode::Send,
+        send_flags: SendFlags::default(),
+        sg_list: &[],
+        imm_data: 0,
+        ud: Some(UdDest {
+            ah: &ah,
+            remote_qpn: b.qp.qpn(),
+            remote_qkey: Qkey::new(QKEY),
+        }),
+    };
+    let rx = Buf::new(&b.pd, 64 * 8, AccessFlags::LOCAL_WRITE);
+    for i in 0..8 {
+        unsafe {
+            b.qp.post_recv(&RecvWr {
+                wr_id: i,
+                sg_list: &[rx.sge(64 * i as usize, 64)],
+            })
+        }
+        .unwrap();
+    }
+    for i in 0..8 {
+        unsafe { a.qp.post_send(&wr(i)) }.unwrap();
+    }
+    let _ = tx;
+    assert!(
+        poll_all(&a.cq).is_empty(),
+        "unsignaled sends make no completions"
+    );
+    // b's CQ holds 4; the other 4 receives overran it.
+    let got = poll_all(&b.cq);
+    assert_eq!(got.len(), 4);
+    assert!(b.cq.is_overrun());
+}
+
+#[test]
+fn completion_channel_fires_once_per_arming() {
+    let net = net();
+    let ctx_a = context(&net, 1);
+    let ctx_b = context(&net, 2);
+    let ch: Arc<CompletionChannel> = ctx_b.create_comp_channel().unwrap();
+    let a = ud_qp(&ctx_a, cap(1), true, 16);
+    let pd = ctx_b.alloc_pd().unwrap();
+    let cq = ctx_b.create_cq(16, Some(&ch)).unwrap();
+    let qp = pd.create_qp(&QpInitAttr::ud(&cq, &cq, 8)).unwrap();
+    let b = End {
+        ctx: ctx_b.clone(),
+        pd,
+        cq,
+        qp,
+    };
+    bring_up(&a.qp);
+    bring_up(&b.qp);
+    let rx = Buf::new(&b.pd, 256, AccessFlags::LOCAL_WRITE);
+    for i in 0..2 {
+        unsafe {
+            b.qp.post_recv(&RecvWr {
+                wr_id: i,
+                sg_list: &[rx.sge(128 * i as usize, 128)],
+            })
+        }
+        .unwrap();
+    }
+    b.cq.req_notify(false).unwrap();
+    let tx = Buf::new(&a.pd, 8, AccessFlags::empty());
+    let ah = ah(&a, &b);
+    send(&a, &ah, b.qp.qpn(), QKEY, &[tx.sge(0, 8)], 1, None).unwrap();
+    send(&a, &ah, b.qp.qpn(), QKEY, &[tx.sge(0, 8)], 2, None).unwrap();
+    ctx_b.progress();
+    ch.set_nonblocking(true).unwrap();
+    let fired = ctx_b.get_cq_event(&ch).unwrap();
+    assert_eq!(poll_all(&fired).len(), 2);
+    // One arming, one event, although two completions arrived.
+    assert!(ctx_b.get_cq_event(&ch).is_err());
+    fired.ack_events(1).unwrap();
+    assert!(fired.ack_events(1).is_err(), "more acks than events");
+}
