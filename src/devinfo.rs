@@ -5,18 +5,13 @@ use std::net::IpAddr;
 
 use xrdma_verbs::net::LinkInfo;
 use xrdma_verbs::net::netlink::Netlink;
+use xrdma_verbs::verbs::Mtu;
 use xrdma_verbs::wire::MacAddr;
-
-/// Headers that may precede the payload of a RoCEv2 packet in the worst case: IPv4, UDP,
-/// BTH, AtomicETH (the longest extension header), ICRC.
-const WORST_CASE_HEADERS: u32 = 20 + 8 + 12 + 28 + 4;
 
 /// The largest InfiniBand path MTU (256..4096) whose packets fit the link's IP MTU, as
 /// `(bytes, enum value)`; `None` if not even 256 fits.
 pub fn active_mtu(link: &LinkInfo) -> Option<(u32, u8)> {
-    [(4096, 5), (2048, 4), (1024, 3), (512, 2), (256, 1)]
-        .into_iter()
-        .find(|(bytes, _)| bytes + WORST_CASE_HEADERS <= link.mtu)
+    Mtu::largest_for(link.mtu).map(|m| (m.bytes() as u32, m as u8))
 }
 
 /// The RoCEv2 GID of an address: IPv4 addresses are IPv4-mapped into IPv6.

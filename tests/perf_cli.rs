@@ -34,7 +34,7 @@ fn run_pair(mut server: Command, mut client: Command, test: &str, iters: u64) ->
         .output()
         .unwrap();
     let json = finish(server, client);
-    if test == "raw-lat" {
+    if test.ends_with("-lat") {
         check_lat(&json, iters)
     } else {
         check_bw(&json, iters)
@@ -83,10 +83,15 @@ fn check_bw(json: &str, iters: u64) {
 }
 
 #[test]
-fn perf_raw_tests_run_between_two_hosts_over_xdp() {
+fn perf_tests_run_between_two_hosts_over_xdp() {
     let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
     let (a, b) = (t.a(), t.b());
-    for (test, iters) in [("raw-lat", 2000u64), ("raw-bw", 200_000)] {
+    for (test, iters) in [
+        ("raw-lat", 2000u64),
+        ("raw-bw", 200_000),
+        ("ud-lat", 2000),
+        ("ud-bw", 200_000),
+    ] {
         let mut server = a.ns().command(XRDMA);
         server.args([
             "perf",
@@ -115,12 +120,17 @@ fn perf_raw_tests_run_between_two_hosts_over_xdp() {
 }
 
 #[test]
-fn perf_raw_tests_run_over_loopback_with_udp() {
+fn perf_tests_run_over_loopback_with_udp() {
     // Each test gets its own ports, so it can run beside others.
     let port = 20000 + (std::process::id() % 20000) as u16;
-    for (i, (test, iters)) in [("raw-lat", 2000u64), ("raw-bw", 100_000)]
-        .into_iter()
-        .enumerate()
+    for (i, (test, iters)) in [
+        ("raw-lat", 2000u64),
+        ("raw-bw", 100_000),
+        ("ud-lat", 2000),
+        ("ud-bw", 100_000),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let (roce, oob) = (
             (port + 2 * i as u16).to_string(),

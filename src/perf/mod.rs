@@ -14,13 +14,14 @@
 pub mod oob;
 mod raw;
 pub mod report;
+mod ud;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::str::FromStr;
 use std::time::Duration;
 
-use xrdma_verbs::net::{self, BackendConfig, FrameIo};
+use xrdma_verbs::net::{self, BackendConfig, FrameIo, LinkInfo};
 
 pub use report::Report;
 
@@ -34,6 +35,10 @@ pub enum Test {
     RawLat,
     /// Frame streaming bandwidth and message rate.
     RawBw,
+    /// UD SEND ping-pong latency through the verbs.
+    UdLat,
+    /// UD SEND streaming bandwidth and message rate through the verbs.
+    UdBw,
 }
 
 impl Test {
@@ -42,13 +47,15 @@ impl Test {
         match self {
             Test::RawLat => "raw-lat",
             Test::RawBw => "raw-bw",
+            Test::UdLat => "ud-lat",
+            Test::UdBw => "ud-bw",
         }
     }
 
     fn default_iters(self) -> u64 {
         match self {
-            Test::RawLat => 10_000,
-            Test::RawBw => 1_000_000,
+            Test::RawLat | Test::UdLat => 10_000,
+            Test::RawBw | Test::UdBw => 1_000_000,
         }
     }
 }
@@ -59,7 +66,11 @@ impl FromStr for Test {
         match s {
             "raw-lat" => Ok(Test::RawLat),
             "raw-bw" => Ok(Test::RawBw),
-            other => Err(format!("unknown test {other:?} (known: raw-lat, raw-bw)")),
+            "ud-lat" => Ok(Test::UdLat),
+            "ud-bw" => Ok(Test::UdBw),
+            other => Err(format!(
+                "unknown test {other:?} (known: raw-lat, raw-bw, ud-lat, ud-bw)"
+            )),
         }
     }
 }
@@ -129,20 +140,71 @@ pub type Result<T> = std::result::Result<T, PerfError>;
 
 /// Opens the backend and runs one test as server or client.
 pub fn run(opts: &Options) -> Result<Report> {
-    let mut io = net::open(&opts.backend)?;
-    run_on(opts, io.as_mut())
+    let io = net::open(&opts.backend)?;
+    run_on(opts, io)
 }
 
 /// Runs one test on an already opened backend (tests and benchmarks open it themselves,
 /// for example inside a network namespace).
-pub fn run_on(opts: &Options, io: &mut dyn FrameIo) -> Result<Report> {
-    let max = raw::max_payload(io);
+pub fn run_on(opts: &Options, io: Box<dyn FrameIo>) -> Result<Report> {
+    match opts.test {
+        Test::RawLat | Test::RawBw => raw::run(opts, io),
+        Test::UdLat | Test::UdBw => ud::run(opts, io),
+    }
+}
+
+/// Two ends that have met: the control connection, the peer's RoCEv2 address and the
+/// words of its HELLO (server) or OK (client).
+pub(crate) struct Session {
+    pub(crate) ctrl: oob::Control,
+    pub(crate) peer: SocketAddr,
+    pub(crate) peer_says: oob::Message,
+    pub(crate) size: usize,
+    pub(crate) limit: Limit,
+}
+
+/// When a client stops sending.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limit {
+    pub(crate) iters: u64,
+    pub(crate) duration: Option<Duration>,
+}
+
+impl Limit {
+    pub(crate) fn done(&self, count: u64, start: std::time::Instant) -> bool {
+        count >= self.iters || self.duration.is_some_and(|d| start.elapsed() >= d)
+    }
+}
+
+/// Meets the peer over the control connection. `max` is the largest message this end can
+/// carry; `ours` are extra words for the peer (a QPN, say).
+pub(crate) fn meet(
+    opts: &Options,
+    link: &LinkInfo,
+    max: usize,
+    ours: &[(&str, String)],
+) -> Result<Session> {
     if opts.size > max {
         return Err(PerfError(format!(
-            "--size {} exceeds the {} bytes a frame carries on this link",
-            opts.size, max
+            "--size {} exceeds the {max} bytes a message carries on this link",
+            opts.size
         )));
     }
+    let iters = opts.iters.unwrap_or(opts.test.default_iters());
+    let limit = Limit {
+        iters: if opts.duration.is_some() {
+            u64::MAX
+        } else {
+            iters
+        },
+        duration: opts.duration,
+    };
+    let with_ours = |mut m: oob::Message| {
+        for (k, v) in ours {
+            m = m.with(k, v);
+        }
+        m
+    };
     match opts.role {
         Role::Server => {
             let listener =
@@ -172,40 +234,34 @@ pub fn run_on(opts: &Options, io: &mut dyn FrameIo) -> Result<Report> {
                 )));
             }
             let peer: SocketAddr = hello.parse("roce")?;
-            let local_ip = ctrl.local_addr()?.ip();
-            let me = roce_addr(io, local_ip)?;
-            ctrl.send(&oob::Message::new("OK").with("roce", me))?;
-            match test {
-                Test::RawLat => raw::lat_server(io, &mut ctrl, peer, size),
-                Test::RawBw => raw::bw_server(io, &mut ctrl, size),
-            }
+            let me = roce_addr(link, ctrl.local_addr()?.ip())?;
+            ctrl.send(&with_ours(oob::Message::new("OK").with("roce", me)))?;
+            Ok(Session {
+                ctrl,
+                peer,
+                peer_says: hello,
+                size,
+                limit,
+            })
         }
         Role::Client(server) => {
             let mut ctrl =
                 oob::Control::connect(SocketAddr::new(server, opts.oob_port), opts.timeout)?;
-            let local_ip = ctrl.local_addr()?.ip();
-            let me = roce_addr(io, local_ip)?;
-            ctrl.send(
-                &oob::Message::new("HELLO")
-                    .with("test", opts.test.name())
-                    .with("size", opts.size)
-                    .with("roce", me),
-            )?;
+            let me = roce_addr(link, ctrl.local_addr()?.ip())?;
+            let hello = oob::Message::new("HELLO")
+                .with("test", opts.test.name())
+                .with("size", opts.size)
+                .with("roce", me);
+            ctrl.send(&with_ours(hello))?;
             let ok = ctrl.recv()?;
             let peer: SocketAddr = ok.parse("roce")?;
-            let iters = opts.iters.unwrap_or(opts.test.default_iters());
-            let limit = raw::Limit {
-                iters: if opts.duration.is_some() {
-                    u64::MAX
-                } else {
-                    iters
-                },
-                duration: opts.duration,
-            };
-            match opts.test {
-                Test::RawLat => raw::lat_client(io, &mut ctrl, peer, opts.size, limit),
-                Test::RawBw => raw::bw_client(io, &mut ctrl, peer, opts.size, limit),
-            }
+            Ok(Session {
+                ctrl,
+                peer,
+                peer_says: ok,
+                size: opts.size,
+                limit,
+            })
         }
     }
 }
@@ -232,8 +288,7 @@ fn accept_within(listener: &TcpListener, timeout: Duration) -> Result<oob::Contr
 
 /// Our RoCEv2 address as a peer should use it: the control connection's local address if
 /// the backend owns it, else the backend's first address of the same family.
-fn roce_addr(io: &dyn FrameIo, control_ip: IpAddr) -> Result<SocketAddr> {
-    let link = io.link();
+fn roce_addr(link: &LinkInfo, control_ip: IpAddr) -> Result<SocketAddr> {
     let ip = if link.addrs.contains(&control_ip) {
         control_ip
     } else {

@@ -10,7 +10,7 @@ use xrdma_verbs::wire::{
 };
 
 use super::oob::{Control, Message};
-use super::{PerfError, Report, Result};
+use super::{Limit, Options, PerfError, Report, Result, Role, Test, meet};
 
 /// QP number and Q_Key the raw tests put in their headers.
 const RAW_QPN: u32 = 0x00_0001;
@@ -28,16 +28,15 @@ const WARMUP: u64 = 1000;
 /// After the client's END, the server stops counting once nothing arrived for this long.
 const DRAIN_QUIET: Duration = Duration::from_millis(50);
 
-/// When a client stops sending.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Limit {
-    pub(super) iters: u64,
-    pub(super) duration: Option<Duration>,
-}
-
-impl Limit {
-    fn done(&self, count: u64, start: Instant) -> bool {
-        count >= self.iters || self.duration.is_some_and(|d| start.elapsed() >= d)
+/// Runs `raw-lat` or `raw-bw` as `opts` says.
+pub(super) fn run(opts: &Options, mut io: Box<dyn FrameIo>) -> Result<Report> {
+    let io = io.as_mut();
+    let mut s = meet(opts, io.link(), max_payload(io), &[])?;
+    match (opts.role, opts.test) {
+        (Role::Server, Test::RawLat) => lat_server(io, &mut s.ctrl, s.peer, s.size),
+        (Role::Server, _) => bw_server(io, &mut s.ctrl, s.size),
+        (Role::Client(_), Test::RawLat) => lat_client(io, &mut s.ctrl, s.peer, s.size, s.limit),
+        (Role::Client(_), _) => bw_client(io, &mut s.ctrl, s.peer, s.size, s.limit),
     }
 }
 

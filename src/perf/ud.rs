@@ -1,0 +1,383 @@
+//! `ud-lat` and `ud-bw`: UD SENDs through the verbs (context, PD, MR, CQ, UD QP, AH), as
+//! perftest's `ib_send_lat`/`ib_send_bw` do with `-c UD`.
+
+use std::time::{Duration, Instant};
+
+use xrdma_verbs::net::FrameIo;
+use xrdma_verbs::verbs::{
+    AccessFlags, AddressHandle, AhAttr, AttrMask, Context, ContextConfig, Cq, Gid, Mr, QpAttr,
+    QpCap, QpInitAttr, QpState, QueuePair, RecvWr, SendFlags, SendOpcode, SendWr, Sge, UdDest,
+    WcOpcode, WcStatus, WorkCompletion,
+};
+use xrdma_verbs::wire::{Qkey, Qpn};
+
+use super::oob::Message;
+use super::{Limit, Options, PerfError, Report, Result, Role, Test, meet};
+
+/// Receives kept posted, and the send signaling interval.
+const DEPTH: u32 = 512;
+const SIGNAL_EVERY: u64 = 64;
+const QKEY: u32 = 0x1111_1111;
+/// The GRH at the start of every UD receive buffer.
+const GRH: usize = 40;
+/// A ping not answered within this is sent again.
+const RESEND_AFTER: Duration = Duration::from_millis(200);
+const WARMUP: u64 = 1000;
+const DRAIN_QUIET: Duration = Duration::from_millis(50);
+
+/// One end's verbs objects. Field order is drop order: QP before its CQ and PD.
+struct Ud {
+    qp: QueuePair,
+    cq: Cq,
+    ah: Option<AddressHandle>,
+    peer_qpn: Qpn,
+    recv: Vec<u8>,
+    recv_mr: Mr,
+    send: Vec<u8>,
+    send_mr: Mr,
+    size: usize,
+    ctx: Context,
+}
+
+impl From<xrdma_verbs::verbs::Error> for PerfError {
+    fn from(e: xrdma_verbs::verbs::Error) -> Self {
+        PerfError(e.to_string())
+    }
+}
+
+impl Ud {
+    fn new(io: Box<dyn FrameIo>, size: usize) -> Result<Ud> {
+        // Both ends spin on their CQ, so progress happens inline; no helper thread.
+        let ctx = Context::new(
+            io,
+            ContextConfig {
+                progress_thread: false,
+                ..ContextConfig::default()
+            },
+        )?;
+        let pd = ctx.alloc_pd()?;
+        let cq = ctx.create_cq(2 * DEPTH + 64, None)?;
+        let cap = QpCap {
+            max_send_wr: DEPTH,
+            max_recv_wr: DEPTH,
+            max_send_sge: 1,
+            max_recv_sge: 1,
+            max_inline_data: 64,
+        };
+        let qp = pd.create_qp(&QpInitAttr {
+            cap,
+            sq_sig_all: false,
+            ..QpInitAttr::ud(&cq, &cq, DEPTH)
+        })?;
+        qp.modify(
+            &QpAttr {
+                qkey: QKEY,
+                ..QpAttr::new(QpState::Init)
+            },
+            AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::QKEY,
+        )?;
+        qp.modify(&QpAttr::new(QpState::Rtr), AttrMask::STATE)?;
+        qp.modify(
+            &QpAttr::new(QpState::Rts),
+            AttrMask::STATE | AttrMask::SQ_PSN,
+        )?;
+        let slot = GRH + size.max(8);
+        let mut recv = vec![0u8; slot * DEPTH as usize];
+        let mut send = vec![0u8; size.max(8)];
+        // SAFETY: both buffers live in the returned struct, which drops the regions (and the
+        // QP that could still write into them) before the buffers.
+        let recv_mr =
+            unsafe { pd.reg_mr(recv.as_mut_ptr(), recv.len(), AccessFlags::LOCAL_WRITE) }?;
+        // SAFETY: as above.
+        let send_mr = unsafe { pd.reg_mr(send.as_mut_ptr(), send.len(), AccessFlags::empty()) }?;
+        let ud = Ud {
+            qp,
+            cq,
+            ah: None,
+            peer_qpn: Qpn::new_masked(0),
+            recv,
+            recv_mr,
+            send,
+            send_mr,
+            size,
+            ctx,
+        };
+        for i in 0..DEPTH as u64 {
+            ud.post_recv(i)?;
+        }
+        Ok(ud)
+    }
+
+    fn slot(&self) -> usize {
+        GRH + self.size.max(8)
+    }
+
+    fn post_recv(&self, i: u64) -> Result<()> {
+        let slot = self.slot();
+        let sge = Sge {
+            addr: self.recv.as_ptr() as u64 + i * slot as u64,
+            length: slot as u32,
+            lkey: self.recv_mr.lkey(),
+        };
+        // SAFETY: slot `i` of the registered receive buffer, which outlives the QP.
+        unsafe {
+            self.qp.post_recv(&RecvWr {
+                wr_id: i,
+                sg_list: &[sge],
+            })
+        }?;
+        Ok(())
+    }
+
+    /// The sequence number at the start of receive slot `i`'s payload.
+    fn seq_in(&self, i: u64) -> u64 {
+        let at = i as usize * self.slot() + GRH;
+        u64::from_le_bytes(self.recv[at..at + 8].try_into().expect("8 bytes"))
+    }
+
+    fn send(&mut self, seq: u64, signaled: bool) -> Result<()> {
+        self.send[..8].copy_from_slice(&seq.to_le_bytes());
+        let ah = self.ah.as_ref().expect("peer known before sending");
+        let sge = Sge {
+            addr: self.send.as_ptr() as u64,
+            length: self.size as u32,
+            lkey: self.send_mr.lkey(),
+        };
+        let flags = if signaled {
+            SendFlags::SIGNALED
+        } else {
+            SendFlags::default()
+        };
+        let wr = SendWr {
+            wr_id: seq,
+            opcode: SendOpcode::Send,
+            send_flags: flags,
+            sg_list: &[sge],
+            imm_data: 0,
+            ud: Some(UdDest {
+                ah,
+                remote_qpn: self.peer_qpn,
+                remote_qkey: Qkey::new(QKEY),
+            }),
+        };
+        // SAFETY: the registered send buffer outlives the QP; UD sends have left it by the
+        // time post_send returns.
+        unsafe { self.qp.post_send(&wr) }?;
+        Ok(())
+    }
+
+    fn report(&self, test: &str) -> Report {
+        let link = self.ctx.link();
+        Report {
+            test: test.into(),
+            backend: link.backend.to_string(),
+            mode: link.mode.to_string(),
+            size: self.size,
+            ..Report::default()
+        }
+    }
+}
+
+fn check(wc: &WorkCompletion) -> Result<()> {
+    if wc.status == WcStatus::Success {
+        Ok(())
+    } else {
+        Err(PerfError(format!(
+            "work request {} failed: {}",
+            wc.wr_id,
+            wc.status.as_str()
+        )))
+    }
+}
+
+/// Runs `ud-lat` or `ud-bw` as `opts` says.
+pub(super) fn run(opts: &Options, io: Box<dyn FrameIo>) -> Result<Report> {
+    let mut ud = Ud::new(io, opts.size)?;
+    let max = ud.ctx.query_port(1)?.active_mtu.bytes();
+    let link = ud.ctx.link().clone();
+    let mut s = meet(
+        opts,
+        &link,
+        max,
+        &[("qpn", ud.qp.qpn().value().to_string())],
+    )?;
+    ud.peer_qpn = Qpn::new(s.peer_says.parse("qpn")?).ok_or(PerfError("bad peer QPN".into()))?;
+    let sgid = link
+        .addrs
+        .iter()
+        .position(|a| a.is_ipv4() == s.peer.is_ipv4())
+        .unwrap_or(0) as u8;
+    let pd_ah = AhAttr {
+        dgid: Gid::from_ip(s.peer.ip()),
+        sgid_index: sgid,
+        hop_limit: 64,
+        traffic_class: 0,
+        port_num: 1,
+    };
+    ud.ah = Some(ud.qp_pd_ah(&pd_ah)?);
+    match (opts.role, opts.test) {
+        (Role::Client(_), Test::UdLat) => lat_client(&mut ud, &mut s.ctrl, s.limit),
+        (Role::Server, Test::UdLat) => lat_server(&mut ud, &mut s.ctrl),
+        (Role::Client(_), _) => bw_client(&mut ud, &mut s.ctrl, s.limit),
+        (Role::Server, _) => bw_server(&mut ud, &mut s.ctrl),
+    }
+}
+
+impl Ud {
+    fn qp_pd_ah(&self, attr: &AhAttr) -> Result<AddressHandle> {
+        Ok(self.qp.pd().create_ah(attr)?)
+    }
+}
+
+fn lat_client(ud: &mut Ud, ctrl: &mut super::oob::Control, limit: Limit) -> Result<Report> {
+    let mut samples = Vec::with_capacity(limit.iters.min(10_000_000) as usize);
+    let mut wcs = [WorkCompletion::default(); 32];
+    let (mut sent, mut lost, mut started, mut i) = (0u64, 0u64, None::<Instant>, 0u64);
+    loop {
+        if i >= WARMUP {
+            let start = *started.get_or_insert_with(Instant::now);
+            if limit.done(i - WARMUP, start) {
+                break;
+            }
+        }
+        let t0 = Instant::now();
+        ud.send(i, i % SIGNAL_EVERY == 0)?;
+        sent += 1;
+        let (mut resent, mut last_send) = (false, t0);
+        let answered = 'wait: loop {
+            let n = ud.cq.poll(&mut wcs);
+            for wc in &wcs[..n] {
+                check(wc)?;
+                if wc.opcode == WcOpcode::Recv {
+                    let echoed = ud.seq_in(wc.wr_id);
+                    ud.post_recv(wc.wr_id)?;
+                    if echoed == i {
+                        break 'wait true;
+                    }
+                }
+            }
+            if last_send.elapsed() > RESEND_AFTER {
+                if resent {
+                    break false;
+                }
+                resent = true;
+                last_send = Instant::now();
+                ud.send(i, false)?;
+            }
+        };
+        let rtt = t0.elapsed();
+        if !answered {
+            lost += 1;
+        } else if i >= WARMUP && !resent {
+            samples.push(rtt / 2);
+        }
+        i += 1;
+    }
+    let elapsed = started.map(|s| s.elapsed()).unwrap_or_default();
+    ctrl.send(&Message::new("END").with("sent", sent))?;
+    ctrl.recv()?;
+    samples.sort_unstable();
+    let mut r = ud.report("ud-lat");
+    r.iters = samples.len() as u64;
+    r.sent = samples.len() as u64 + lost;
+    r.elapsed = elapsed;
+    r.latencies = samples;
+    Ok(r)
+}
+
+fn lat_server(ud: &mut Ud, ctrl: &mut super::oob::Control) -> Result<Report> {
+    let mut wcs = [WorkCompletion::default(); 32];
+    let (mut echoed, mut first, mut last_check) = (0u64, None::<Instant>, Instant::now());
+    loop {
+        let n = ud.cq.poll(&mut wcs);
+        for wc in &wcs[..n] {
+            check(wc)?;
+            if wc.opcode == WcOpcode::Recv {
+                let seq = ud.seq_in(wc.wr_id);
+                ud.post_recv(wc.wr_id)?;
+                ud.send(seq, echoed % SIGNAL_EVERY == 0)?;
+                first.get_or_insert_with(Instant::now);
+                echoed += 1;
+            }
+        }
+        if last_check.elapsed() > Duration::from_millis(5) {
+            last_check = Instant::now();
+            if let Some(end) = ctrl.try_recv()? {
+                ctrl.send(&Message::new("RESULT").with("received", echoed))?;
+                let mut r = ud.report("ud-lat");
+                r.iters = echoed;
+                r.sent = end.parse("sent")?;
+                r.elapsed = first.map(|f| f.elapsed()).unwrap_or_default();
+                return Ok(r);
+            }
+        }
+    }
+}
+
+fn bw_client(ud: &mut Ud, ctrl: &mut super::oob::Control, limit: Limit) -> Result<Report> {
+    let mut wcs = [WorkCompletion::default(); 64];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while !limit.done(sent, start) {
+        ud.send(sent, sent % SIGNAL_EVERY == SIGNAL_EVERY - 1)?;
+        sent += 1;
+        if sent.is_multiple_of(SIGNAL_EVERY) {
+            let n = ud.cq.poll(&mut wcs);
+            for wc in &wcs[..n] {
+                check(wc)?;
+            }
+        }
+    }
+    ctrl.send(&Message::new("END").with("sent", sent))?;
+    let result = ctrl.recv()?;
+    let mut r = ud.report("ud-bw");
+    r.iters = result.parse("received")?;
+    r.sent = sent;
+    r.elapsed = Duration::from_nanos(result.parse("elapsed_ns")?);
+    Ok(r)
+}
+
+fn bw_server(ud: &mut Ud, ctrl: &mut super::oob::Control) -> Result<Report> {
+    let mut wcs = [WorkCompletion::default(); 64];
+    let (mut received, mut first, mut last) = (0u64, None::<Instant>, Instant::now());
+    let (mut end, mut quiet_since, mut last_check) = (None::<u64>, Instant::now(), Instant::now());
+    loop {
+        let n = ud.cq.poll(&mut wcs);
+        for wc in &wcs[..n] {
+            check(wc)?;
+            if wc.opcode == WcOpcode::Recv {
+                ud.post_recv(wc.wr_id)?;
+                received += 1;
+            }
+        }
+        if n > 0 {
+            last = Instant::now();
+            first.get_or_insert(last);
+            quiet_since = last;
+        }
+        if end.is_some() {
+            if quiet_since.elapsed() > DRAIN_QUIET {
+                break;
+            }
+        } else if last_check.elapsed() > Duration::from_millis(5) {
+            last_check = Instant::now();
+            if let Some(m) = ctrl.try_recv()? {
+                end = Some(m.parse("sent")?);
+                quiet_since = Instant::now();
+            }
+        }
+    }
+    let elapsed = first
+        .map(|f| last.saturating_duration_since(f))
+        .unwrap_or_default();
+    ctrl.send(
+        &Message::new("RESULT")
+            .with("received", received)
+            .with("elapsed_ns", elapsed.as_nanos()),
+    )?;
+    let mut r = ud.report("ud-bw");
+    r.iters = received;
+    r.sent = end.unwrap_or(0);
+    r.elapsed = elapsed;
+    Ok(r)
+}
