@@ -89,6 +89,13 @@ pub(crate) struct ContextShared {
     next_handle: AtomicU64,
     next_pd: AtomicU32,
     progress: Mutex<Option<ProgressThread>>,
+    /// When the application last polled a CQ, in microseconds since `epoch`. While it
+    /// polls, it drives progress itself and the helper thread keeps out of its way.
+    app_polled_us: AtomicU64,
+    epoch: Instant,
+    /// Application threads blocked waiting for a CQ event: only the helper thread can make
+    /// progress for them, so it must not keep out of the way.
+    app_waiting: AtomicU32,
 }
 
 /// A device context (`ibv_open_device`). Cloning gives another handle to the same context.
@@ -119,6 +126,9 @@ impl Context {
             next_handle: AtomicU64::new(1),
             next_pd: AtomicU32::new(1),
             progress: Mutex::new(None),
+            app_polled_us: AtomicU64::new(0),
+            epoch: Instant::now(),
+            app_waiting: AtomicU32::new(0),
         });
         if config.progress_thread {
             let thread = ProgressThread::start(&shared, config.spin)?;
@@ -188,11 +198,15 @@ impl Context {
     /// Waits for the next event on `channel` (`ibv_get_cq_event`) and returns its CQ. The
     /// event must be acknowledged with [`Cq::ack_events`].
     pub fn get_cq_event(&self, channel: &CompletionChannel) -> Result<Cq, Error> {
-        let id = channel
-            .get_event()
-            .map_err(|e| Error::Net(crate::net::NetError::Io("waiting for a CQ event", e)))?;
-        let cq = self.shared.cqs.read().get(&id).and_then(Weak::upgrade);
+        let shared = &self.shared;
+        shared.app_waiting.fetch_add(1, Ordering::AcqRel);
+        shared.wake_progress_thread();
+        let event = channel.get_event();
+        shared.app_waiting.fetch_sub(1, Ordering::AcqRel);
+        let id =
+            event.map_err(|e| Error::Net(crate::net::NetError::Io("waiting for a CQ event", e)))?;
         // The channel has counted the event as delivered to this CQ.
+        let cq = shared.cqs.read().get(&id).and_then(Weak::upgrade);
         let shared = cq.ok_or(Error::invalid("the event's CQ no longer exists"))?;
         Ok(Cq { shared })
     }
@@ -210,7 +224,42 @@ impl Context {
     }
 }
 
+/// While the application polled within this long, the helper thread does not compete with
+/// it for the backend (on a machine with few cores the two would take turns on one).
+const APP_POLLING: Duration = Duration::from_millis(1);
+
 impl ContextShared {
+    /// Progress on behalf of an application thread polling a CQ.
+    pub(crate) fn progress_from_poll(&self) -> usize {
+        self.app_polled_us
+            .store(self.epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.progress()
+    }
+
+    /// Makes the helper thread look at the world again now.
+    fn wake_progress_thread(&self) {
+        if let Some(t) = self.progress.lock().as_ref() {
+            t.wake();
+        }
+    }
+
+    /// How long the helper thread should keep out of the application's way: while the
+    /// application polls (and nobody waits for an event), it drives progress itself.
+    fn defer_to_app(&self) -> Option<Duration> {
+        if self.app_waiting.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        APP_POLLING
+            .checked_sub(self.since_app_polled())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// How long ago the application last polled.
+    fn since_app_polled(&self) -> Duration {
+        let now = self.epoch.elapsed().as_micros() as u64;
+        Duration::from_micros(now.saturating_sub(self.app_polled_us.load(Ordering::Relaxed)))
+    }
+
     pub(crate) fn progress(&self) -> usize {
         let Some(mut io) = self.io.try_lock() else {
             return 0;
@@ -295,11 +344,15 @@ impl ProgressThread {
         })
     }
 
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::Release);
+    fn wake(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
         let _ = unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
         if let Some(h) = self.handle.take() {
             // The last reference may be dropped by the progress thread itself; it exits on
             // its own once it sees `stop`.
@@ -323,6 +376,13 @@ fn progress_loop(
     let mut last_work = Instant::now();
     while !stop.load(Ordering::Acquire) {
         let Some(shared) = ctx.upgrade() else { return };
+        if let Some(pause) = shared.defer_to_app() {
+            drop(shared);
+            // Sleep on the wake-up eventfd only: an application starting to wait for an
+            // event ends the pause early.
+            sleep_on(&[wake.as_raw_fd()], pause.as_millis().max(1) as i32, wake);
+            continue;
+        }
         let handled = shared.progress();
         drop(shared);
         if handled > 0 {
@@ -333,26 +393,31 @@ fn progress_loop(
             std::hint::spin_loop();
             continue;
         }
-        let mut fds = [
-            libc::pollfd {
-                fd: io_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two live pollfds; the io descriptor stays open while the context lives,
-        // and the context joins this thread before closing it.
-        unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if fds[1].revents != 0 {
-            let mut v = 0u64;
-            // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd.
-            let _ = unsafe { libc::read(wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-        }
+        sleep_on(&[io_fd, wake.as_raw_fd()], -1, wake);
         last_work = Instant::now();
+    }
+}
+
+/// Sleeps until one of `fds` is readable or `timeout_ms` passes (-1: no timeout), and
+/// drains the wake-up eventfd if it was what woke us.
+fn sleep_on(fds: &[i32], timeout_ms: i32, wake: &OwnedFd) {
+    let mut p = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; 2];
+    for (slot, fd) in p.iter_mut().zip(fds) {
+        slot.fd = *fd;
+    }
+    // SAFETY: `fds.len()` (at most 2) live pollfds; the descriptors stay open while the
+    // context lives, and the context joins this thread before closing them.
+    unsafe { libc::poll(p.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if p[..fds.len()]
+        .iter()
+        .any(|q| q.fd == wake.as_raw_fd() && q.revents != 0)
+    {
+        let mut v = 0u64;
+        // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd.
+        let _ = unsafe { libc::read(wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
     }
 }

@@ -63,7 +63,7 @@ impl Cq {
     /// Moves up to `out.len()` completions into `out`, oldest first, after making progress
     /// on the calling thread (`ibv_poll_cq`).
     pub fn poll(&self, out: &mut [WorkCompletion]) -> usize {
-        self.shared.ctx.progress();
+        self.shared.ctx.shared.progress_from_poll();
         self.shared.ring.lock().poll(out)
     }
 
