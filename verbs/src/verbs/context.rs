@@ -16,16 +16,29 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use super::Error;
+use super::async_event::{AsyncQueue, Pending};
 use super::channel::CompletionChannel;
 use super::cq::{Cq, CqShared};
 use super::device::{self, DeviceAttr, Gid, PortAttr};
 use super::mr::MrTable;
 use super::pd::Pd;
 use super::qp::QpShared;
+use super::srq::{Srq, SrqShared};
 use crate::engine::ud;
 use crate::net::{FrameIo, LinkInfo, RxMeta};
 use crate::rng::Rng;
 use crate::wire::{BthPacket, TransportClass};
+
+/// An asynchronous event (`struct ibv_async_event`), naming the object it is about.
+#[non_exhaustive]
+pub enum AsyncEvent {
+    /// A completion was lost because the CQ was full; the CQ is unusable
+    /// (`IBV_EVENT_CQ_ERR`).
+    CqErr(Cq),
+    /// Fewer receives than the armed limit remain on the SRQ (`IBV_EVENT_SRQ_LIMIT_REACHED`);
+    /// the limit is disarmed.
+    SrqLimitReached(Srq),
+}
 
 /// Datagrams received per progress step.
 const RX_BATCH: usize = 64;
@@ -85,6 +98,8 @@ pub(crate) struct ContextShared {
     pub(crate) mrs: RwLock<MrTable>,
     pub(crate) qps: RwLock<HashMap<u32, Arc<QpShared>>>,
     pub(crate) cqs: RwLock<HashMap<u64, Weak<CqShared>>>,
+    pub(crate) srqs: RwLock<HashMap<u64, Weak<SrqShared>>>,
+    pub(crate) async_events: AsyncQueue,
     pub(crate) drops: RxDrops,
     next_handle: AtomicU64,
     next_pd: AtomicU32,
@@ -122,6 +137,13 @@ impl Context {
             mrs: RwLock::new(MrTable::new()),
             qps: RwLock::new(HashMap::new()),
             cqs: RwLock::new(HashMap::new()),
+            srqs: RwLock::new(HashMap::new()),
+            async_events: AsyncQueue::new().map_err(|e| {
+                Error::Net(crate::net::NetError::Io(
+                    "creating the async event queue",
+                    e,
+                ))
+            })?,
             drops: RxDrops::default(),
             next_handle: AtomicU64::new(1),
             next_pd: AtomicU32::new(1),
@@ -186,7 +208,7 @@ impl Context {
         cqe: u32,
         channel: Option<&Arc<CompletionChannel>>,
     ) -> Result<Cq, Error> {
-        let id = self.shared.next_handle.fetch_add(1, Ordering::Relaxed);
+        let id = self.shared.new_handle();
         let cq = Cq::new(self.clone(), id, cqe, channel.cloned())?;
         self.shared
             .cqs
@@ -209,6 +231,41 @@ impl Context {
         let cq = shared.cqs.read().get(&id).and_then(Weak::upgrade);
         let shared = cq.ok_or(Error::invalid("the event's CQ no longer exists"))?;
         Ok(Cq { shared })
+    }
+
+    /// Waits for the next asynchronous event (`ibv_get_async_event`); with O_NONBLOCK set
+    /// on [`Context::async_fd`], returns EAGAIN at once when there is none. Events about
+    /// objects destroyed meanwhile are skipped.
+    pub fn get_async_event(&self) -> Result<AsyncEvent, Error> {
+        let shared = &self.shared;
+        loop {
+            let pending = shared.async_events.take().map_err(|e| {
+                Error::Net(crate::net::NetError::Io("waiting for an async event", e))
+            })?;
+            let event = match pending {
+                Pending::CqErr(id) => shared
+                    .cqs
+                    .read()
+                    .get(&id)
+                    .and_then(Weak::upgrade)
+                    .map(|shared| AsyncEvent::CqErr(Cq { shared })),
+                Pending::SrqLimit(id) => shared
+                    .srqs
+                    .read()
+                    .get(&id)
+                    .and_then(Weak::upgrade)
+                    .map(|shared| AsyncEvent::SrqLimitReached(Srq { shared })),
+            };
+            if let Some(event) = event {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// The descriptor that polls readable while asynchronous events wait
+    /// (`ibv_context.async_fd`).
+    pub fn async_fd(&self) -> std::os::fd::RawFd {
+        self.shared.async_events.as_raw_fd()
     }
 
     /// Drops counted above the backend.
@@ -291,6 +348,10 @@ impl ContextShared {
             },
             _ => count(&self.drops.malformed),
         }
+    }
+
+    pub(crate) fn new_handle(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(crate) fn next_random(&self) -> u32 {

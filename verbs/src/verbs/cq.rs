@@ -6,6 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::Error;
+use super::async_event::Pending;
 use super::channel::{CompletionChannel, EventCounts};
 use super::completion::{CompletionQueue, Notify, WorkCompletion};
 use super::context::Context;
@@ -100,10 +101,18 @@ impl CqShared {
     /// Adds a completion and signals the channel if the CQ was armed for it. A full CQ
     /// loses the completion and is marked overrun (reported by [`Cq::is_overrun`]).
     pub(crate) fn push(&self, wc: WorkCompletion, solicited: bool) {
-        let result = self.ring.lock().push(wc, solicited);
-        if let (Ok(Notify::Fire), Some(ch)) = (result, &self.channel) {
-            // A failed signal means the eventfd is broken; nothing more can be done here.
-            let _ = ch.signal(self.id);
+        match self.ring.lock().push(wc, solicited) {
+            Ok(Notify::Fire) => {
+                if let Some(ch) = &self.channel {
+                    // A failed signal means the eventfd is broken; nothing more to do here.
+                    let _ = ch.signal(self.id);
+                }
+            }
+            Ok(Notify::None) => {}
+            Err(overrun) if overrun.raise_async_event => {
+                self.ctx.shared.async_events.raise(Pending::CqErr(self.id));
+            }
+            Err(_) => {}
         }
     }
 }

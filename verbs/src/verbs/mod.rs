@@ -61,17 +61,20 @@ pub mod mr;
 pub mod qp_state;
 
 mod ah;
+mod async_event;
 mod context;
 mod cq;
 mod error;
 mod pd;
 mod qp;
+mod recv_queue;
+mod srq;
 mod wr;
 
 pub use ah::{AddressHandle, AhAttr};
 pub use channel::CompletionChannel;
 pub use completion::{WcFlags, WcOpcode, WcStatus, WorkCompletion};
-pub use context::{Context, ContextConfig, RxDrops};
+pub use context::{AsyncEvent, Context, ContextConfig, RxDrops};
 pub use cq::Cq;
 pub use device::{DeviceAttr, Gid, Mtu, PortAttr};
 pub use error::Error;
@@ -79,4 +82,5 @@ pub use mr::{AccessFlags, Lkey, MemoryRegion, Rkey};
 pub use pd::{Mr, Pd};
 pub use qp::{QpAttr, QpCap, QpInitAttr, QueuePair};
 pub use qp_state::{AttrMask, QpState, QpType};
+pub use srq::{Srq, SrqAttr, SrqAttrMask};
 pub use wr::{RecvWr, SendFlags, SendOpcode, SendWr, Sge, UdDest};

@@ -7,6 +7,7 @@ use super::ah::{AddressHandle, AhAttr};
 use super::context::Context;
 use super::mr::{AccessFlags, MemoryRegion, PdHandle};
 use super::qp::{QpInitAttr, QueuePair};
+use super::srq::{Srq, SrqAttr};
 
 struct PdShared {
     handle: PdHandle,
@@ -115,6 +116,12 @@ impl Pd {
     /// Creates an address handle (`ibv_create_ah`).
     pub fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, Error> {
         AddressHandle::new(self, attr)
+    }
+
+    /// Creates a shared receive queue (`ibv_create_srq`); `srq_limit` is ignored, arm it
+    /// with `Srq::modify`.
+    pub fn create_srq(&self, attr: &SrqAttr) -> Result<Srq, Error> {
+        Srq::new(self, attr)
     }
 
     /// Creates a queue pair (`ibv_create_qp`).

@@ -20,6 +20,8 @@ use super::cq::Cq;
 use super::mr::{AccessFlags, MrTable, PdHandle};
 use super::pd::Pd;
 use super::qp_state::{AttrMask, QpState, QpType, check_transition};
+use super::recv_queue::{RecvQueue, RecvSlot};
+use super::srq::Srq;
 use super::wr::{RecvWr, SendFlags, SendOpcode, SendWr, Sge};
 use crate::engine::ud::{self, UdHeader, UdPacket};
 use crate::net::{RxMeta, TxMeta};
@@ -53,6 +55,8 @@ pub struct QpInitAttr<'a> {
     pub cap: QpCap,
     /// Complete every send, not just the signaled ones.
     pub sq_sig_all: bool,
+    /// Take receives from this shared receive queue instead of the QP's own.
+    pub srq: Option<&'a Srq>,
 }
 
 impl<'a> QpInitAttr<'a> {
@@ -71,6 +75,7 @@ impl<'a> QpInitAttr<'a> {
                 max_inline_data: 64,
             },
             sq_sig_all: true,
+            srq: None,
         }
     }
 }
@@ -107,64 +112,6 @@ impl QpAttr {
     }
 }
 
-/// A posted receive: preallocated, reused.
-struct RecvSlot {
-    wr_id: u64,
-    len: usize,
-    sges: Box<[Sge]>,
-}
-
-/// The receive queue: a ring of preallocated slots, so posting allocates nothing.
-struct RecvQueue {
-    slots: Box<[RecvSlot]>,
-    head: usize,
-    len: usize,
-}
-
-impl RecvQueue {
-    fn new(depth: usize, max_sge: usize) -> Self {
-        let empty = Sge {
-            addr: 0,
-            length: 0,
-            lkey: super::Lkey(0),
-        };
-        let slots = (0..depth)
-            .map(|_| RecvSlot {
-                wr_id: 0,
-                len: 0,
-                sges: vec![empty; max_sge].into(),
-            })
-            .collect();
-        RecvQueue {
-            slots,
-            head: 0,
-            len: 0,
-        }
-    }
-
-    fn push(&mut self, wr: &RecvWr<'_>) -> bool {
-        if self.len == self.slots.len() {
-            return false;
-        }
-        let i = (self.head + self.len) % self.slots.len();
-        let slot = &mut self.slots[i];
-        slot.wr_id = wr.wr_id;
-        slot.len = wr.sg_list.len();
-        slot.sges[..wr.sg_list.len()].copy_from_slice(wr.sg_list);
-        self.len += 1;
-        true
-    }
-
-    fn front(&self) -> Option<&RecvSlot> {
-        (self.len > 0).then(|| &self.slots[self.head])
-    }
-
-    fn pop(&mut self) {
-        self.head = (self.head + 1) % self.slots.len();
-        self.len -= 1;
-    }
-}
-
 struct QpMut {
     state: QpState,
     qkey: Qkey,
@@ -182,6 +129,7 @@ pub(crate) struct QpShared {
     sq_sig_all: bool,
     /// UDP source port of our datagrams: flow entropy from the QPN, as rxe does.
     src_port: u16,
+    srq: Option<Srq>,
     st: Mutex<QpMut>,
 }
 
@@ -229,12 +177,17 @@ impl QueuePair {
             recv_cq: attr.recv_cq.clone(),
             cap,
             sq_sig_all: attr.sq_sig_all,
+            srq: attr.srq.cloned(),
             src_port: 0xc000 | ((qpn.wrapping_mul(0x61c8_8647) >> 18) as u16 & 0x3fff),
             st: Mutex::new(QpMut {
                 state: QpState::Reset,
                 qkey: Qkey::new(0),
                 sq_psn: Psn::ZERO,
-                rq: RecvQueue::new(cap.max_recv_wr as usize, cap.max_recv_sge.max(1) as usize),
+                rq: if attr.srq.is_some() {
+                    RecvQueue::new(0, 0)
+                } else {
+                    RecvQueue::new(cap.max_recv_wr as usize, cap.max_recv_sge.max(1) as usize)
+                },
             }),
         });
         qps.insert(qpn, shared.clone());
@@ -316,9 +269,7 @@ impl QueuePair {
             }
             QpState::Reset => {
                 // A reset QP forgets its receives without completing them.
-                while st.rq.front().is_some() {
-                    st.rq.pop();
-                }
+                st.rq.drain(|_| {});
             }
             _ => {}
         }
@@ -333,6 +284,9 @@ impl QueuePair {
     /// accessed, until the request's completion has been polled.
     pub unsafe fn post_recv(&self, wr: &RecvWr<'_>) -> Result<(), Error> {
         let q = &self.shared;
+        if q.srq.is_some() {
+            return Err(Error::invalid("the QP takes its receives from an SRQ"));
+        }
         if wr.sg_list.len() > q.cap.max_recv_sge as usize {
             return Err(Error::invalid("more SGEs than max_recv_sge"));
         }
@@ -401,6 +355,7 @@ impl QpShared {
 
     /// Completes every posted receive with `WR_FLUSH_ERR`.
     fn flush(&self) {
+        // Receives posted to an SRQ belong to no QP; they stay for the others.
         loop {
             let wr_id = {
                 let mut st = self.st.lock();
@@ -550,24 +505,39 @@ impl QpShared {
         p: &UdPacket<'_>,
         transport_len: usize,
     ) {
-        let mut st = self.st.lock();
-        if !matches!(st.state, QpState::Rtr | QpState::Rts | QpState::Sqd) {
-            return count(&ctx.drops.qp_state);
-        }
-        if p.header.qkey != st.qkey {
-            return count(&ctx.drops.bad_qkey);
-        }
-        let Some(slot) = st.rq.front() else {
+        let grh = ud::grh(meta.src.ip(), meta.dst, transport_len);
+        let fill =
+            |pd: &Pd, slot: &RecvSlot| scatter(ctx, pd, &slot.sges[..slot.len], &[&grh, p.payload]);
+        let taken = {
+            let mut st = self.st.lock();
+            if !matches!(st.state, QpState::Rtr | QpState::Rts | QpState::Sqd) {
+                return count(&ctx.drops.qp_state);
+            }
+            if p.header.qkey != st.qkey {
+                return count(&ctx.drops.bad_qkey);
+            }
+            match &self.srq {
+                // The SRQ has its own lock; the QP's is not held while taking from it.
+                Some(_) => None,
+                None => {
+                    let taken = st.rq.front().map(|slot| (slot.wr_id, fill(&self.pd, slot)));
+                    if taken.is_some() {
+                        st.rq.pop();
+                    }
+                    taken
+                }
+            }
+        };
+        let taken = match (&self.srq, taken) {
+            (Some(srq), _) => srq.shared.take(fill),
+            (None, taken) => taken,
+        };
+        let Some((wr_id, status)) = taken else {
             return count(&ctx.drops.rq_empty);
         };
-        let grh = ud::grh(meta.src.ip(), meta.dst, transport_len);
-        let total = ud::GRH_LEN + p.payload.len();
-        let status = scatter(ctx, &self.pd, &slot.sges[..slot.len], &[&grh, p.payload]);
-        let mut wc = self.completion(slot.wr_id, status, WcOpcode::Recv);
-        st.rq.pop();
-        drop(st);
+        let mut wc = self.completion(wr_id, status, WcOpcode::Recv);
         if status == WcStatus::Success {
-            wc.byte_len = total as u32;
+            wc.byte_len = (ud::GRH_LEN + p.payload.len()) as u32;
             wc.src_qp = p.header.src_qp.value();
             wc.wc_flags = WcFlags::GRH;
             if let Some(imm) = p.header.imm {
