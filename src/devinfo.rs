@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use xrdma_verbs::net::LinkInfo;
 use xrdma_verbs::net::netlink::Netlink;
-use xrdma_verbs::verbs::Mtu;
+use xrdma_verbs::verbs::{DeviceAttr, Mtu, PortAttr};
 use xrdma_verbs::wire::MacAddr;
 
 /// The largest InfiniBand path MTU (256..4096) whose packets fit the link's IP MTU, as
@@ -22,8 +22,17 @@ pub fn gid(ip: &IpAddr) -> std::net::Ipv6Addr {
     }
 }
 
-/// A multi-line description of an opened device.
-pub fn describe(link: &LinkInfo) -> String {
+/// A GUID as ibv_devinfo prints it: four groups of four hex digits.
+fn guid(g: u64) -> String {
+    let b = g.to_be_bytes();
+    format!(
+        "{:02x}{:02x}:{:02x}{:02x}:{:02x}{:02x}:{:02x}{:02x}",
+        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]
+    )
+}
+
+/// A multi-line description of an opened device, with its verbs attributes if given.
+pub fn describe(link: &LinkInfo, verbs: Option<(&DeviceAttr, &PortAttr)>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "hca_id:\txrdma_{}", link.iface);
     let _ = writeln!(s, "\ttransport:\t\tInfiniBand (0)");
@@ -49,6 +58,57 @@ pub fn describe(link: &LinkInfo) -> String {
     }
     let _ = writeln!(s, "\tqueues:\t\t\t{}", link.queues);
     let _ = writeln!(s, "\tudp_port:\t\t{}", link.port);
+    if let Some((device, port)) = verbs {
+        let _ = writeln!(s, "\tfw_ver:\t\t\t{}", device.fw_ver);
+        let _ = writeln!(s, "\tnode_guid:\t\t{}", guid(device.node_guid));
+        let _ = writeln!(s, "\tphys_port_cnt:\t\t{}", device.phys_port_cnt);
+        for (name, value) in [
+            ("max_mr_size", format!("0x{:x}", device.max_mr_size)),
+            ("page_size_cap", format!("0x{:x}", device.page_size_cap)),
+            ("max_qp", device.max_qp.to_string()),
+            ("max_qp_wr", device.max_qp_wr.to_string()),
+            ("max_sge", device.max_sge.to_string()),
+            ("max_cq", device.max_cq.to_string()),
+            ("max_cqe", device.max_cqe.to_string()),
+            ("max_mr", device.max_mr.to_string()),
+            ("max_pd", device.max_pd.to_string()),
+            ("max_qp_rd_atom", device.max_qp_rd_atom.to_string()),
+            (
+                "max_qp_init_rd_atom",
+                device.max_qp_init_rd_atom.to_string(),
+            ),
+            ("max_srq", device.max_srq.to_string()),
+            ("max_srq_wr", device.max_srq_wr.to_string()),
+            ("max_srq_sge", device.max_srq_sge.to_string()),
+            ("max_ah", device.max_ah.to_string()),
+            ("max_pkeys", device.max_pkeys.to_string()),
+            ("max_inline_data", device.max_inline_data.to_string()),
+        ] {
+            let _ = writeln!(s, "\t{:<24}{value}", format!("{name}:"));
+        }
+        let _ = writeln!(s, "\t\tport:\t1");
+        let state = if port.active {
+            "PORT_ACTIVE (4)"
+        } else {
+            "PORT_DOWN (1)"
+        };
+        let _ = writeln!(s, "\t\t\tstate:\t\t\t{state}");
+        let _ = writeln!(
+            s,
+            "\t\t\tmax_mtu:\t\t{} ({})",
+            port.max_mtu.bytes(),
+            port.max_mtu as u32
+        );
+        let _ = writeln!(
+            s,
+            "\t\t\tactive_mtu:\t\t{} ({})",
+            port.active_mtu.bytes(),
+            port.active_mtu as u32
+        );
+        let _ = writeln!(s, "\t\t\tmax_msg_sz:\t\t0x{:x}", port.max_msg_sz);
+        let _ = writeln!(s, "\t\t\tgid_tbl_len:\t\t{}", port.gid_tbl_len);
+        let _ = writeln!(s, "\t\t\tpkey_tbl_len:\t\t{}", port.pkey_tbl_len);
+    }
     for (i, ip) in link.addrs.iter().enumerate() {
         let version = if ip.is_ipv4() {
             "RoCE v2, IPv4"
@@ -121,7 +181,7 @@ mod tests {
 
     #[test]
     fn gids_are_ipv4_mapped() {
-        let text = describe(&link(1500));
+        let text = describe(&link(1500), None);
         assert!(text.contains("::ffff:198.18.0.1"), "{text}");
         assert!(text.contains("2001:2::1, RoCE v2, IPv6"), "{text}");
         assert!(text.contains("hca_id:\txrdma_veth0"));

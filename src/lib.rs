@@ -16,7 +16,9 @@
 //! config.port = 0; // any free port, so the example never collides with a running endpoint
 //! let io = net::open(&BackendConfig::Udp(config)).unwrap();
 //! assert_eq!(io.link().backend, net::BackendKind::Udp);
-//! println!("{}", xrdma::devinfo::describe(io.link()));
+//! let ctx = xrdma::verbs::verbs::Context::new(io, Default::default()).unwrap();
+//! let port = ctx.query_port(1).unwrap();
+//! println!("{}", xrdma::devinfo::describe(ctx.link(), Some((ctx.query_device(), port))));
 //! ```
 
 #![deny(missing_docs)]

@@ -11,6 +11,7 @@ use xrdma_verbs::net::{
     udp::UdpConfig,
     xdp::{XdpConfig, XdpMode},
 };
+use xrdma_verbs::verbs::{Context, ContextConfig};
 
 /// RDMA without RDMA hardware: RoCEv2 over AF_XDP or kernel UDP.
 #[derive(Parser)]
@@ -167,7 +168,16 @@ fn devinfo_cmd(args: &BackendArgs) -> Result<(), String> {
         return Ok(());
     }
     let io = net::open(&args.config()?).map_err(|e| e.to_string())?;
-    print!("{}", xrdma::devinfo::describe(io.link()));
+    let config = ContextConfig {
+        progress_thread: false,
+        ..ContextConfig::default()
+    };
+    let ctx = Context::new(io, config).map_err(|e| e.to_string())?;
+    let port = ctx.query_port(1).map_err(|e| e.to_string())?;
+    print!(
+        "{}",
+        xrdma::devinfo::describe(ctx.link(), Some((ctx.query_device(), port)))
+    );
     Ok(())
 }
 

@@ -626,33 +626,82 @@ fn two_qps_share_an_srq_and_its_limit_event_fires_once() {
     let ctx = context(&net, 3);
     let pd = ctx.alloc_pd().unwrap();
     let cq = ctx.create_cq(64, None).unwrap();
-    let srq = pd.create_srq(&SrqAttr { max_wr: 8, max_sge: 1, srq_limit: 0 }).unwrap();
-    let qps: Vec<QueuePair> =
-        (0..2).map(|_| pd.create_qp(&QpInitAttr { srq: Some(&srq), ..QpInitAttr::ud(&cq, &cq, 8) }).unwrap()).collect();
+    let srq = pd
+        .create_srq(&SrqAttr {
+            max_wr: 8,
+            max_sge: 1,
+            srq_limit: 0,
+        })
+        .unwrap();
+    let qps: Vec<QueuePair> = (0..2)
+        .map(|_| {
+            pd.create_qp(&QpInitAttr {
+                srq: Some(&srq),
+                ..QpInitAttr::ud(&cq, &cq, 8)
+            })
+            .unwrap()
+        })
+        .collect();
     qps.iter().for_each(bring_up);
     let rx = Buf::new(&pd, 64 * 8, AccessFlags::LOCAL_WRITE);
     for i in 0..6u64 {
-        unsafe { srq.post_recv(&RecvWr { wr_id: i, sg_list: &[rx.sge(64 * i as usize, 64)] }) }.unwrap();
+        unsafe {
+            srq.post_recv(&RecvWr {
+                wr_id: i,
+                sg_list: &[rx.sge(64 * i as usize, 64)],
+            })
+        }
+        .unwrap();
     }
     // A QP on an SRQ takes no receives of its own.
-    let err = unsafe { qps[0].post_recv(&RecvWr { wr_id: 9, sg_list: &[rx.sge(0, 64)] }) }.unwrap_err();
+    let err = unsafe {
+        qps[0].post_recv(&RecvWr {
+            wr_id: 9,
+            sg_list: &[rx.sge(0, 64)],
+        })
+    }
+    .unwrap_err();
     assert_eq!(err.errno(), libc::EINVAL);
     // Arm: an event once fewer than 3 remain.
-    srq.modify(&SrqAttr { srq_limit: 3, ..srq.query() }, SrqAttrMask::LIMIT).unwrap();
+    srq.modify(
+        &SrqAttr {
+            srq_limit: 3,
+            ..srq.query()
+        },
+        SrqAttrMask::LIMIT,
+    )
+    .unwrap();
     assert_eq!(srq.query().srq_limit, 3);
     set_nonblocking(ctx.async_fd());
     assert_eq!(ctx.get_async_event().err().unwrap().errno(), libc::EAGAIN);
 
     let tx = Buf::new(&a.pd, 8, AccessFlags::empty());
-    let dest = End { ctx: ctx.clone(), pd: pd.clone(), cq: cq.clone(), qp: pd.create_qp(&QpInitAttr::ud(&cq, &cq, 1)).unwrap() };
+    let dest = End {
+        ctx: ctx.clone(),
+        pd: pd.clone(),
+        cq: cq.clone(),
+        qp: pd.create_qp(&QpInitAttr::ud(&cq, &cq, 1)).unwrap(),
+    };
     let ah = ah(&a, &dest);
     for (i, qp) in [&qps[0], &qps[1], &qps[0], &qps[1]].into_iter().enumerate() {
         send(&a, &ah, qp.qpn(), QKEY, &[tx.sge(0, 8)], i as u64, None).unwrap();
     }
     let got = poll_all(&cq);
-    assert_eq!(got.iter().map(|w| w.wr_id).collect::<Vec<_>>(), vec![0, 1, 2, 3], "SRQ receives in posting order");
+    assert_eq!(
+        got.iter().map(|w| w.wr_id).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3],
+        "SRQ receives in posting order"
+    );
     let qpns: Vec<u32> = got.iter().map(|w| w.qp_num).collect();
-    assert_eq!(qpns, vec![qps[0].qpn().value(), qps[1].qpn().value(), qps[0].qpn().value(), qps[1].qpn().value()]);
+    assert_eq!(
+        qpns,
+        vec![
+            qps[0].qpn().value(),
+            qps[1].qpn().value(),
+            qps[0].qpn().value(),
+            qps[1].qpn().value()
+        ]
+    );
     // 2 left < 3: one event, and the limit disarmed.
     match ctx.get_async_event().unwrap() {
         AsyncEvent::SrqLimitReached(s) => assert_eq!(s.query().max_wr, 8),
@@ -661,9 +710,35 @@ fn two_qps_share_an_srq_and_its_limit_event_fires_once() {
     assert_eq!(srq.query().srq_limit, 0);
     assert_eq!(ctx.get_async_event().err().unwrap().errno(), libc::EAGAIN);
     // Sizes are checked; resizing is not offered.
-    assert_eq!(srq.modify(&SrqAttr { srq_limit: 9, ..srq.query() }, SrqAttrMask::LIMIT).unwrap_err().errno(), libc::EINVAL);
-    assert_eq!(srq.modify(&srq.query(), SrqAttrMask::MAX_WR).unwrap_err().errno(), libc::EOPNOTSUPP);
-    assert_eq!(pd.create_srq(&SrqAttr { max_wr: 0, max_sge: 1, srq_limit: 0 }).err().unwrap().errno(), libc::EINVAL);
+    assert_eq!(
+        srq.modify(
+            &SrqAttr {
+                srq_limit: 9,
+                ..srq.query()
+            },
+            SrqAttrMask::LIMIT
+        )
+        .unwrap_err()
+        .errno(),
+        libc::EINVAL
+    );
+    assert_eq!(
+        srq.modify(&srq.query(), SrqAttrMask::MAX_WR)
+            .unwrap_err()
+            .errno(),
+        libc::EOPNOTSUPP
+    );
+    assert_eq!(
+        pd.create_srq(&SrqAttr {
+            max_wr: 0,
+            max_sge: 1,
+            srq_limit: 0
+        })
+        .err()
+        .unwrap()
+        .errno(),
+        libc::EINVAL
+    );
 }
 
 #[test]
@@ -684,5 +759,9 @@ fn a_cq_overrun_raises_an_async_event() {
         AsyncEvent::CqErr(cq) => assert_eq!(cq.capacity(), 2),
         _ => panic!("expected CQ error"),
     }
-    assert_eq!(a.ctx.get_async_event().err().unwrap().errno(), libc::EAGAIN, "one event per overrun CQ");
+    assert_eq!(
+        a.ctx.get_async_event().err().unwrap().errno(),
+        libc::EAGAIN,
+        "one event per overrun CQ"
+    );
 }
