@@ -1,10 +1,13 @@
-//! What xrdma's frame path costs, measured against baselines on the same veth pair in the
-//! same run (`cargo bench --bench raw_path`, as root):
+//! What xrdma's paths cost, measured against baselines on the same veth pair in the same
+//! run (`cargo bench --bench path`, as root):
 //!
 //! - `raw-bw` (64-byte payloads over `xdp`) against a bare xsk-rs loop: the same frames, sent
 //!   from a UMEM that is written once and received by libxdp's default program into a socket
 //!   that only counts them;
-//! - `raw-lat` p50 against the kernel's UDP ping-pong (sockperf, 64 bytes).
+//! - `raw-lat` p50 against the kernel's UDP ping-pong (sockperf, 64 bytes);
+//! - `ud-bw` (64-byte UD SENDs through the verbs) against `raw-bw`, and `ud-lat` p50
+//!   against sockperf;
+//! - the CPU time an idle context's helper thread uses over 10 s.
 //!
 //! Each measurement runs `ROUNDS` times, alternating, and the median is reported.
 
@@ -21,8 +24,9 @@ use xrdma::perf::{self, Options, Role, Test};
 use xrdma_testnet::{Host, Topology};
 use xrdma_verbs::net::{
     BackendConfig,
-    xdp::{XdpConfig, XdpMode, XdpRedirect},
+    xdp::{XdpConfig, XdpIo, XdpMode, XdpRedirect},
 };
+use xrdma_verbs::verbs::{Context, ContextConfig};
 use xrdma_verbs::wire::{
     self, BthRepr, DethRepr, EtherType, EthernetRepr, FrameRepr, IpRepr, IpVersion, Ipv4Repr,
     MacAddr, Opcode, Psn, Qkey, Qpn, TransportRepr, UdpRepr,
@@ -42,43 +46,80 @@ fn main() {
         std::process::exit(1);
     }
     let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
-    let (mut ours_bw, mut bare_bw, mut ours_lat, mut kernel_lat) = (vec![], vec![], vec![], vec![]);
+    let mut rows: Vec<[f64; 6]> = Vec::new();
     for round in 0..ROUNDS {
-        let o = xrdma_perf(&t, Test::RawBw);
-        let b = bare_xsk_bw(&t);
-        let l = xrdma_perf(&t, Test::RawLat);
-        let k = sockperf_p50(&t);
+        let raw_bw = xrdma_perf(&t, Test::RawBw).msg_rate();
+        let bare = bare_xsk_bw(&t);
+        let raw_lat = xrdma_perf(&t, Test::RawLat).latency_us(50.0).unwrap();
+        let kernel = sockperf_p50(&t);
+        let ud_bw = xrdma_perf(&t, Test::UdBw).msg_rate();
+        let ud_lat = xrdma_perf(&t, Test::UdLat).latency_us(50.0).unwrap();
         println!(
-            "round {round}: raw-bw {:.0} msg/s, bare xsk-rs {:.0} msg/s; raw-lat p50 {:.2} us, sockperf UDP p50 {:.2} us",
-            o.msg_rate(),
-            b,
-            l.latency_us(50.0).unwrap(),
-            k
+            "round {round}: raw-bw {raw_bw:.0} msg/s, bare xsk-rs {bare:.0} msg/s, ud-bw {ud_bw:.0} msg/s; \
+             p50 raw-lat {raw_lat:.2} us, ud-lat {ud_lat:.2} us, sockperf UDP {kernel:.2} us"
         );
-        ours_bw.push(o.msg_rate());
-        bare_bw.push(b);
-        ours_lat.push(l.latency_us(50.0).unwrap());
-        kernel_lat.push(k);
+        rows.push([raw_bw, bare, raw_lat, kernel, ud_bw, ud_lat]);
     }
-    let (ob, bb, ol, kl) = (
-        median(ours_bw),
-        median(bare_bw),
-        median(ours_lat),
-        median(kernel_lat),
+    let m = |i: usize| median(rows.iter().map(|r| r[i]).collect());
+    let (raw_bw, bare, raw_lat, kernel, ud_bw, ud_lat) = (m(0), m(1), m(2), m(3), m(4), m(5));
+    let idle = idle_cpu_seconds(&t, Duration::from_secs(10));
+    println!(
+        "raw-bw {SIZE} B over xdp: {raw_bw:.0} msg/s; bare xsk-rs loop: {bare:.0} msg/s; ratio {:.2}",
+        raw_bw / bare
     );
     println!(
-        "raw-bw {SIZE} B over xdp: {ob:.0} msg/s; bare xsk-rs loop: {bb:.0} msg/s; ratio {:.2}",
-        ob / bb
+        "raw-lat {SIZE} B p50 over xdp: {raw_lat:.2} us; kernel UDP ping-pong (sockperf) p50: {kernel:.2} us; ratio {:.2}",
+        raw_lat / kernel
     );
     println!(
-        "raw-lat {SIZE} B p50 over xdp: {ol:.2} us; kernel UDP ping-pong (sockperf) p50: {kl:.2} us; ratio {:.2}",
-        ol / kl
+        "ud-bw {SIZE} B over xdp: {ud_bw:.0} msg/s; raw-bw: {raw_bw:.0} msg/s; ratio {:.2}",
+        ud_bw / raw_bw
     );
     println!(
-        "{{\"bench\":\"raw_path\",\"raw_bw_msg_rate\":{ob:.0},\"bare_xsk_msg_rate\":{bb:.0},\"bw_ratio\":{:.3},\"raw_lat_p50_us\":{ol:.3},\"sockperf_udp_p50_us\":{kl:.3},\"lat_ratio\":{:.3}}}",
-        ob / bb,
-        ol / kl
+        "ud-lat {SIZE} B p50 over xdp: {ud_lat:.2} us; sockperf UDP p50: {kernel:.2} us; ratio {:.2}",
+        ud_lat / kernel
     );
+    println!("idle context over xdp: its helper thread used {idle:.3} s of CPU in 10 s");
+    println!(
+        "{{\"bench\":\"path\",\"raw_bw_msg_rate\":{raw_bw:.0},\"bare_xsk_msg_rate\":{bare:.0},\"raw_bw_ratio\":{:.3},\"raw_lat_p50_us\":{raw_lat:.3},\"sockperf_udp_p50_us\":{kernel:.3},\"raw_lat_ratio\":{:.3},\"ud_bw_msg_rate\":{ud_bw:.0},\"ud_bw_ratio\":{:.3},\"ud_lat_p50_us\":{ud_lat:.3},\"ud_lat_ratio\":{:.3},\"idle_cpu_s_per_10s\":{idle:.4}}}",
+        raw_bw / bare,
+        raw_lat / kernel,
+        ud_bw / raw_bw,
+        ud_lat / kernel
+    );
+}
+
+/// CPU seconds the helper thread of an idle context (xdp, on host A) uses over `period`.
+fn idle_cpu_seconds(t: &Topology, period: Duration) -> f64 {
+    let iface = t.a().iface().to_string();
+    let ctx = t.a().ns().run(move || {
+        let io = XdpIo::open(&XdpConfig::new(iface)).expect("opening xdp");
+        Context::new(Box::new(io), ContextConfig::default()).expect("context")
+    });
+    thread::sleep(Duration::from_millis(200));
+    let before = progress_thread_ticks();
+    thread::sleep(period);
+    let used = progress_thread_ticks() - before;
+    drop(ctx);
+    // SAFETY: sysconf has no preconditions.
+    used as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// utime + stime of this process's helper thread, in clock ticks.
+fn progress_thread_ticks() -> u64 {
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else {
+            continue;
+        };
+        if comm.trim() == "xrdma-progress" {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+            let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+                .split_whitespace()
+                .collect();
+            return f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        }
+    }
+    panic!("no xrdma-progress thread");
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -93,8 +134,9 @@ fn xrdma_perf(t: &Topology, test: Test) -> perf::Report {
         role,
         backend: BackendConfig::Xdp(XdpConfig::new(host.iface())),
         size: SIZE,
-        iters: (test == Test::RawLat).then_some(LAT_ITERS),
-        duration: (test == Test::RawBw).then_some(Duration::from_secs(BW_SECONDS)),
+        iters: matches!(test, Test::RawLat | Test::UdLat).then_some(LAT_ITERS),
+        duration: matches!(test, Test::RawBw | Test::UdBw)
+            .then_some(Duration::from_secs(BW_SECONDS)),
         oob_port: perf::DEFAULT_OOB_PORT,
         timeout: Duration::from_secs(20),
     };
