@@ -765,3 +765,61 @@ fn a_cq_overrun_raises_an_async_event() {
         "one event per overrun CQ"
     );
 }
+
+#[test]
+fn solicited_only_arming_waits_for_a_solicited_message() {
+    let net = net();
+    let ctx_b = context(&net, 2);
+    let ch = ctx_b.create_comp_channel().unwrap();
+    ch.set_nonblocking(true).unwrap();
+    let a = ud_qp(&context(&net, 1), cap(1), true, 16);
+    let pd = ctx_b.alloc_pd().unwrap();
+    let cq = ctx_b.create_cq(16, Some(&ch)).unwrap();
+    let qp = pd.create_qp(&QpInitAttr::ud(&cq, &cq, 8)).unwrap();
+    let b = End {
+        ctx: ctx_b.clone(),
+        pd,
+        cq,
+        qp,
+    };
+    bring_up(&a.qp);
+    bring_up(&b.qp);
+    let rx = Buf::new(&b.pd, 256, AccessFlags::LOCAL_WRITE);
+    for i in 0..2 {
+        unsafe {
+            b.qp.post_recv(&RecvWr {
+                wr_id: i,
+                sg_list: &[rx.sge(128 * i as usize, 128)],
+            })
+        }
+        .unwrap();
+    }
+    b.cq.req_notify(true).unwrap();
+    let tx = Buf::new(&a.pd, 8, AccessFlags::empty());
+    let ah = ah(&a, &b);
+    let post = |flags: SendFlags, id| {
+        let wr = SendWr {
+            wr_id: id,
+            opcode: SendOpcode::Send,
+            send_flags: flags,
+            sg_list: &[tx.sge(0, 8)],
+            imm_data: 0,
+            ud: Some(UdDest {
+                ah: &ah,
+                remote_qpn: b.qp.qpn(),
+                remote_qkey: Qkey::new(QKEY),
+            }),
+        };
+        unsafe { a.qp.post_send(&wr) }.unwrap();
+        b.ctx.progress();
+    };
+    post(SendFlags::SIGNALED, 1);
+    assert!(
+        ctx_b.get_cq_event(&ch).is_err(),
+        "an unsolicited receive does not fire"
+    );
+    post(SendFlags::SIGNALED | SendFlags::SOLICITED, 2);
+    let fired = ctx_b.get_cq_event(&ch).unwrap();
+    fired.ack_events(1).unwrap();
+    assert_eq!(poll_all(&b.cq).len(), 2);
+}
