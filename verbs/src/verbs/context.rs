@@ -221,6 +221,8 @@ impl Context {
     /// event must be acknowledged with [`Cq::ack_events`].
     pub fn get_cq_event(&self, channel: &CompletionChannel) -> Result<Cq, Error> {
         let shared = &self.shared;
+        // Sends deferred to the next poll must not wait behind a blocked application.
+        shared.flush()?;
         shared.app_waiting.fetch_add(1, Ordering::AcqRel);
         shared.wake_progress_thread();
         let event = channel.get_event();
@@ -309,6 +311,16 @@ impl ContextShared {
         APP_POLLING
             .checked_sub(self.since_app_polled())
             .filter(|d| !d.is_zero())
+    }
+
+    /// True while the application polls its CQs (and so drives progress, flushes included).
+    pub(crate) fn app_is_polling(&self) -> bool {
+        self.since_app_polled() < APP_POLLING
+    }
+
+    /// Hands queued transmits to the medium.
+    fn flush(&self) -> Result<(), Error> {
+        Ok(self.io.lock().flush()?)
     }
 
     /// How long ago the application last polled.

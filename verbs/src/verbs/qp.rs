@@ -484,7 +484,12 @@ impl QpShared {
             }
             io.flush()?;
         }
-        io.flush()?;
+        // Ring the doorbell now, unless the application is polling: then its next poll
+        // does (progress flushes), and back-to-back sends share one kick of the backend.
+        // A thread about to wait for a CQ event flushes first (Context::get_cq_event).
+        if !ctx.app_is_polling() {
+            io.flush()?;
+        }
         drop(io);
         if !sent {
             return Err(Error::Full("the backend's transmit ring stayed full"));
