@@ -175,6 +175,8 @@ pub struct NetStats {
     pub tx_full: u64,
     /// Datagrams the medium refused (no route, too big); dropped as a NIC would.
     pub tx_dropped: u64,
+    /// Datagrams sent from a reserved buffer in place, their payload not copied.
+    pub tx_in_place: u64,
 }
 
 impl NetStats {
@@ -307,8 +309,66 @@ pub trait FrameIo: Send {
     /// A descriptor that polls readable when [`FrameIo::recv`] may have something to deliver.
     fn as_raw_fd(&self) -> RawFd;
 
+    /// Sets aside `count` transmit buffers inside the medium's own memory (the AF_XDP UMEM)
+    /// that callers fill in place and send with [`FrameIo::send_reserved`], so that the
+    /// payload is never copied. `Ok(None)` when the backend has no such memory.
+    fn reserve_tx(&mut self, count: usize) -> Result<Option<TxReservation>, NetError> {
+        let _ = count;
+        Ok(None)
+    }
+
+    /// Sends reserved buffer `index`, whose transport packet (`transport_len` bytes) the
+    /// caller wrote at [`TxReservation::transport_offset`]; the backend writes the frame
+    /// headers before it and the ICRC after it. The buffer is the medium's until
+    /// [`FrameIo::reserved_done`] reports it. `Ok(false)`: no room now, try again.
+    fn send_reserved(
+        &mut self,
+        meta: &TxMeta,
+        index: usize,
+        transport_len: usize,
+    ) -> Result<bool, NetError> {
+        let _ = (meta, index, transport_len);
+        Err(NetError::Unsupported(
+            "in-place transmit buffers on this backend".into(),
+        ))
+    }
+
+    /// Calls `done` with every reserved buffer the medium has finished sending since the
+    /// last call.
+    fn reserved_done(&mut self, done: &mut dyn FnMut(usize)) {
+        let _ = done;
+    }
+
     /// Counters.
     fn stats(&self) -> NetStats;
+}
+
+/// Transmit buffers set aside inside a backend's memory by [`FrameIo::reserve_tx`]: `count`
+/// buffers of `capacity` bytes, `stride` bytes apart from `base`, numbered from `first`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxReservation {
+    /// Index of the first buffer, for [`FrameIo::send_reserved`].
+    pub first: usize,
+    /// Buffers.
+    pub count: usize,
+    /// Address of the first buffer's frame.
+    pub base: usize,
+    /// Bytes from one buffer to the next.
+    pub stride: usize,
+    /// Usable bytes per buffer, frame headers and ICRC included.
+    pub capacity: usize,
+}
+
+impl TxReservation {
+    /// Offset in each buffer where the transport packet (BTH...) starts, after the frame
+    /// headers the backend writes.
+    pub fn transport_offset(&self, ipv6: bool) -> usize {
+        wire::frame::frame_header_len(if ipv6 {
+            wire::IpVersion::V6
+        } else {
+            wire::IpVersion::V4
+        })
+    }
 }
 
 /// Sends one transport packet copied from `packet`: a convenience over [`FrameIo::send`].

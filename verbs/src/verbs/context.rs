@@ -20,10 +20,12 @@ use super::async_event::{AsyncQueue, Pending};
 use super::channel::CompletionChannel;
 use super::cq::{Cq, CqShared};
 use super::device::{self, DeviceAttr, Gid, PortAttr};
+use super::mr::Lkey;
 use super::mr::MrTable;
 use super::pd::Pd;
-use super::qp::QpShared;
+use super::qp::{InPlaceSend, QpShared};
 use super::srq::{Srq, SrqShared};
+use super::txbuf::TxBufsShared;
 use crate::engine::ud;
 use crate::net::{FrameIo, LinkInfo, RxMeta};
 use crate::rng::Rng;
@@ -99,6 +101,10 @@ pub(crate) struct ContextShared {
     pub(crate) qps: RwLock<HashMap<u32, Arc<QpShared>>>,
     pub(crate) cqs: RwLock<HashMap<u64, Weak<CqShared>>>,
     pub(crate) srqs: RwLock<HashMap<u64, Weak<SrqShared>>>,
+    /// Send buffers inside the backend, by the lkey of their region.
+    pub(crate) tx_bufs: RwLock<HashMap<Lkey, Weak<TxBufsShared>>>,
+    /// In-place sends in flight, by backend buffer index.
+    pub(crate) in_place: Mutex<HashMap<usize, InPlaceSend>>,
     pub(crate) async_events: AsyncQueue,
     pub(crate) drops: RxDrops,
     next_handle: AtomicU64,
@@ -138,6 +144,8 @@ impl Context {
             qps: RwLock::new(HashMap::new()),
             cqs: RwLock::new(HashMap::new()),
             srqs: RwLock::new(HashMap::new()),
+            tx_bufs: RwLock::new(HashMap::new()),
+            in_place: Mutex::new(HashMap::new()),
             async_events: AsyncQueue::new().map_err(|e| {
                 Error::Net(crate::net::NetError::Io(
                     "creating the async event queue",
@@ -270,6 +278,11 @@ impl Context {
         self.shared.async_events.as_raw_fd()
     }
 
+    /// The backend's counters.
+    pub fn net_stats(&self) -> crate::net::NetStats {
+        self.shared.io.lock().stats()
+    }
+
     /// Drops counted above the backend.
     pub fn rx_drops(&self) -> &RxDrops {
         &self.shared.drops
@@ -340,6 +353,11 @@ impl ContextShared {
             self.dispatch(meta, packet);
         });
         let _ = io.flush();
+        io.reserved_done(&mut |index| {
+            if let Some(send) = self.in_place.lock().remove(&index) {
+                send.qp.in_place_done(&send);
+            }
+        });
         handled
     }
 

@@ -69,6 +69,7 @@ mod pd;
 mod qp;
 mod recv_queue;
 mod srq;
+mod txbuf;
 mod wr;
 
 pub use ah::{AddressHandle, AhAttr};
@@ -83,4 +84,5 @@ pub use pd::{Mr, Pd};
 pub use qp::{QpAttr, QpCap, QpInitAttr, QueuePair};
 pub use qp_state::{AttrMask, QpState, QpType};
 pub use srq::{Srq, SrqAttr, SrqAttrMask};
+pub use txbuf::TxBufs;
 pub use wr::{RecvWr, SendFlags, SendOpcode, SendWr, Sge, UdDest};

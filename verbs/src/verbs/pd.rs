@@ -8,6 +8,7 @@ use super::context::Context;
 use super::mr::{AccessFlags, MemoryRegion, PdHandle};
 use super::qp::{QpInitAttr, QueuePair};
 use super::srq::{Srq, SrqAttr};
+use super::txbuf::TxBufs;
 
 struct PdShared {
     handle: PdHandle,
@@ -43,6 +44,11 @@ impl Mr {
     /// Remote key, for peers' RDMA operations.
     pub fn rkey(&self) -> super::Rkey {
         self.region.rkey()
+    }
+
+    /// The protection domain.
+    pub fn pd(&self) -> &Pd {
+        &self.pd
     }
 
     /// The region's bookkeeping: address, length, access.
@@ -111,6 +117,13 @@ impl Pd {
             region,
             pd: self.clone(),
         })
+    }
+
+    /// Allocates `count` send buffers inside the backend's transmit memory (the AF_XDP
+    /// UMEM on `xdp`), from which UD sends go out without copying their payload; see
+    /// [`TxBufs`]. The frames stay set aside for the context's life.
+    pub fn alloc_tx_bufs(&self, count: usize) -> Result<TxBufs, Error> {
+        TxBufs::new(self, count)
     }
 
     /// Creates an address handle (`ibv_create_ah`).

@@ -119,6 +119,14 @@ struct QpMut {
     rq: RecvQueue,
 }
 
+/// An in-place send the medium has not finished yet.
+pub(crate) struct InPlaceSend {
+    pub(crate) qp: Arc<QpShared>,
+    wr_id: u64,
+    len: usize,
+    signaled: bool,
+}
+
 pub(crate) struct QpShared {
     qpn: Qpn,
     qp_type: QpType,
@@ -461,6 +469,9 @@ impl QpShared {
             ttl: dest.ah.attr.hop_limit,
         };
         let len = len as usize;
+        if let Some(index) = self.in_place_index(ctx, wr, &meta) {
+            return self.send_in_place(ctx, wr, &header, &meta, index, len, signaled);
+        }
         let mut write = |buf: &mut [u8]| {
             let Ok(at) = header.emit(len, buf) else {
                 return 0;
@@ -500,6 +511,92 @@ impl QpShared {
             self.send_cq.shared.push(wc, false);
         }
         Ok(())
+    }
+
+    /// The backend buffer a send goes out of in place: a single SGE naming exactly the UD
+    /// payload slot of an in-place `TxBufs` buffer.
+    fn in_place_index(&self, ctx: &ContextShared, wr: &SendWr<'_>, meta: &TxMeta) -> Option<usize> {
+        let [sge] = wr.sg_list else { return None };
+        if wr.send_flags.contains(SendFlags::INLINE) {
+            return None;
+        }
+        let bufs = ctx.tx_bufs.read().get(&sge.lkey)?.upgrade()?;
+        bufs.in_place_index(
+            sge.addr,
+            sge.length as usize,
+            meta.dst.is_ipv6(),
+            wr.opcode == SendOpcode::SendWithImm,
+        )
+    }
+
+    /// Sends from an in-place buffer: the UD headers are written right before the payload,
+    /// the backend adds its own, and the completion comes when the medium is done.
+    #[allow(clippy::too_many_arguments)]
+    fn send_in_place(
+        self: &QpShared,
+        ctx: &ContextShared,
+        wr: &SendWr<'_>,
+        header: &UdHeader,
+        meta: &TxMeta,
+        index: usize,
+        len: usize,
+        signaled: bool,
+    ) -> Result<(), Error> {
+        let me = ctx
+            .qps
+            .read()
+            .get(&self.qpn.value())
+            .cloned()
+            .ok_or(Error::invalid("the QP is being destroyed"))?;
+        let mut io = ctx.io.lock();
+        let mut in_place = ctx.in_place.lock();
+        if in_place.contains_key(&index) {
+            return Err(Error::Busy("the send buffer is still in flight"));
+        }
+        let headers = header.headers_len();
+        let packet_len = header.packet_len(len);
+        // SAFETY: the SGE was checked against the buffers' registration (in send_ud) and
+        // names the payload slot of a buffer that is not in flight; the UD headers go in the
+        // bytes just before it and the pad just after, all inside the same buffer, which the
+        // poster does not touch until the completion (post_send's contract).
+        let packet = unsafe {
+            std::slice::from_raw_parts_mut(
+                (wr.sg_list[0].addr as usize - headers) as *mut u8,
+                packet_len,
+            )
+        };
+        header
+            .emit(len, packet)
+            .map_err(|_| Error::invalid("UD headers do not fit"))?;
+        for _ in 0..1000 {
+            if io.send_reserved(meta, index, packet_len)? {
+                in_place.insert(
+                    index,
+                    InPlaceSend {
+                        qp: me,
+                        wr_id: wr.wr_id,
+                        len,
+                        signaled,
+                    },
+                );
+                drop(in_place);
+                if !ctx.app_is_polling() {
+                    io.flush()?;
+                }
+                return Ok(());
+            }
+            io.flush()?;
+        }
+        Err(Error::Full("the backend's transmit ring stayed full"))
+    }
+
+    /// Completes an in-place send the medium has finished with.
+    pub(crate) fn in_place_done(&self, send: &InPlaceSend) {
+        if send.signaled {
+            let mut wc = self.completion(send.wr_id, WcStatus::Success, WcOpcode::Send);
+            wc.byte_len = send.len as u32;
+            self.send_cq.shared.push(wc, false);
+        }
     }
 
     /// Delivers a UD SEND to the next posted receive.

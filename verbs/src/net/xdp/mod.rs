@@ -32,7 +32,10 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 use self::frames::Frame;
 use self::next_hop::NextHops;
 use super::netlink::Netlink;
-use super::{BackendKind, FrameIo, IoMode, LinkInfo, NetError, NetStats, RxMeta, TxMeta, datagram};
+use super::{
+    BackendKind, FrameIo, IoMode, LinkInfo, NetError, NetStats, RxMeta, TxMeta, TxReservation,
+    datagram,
+};
 use crate::wire::{
     self,
     ethernet::{EtherType, EthernetRepr, MacAddr},
@@ -107,6 +110,14 @@ struct Queue {
     in_flight: usize,
     /// Scratch for ring consumption, allocated once.
     scratch: Vec<FrameDesc>,
+    /// Frames set aside for in-place sends (`FrameIo::reserve_tx`), by index; `None` while
+    /// the kernel has one. Contiguous in the UMEM, from `reserved_first_addr` on.
+    reserved: Vec<Option<Frame>>,
+    reserved_first_addr: usize,
+    /// How many reserved frames have been handed out.
+    reserved_handed: usize,
+    /// Reserved frames the kernel has given back, not yet reported.
+    reserved_done: Vec<usize>,
     /// Entries in each ring.
     ring_size: u32,
     /// Bound in zero-copy mode.
@@ -119,8 +130,16 @@ impl Queue {
         // SAFETY: the descriptors written into `scratch` come from this queue's UMEM's
         // completion ring; they are ours again once consumed.
         let n = unsafe { self.comp.consume(&mut self.scratch) };
+        let reserved = self.reserved_first_addr
+            ..self.reserved_first_addr + self.reserved.len() * FRAME_SIZE as usize;
         for desc in &self.scratch[..n] {
-            self.free.push(Frame::reclaimed(*desc));
+            if reserved.contains(&desc.addr()) {
+                let index = (desc.addr() - reserved.start) / FRAME_SIZE as usize;
+                self.reserved[index] = Some(Frame::reclaimed(*desc));
+                self.reserved_done.push(index);
+            } else {
+                self.free.push(Frame::reclaimed(*desc));
+            }
         }
         self.in_flight -= n.min(self.in_flight);
     }
@@ -415,7 +434,18 @@ fn open_queue(
                         io::Error::other("fill ring too small"),
                     ));
                 }
-                let free = descs[half..].iter().map(|d| Frame::reclaimed(*d)).collect();
+                // A quarter of the frames transmit through the free pool; the last quarter
+                // stays aside for in-place sends (`reserve_tx`).
+                let quarter = frames as usize / 4;
+                let free = descs[half..half + quarter]
+                    .iter()
+                    .map(|d| Frame::reclaimed(*d))
+                    .collect();
+                let reserved: Vec<Option<Frame>> = descs[half + quarter..]
+                    .iter()
+                    .map(|d| Some(Frame::reclaimed(*d)))
+                    .collect();
+                let reserved_first_addr = descs[half + quarter].addr();
                 let queue = Queue {
                     id,
                     tx,
@@ -427,6 +457,10 @@ fn open_queue(
                     pending: Vec::with_capacity(half),
                     in_flight: 0,
                     scratch: vec![FrameDesc::default(); half],
+                    reserved_done: Vec::with_capacity(reserved.len()),
+                    reserved,
+                    reserved_first_addr,
+                    reserved_handed: 0,
                     ring_size: frames / 2,
                     zero_copy: bind.contains(BindFlags::XDP_ZEROCOPY),
                 };
@@ -546,6 +580,31 @@ fn frame_repr(
     })
 }
 
+/// Writes the Ethernet/IP/UDP headers for a `transport_len`-byte transport packet at the
+/// start of `buf` (the packet already follows them) and the ICRC after it; returns the
+/// frame length.
+fn finish_frame(
+    buf: &mut [u8],
+    src_mac: MacAddr,
+    hop: next_hop::Hop,
+    meta: &TxMeta,
+    version: IpVersion,
+    transport_len: usize,
+) -> Result<usize, NetError> {
+    let repr = frame_repr(src_mac, hop, meta, transport_len)?;
+    let total = wire::frame::frame_header_len(version) + transport_len + icrc::ICRC_LEN;
+    if total > buf.len() {
+        return Err(NetError::TooLong {
+            len: transport_len,
+            max: buf.len() - (total - transport_len),
+        });
+    }
+    wire::frame::emit_frame_headers(&repr, &mut buf[..total])
+        .and_then(|_| wire::frame::seal_frame(&mut buf[..total], version))
+        .map_err(|e| NetError::InvalidConfig(format!("building a frame: {e}")))?;
+    Ok(total)
+}
+
 impl FrameIo for XdpIo {
     fn link(&self) -> &LinkInfo {
         &self.link
@@ -587,13 +646,7 @@ impl FrameIo for XdpIo {
         let result = if len > room {
             Err(NetError::TooLong { len, max: room })
         } else {
-            frame_repr(src_mac, hop, meta, len).and_then(|repr| {
-                let total = header_len + len + icrc::ICRC_LEN;
-                wire::frame::emit_frame_headers(&repr, &mut buf[..total])
-                    .and_then(|_| wire::frame::seal_frame(&mut buf[..total], version))
-                    .map(|_| total)
-                    .map_err(|e| NetError::InvalidConfig(format!("building a frame: {e}")))
-            })
+            finish_frame(buf, src_mac, hop, meta, version, len)
         };
         match result {
             Ok(total) => {
@@ -681,6 +734,107 @@ impl FrameIo for XdpIo {
 
     fn as_raw_fd(&self) -> RawFd {
         self.epoll.as_raw_fd()
+    }
+
+    fn reserve_tx(&mut self, count: usize) -> Result<Option<TxReservation>, NetError> {
+        let q = &mut self.queues[0];
+        let first = q.reserved_handed;
+        if count == 0 || first + count > q.reserved.len() {
+            return Err(NetError::InvalidConfig(format!(
+                "{count} in-place transmit buffers asked for, {} left",
+                q.reserved.len() - first
+            )));
+        }
+        let Some(frame) = q.reserved[first].as_mut() else {
+            return Err(NetError::InvalidConfig(
+                "reserved frame in flight before it was handed out".into(),
+            ));
+        };
+        // SAFETY: the frame is ours (not on any ring); we only take its address and size.
+        let mut data = unsafe { q.umem.data_mut(frame.desc_mut()) };
+        let mut cursor = data.cursor();
+        let capacity = cursor.buf_len();
+        cursor.set_pos(capacity);
+        let base = data.contents_mut().as_mut_ptr() as usize;
+        q.reserved_handed += count;
+        Ok(Some(TxReservation {
+            first,
+            count,
+            base,
+            stride: FRAME_SIZE as usize,
+            capacity,
+        }))
+    }
+
+    fn send_reserved(
+        &mut self,
+        meta: &TxMeta,
+        index: usize,
+        transport_len: usize,
+    ) -> Result<bool, NetError> {
+        let hop = self.next_hops.get(meta.dst.ip())?;
+        let src_mac = self.link.mac.expect("xdp links have a MAC");
+        let version = if meta.dst.is_ipv6() {
+            IpVersion::V6
+        } else {
+            IpVersion::V4
+        };
+        let max = self.link.max_transport_len(meta.dst.is_ipv6());
+        if transport_len > max {
+            return Err(NetError::TooLong {
+                len: transport_len,
+                max,
+            });
+        }
+        let q = &mut self.queues[0];
+        if index >= q.reserved_handed {
+            return Err(NetError::InvalidConfig(format!(
+                "no reserved transmit buffer {index}"
+            )));
+        }
+        let Some(mut frame) = q.reserved[index].take() else {
+            return Err(NetError::InvalidConfig(format!(
+                "reserved transmit buffer {index} is still in flight"
+            )));
+        };
+        // SAFETY: the frame is ours until submitted; the caller wrote the transport packet
+        // and does not touch the buffer while we fill in the headers.
+        let mut data = unsafe { q.umem.data_mut(frame.desc_mut()) };
+        let mut cursor = data.cursor();
+        let capacity = cursor.buf_len();
+        cursor.set_pos(capacity);
+        match finish_frame(
+            data.contents_mut(),
+            src_mac,
+            hop,
+            meta,
+            version,
+            transport_len,
+        ) {
+            Ok(total) => {
+                data.cursor().set_pos(total);
+                q.pending.push(frame.into_desc());
+                self.stats.tx_packets += 1;
+                self.stats.tx_bytes += transport_len as u64;
+                self.stats.tx_in_place += 1;
+                if q.pending.len() >= TX_BATCH {
+                    q.submit()?;
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                q.reserved[index] = Some(frame);
+                Err(e)
+            }
+        }
+    }
+
+    fn reserved_done(&mut self, done: &mut dyn FnMut(usize)) {
+        let q = &mut self.queues[0];
+        q.reclaim();
+        for index in q.reserved_done.drain(..) {
+            done(index);
+        }
     }
 
     fn stats(&self) -> NetStats {
