@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo: xrdma's raw frame path between two hosts, next to the kernel's UDP.
+# The demo: xrdma's raw frame path and UD verbs between two hosts, next to the kernel's UDP.
 #   as root:  two network namespaces joined by a veth pair, xdp backend (AF_XDP);
 #   otherwise: two endpoints on loopback (127.0.0.1 and 127.0.0.2), udp backend.
 # Options are passed to every `xrdma perf` client, e.g. `scripts/demo.sh --duration 5`.
@@ -57,7 +57,7 @@ else
   }
 fi
 
-for test in raw-lat raw-bw; do
+for test in raw-lat raw-bw ud-lat ud-bw; do
   echo "== xrdma perf $test"
   serve "$test"
   out=$(client "$test")
@@ -68,7 +68,9 @@ done
 echo "== kernel UDP ping-pong (sockperf, 64 B) on the same link"
 k50=$(kernel | tee /tmp/xrdma-demo-sockperf.txt | sockperf_p50)
 grep -E 'avg-latency|percentile 50.000|percentile 99.000' /tmp/xrdma-demo-sockperf.txt || true
-x50=$(sed -n 's/.*"lat_us_p50":\([0-9.]*\).*/\1/p' /tmp/xrdma-demo-raw-lat.json)
-if [ -n "$k50" ] && [ -n "$x50" ]; then
-  awk -v x="$x50" -v k="$k50" 'BEGIN { printf "raw-lat p50 %.2f us vs kernel UDP p50 %.2f us: ratio %.2f\n", x, k, x / k }'
-fi
+for test in raw-lat ud-lat; do
+  x50=$(sed -n 's/.*"lat_us_p50":\([0-9.]*\).*/\1/p' "/tmp/xrdma-demo-$test.json")
+  if [ -n "$k50" ] && [ -n "$x50" ]; then
+    awk -v t="$test" -v x="$x50" -v k="$k50" 'BEGIN { printf "%s p50 %.2f us vs kernel UDP p50 %.2f us: ratio %.2f\n", t, x, k, x / k }'
+  fi
+done
