@@ -37,21 +37,7 @@ fn ud(ctx: &Context) -> (Pd, Cq, QueuePair) {
     let pd = ctx.alloc_pd().unwrap();
     let cq = ctx.create_cq(256, None).unwrap();
     let qp = pd.create_qp(&QpInitAttr::ud(&cq, &cq, 64)).unwrap();
-    qp.modify(
-        &QpAttr {
-            qkey: QKEY,
-            ..QpAttr::new(QpState::Init)
-        },
-        AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::QKEY,
-    )
-    .unwrap();
-    qp.modify(&QpAttr::new(QpState::Rtr), AttrMask::STATE)
-        .unwrap();
-    qp.modify(
-        &QpAttr::new(QpState::Rts),
-        AttrMask::STATE | AttrMask::SQ_PSN,
-    )
-    .unwrap();
+    qp.bring_up_ud(QKEY, 0).unwrap();
     (pd, cq, qp)
 }
 

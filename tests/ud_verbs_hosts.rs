@@ -40,21 +40,7 @@ fn end(ctx: Context) -> End {
     let pd = ctx.alloc_pd().unwrap();
     let cq = ctx.create_cq(64, None).unwrap();
     let qp = pd.create_qp(&QpInitAttr::ud(&cq, &cq, 16)).unwrap();
-    qp.modify(
-        &QpAttr {
-            qkey: QKEY,
-            ..QpAttr::new(QpState::Init)
-        },
-        AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::QKEY,
-    )
-    .unwrap();
-    qp.modify(&QpAttr::new(QpState::Rtr), AttrMask::STATE)
-        .unwrap();
-    qp.modify(
-        &QpAttr::new(QpState::Rts),
-        AttrMask::STATE | AttrMask::SQ_PSN,
-    )
-    .unwrap();
+    qp.bring_up_ud(QKEY, 0).unwrap();
     let mut buf = vec![0u8; 16 * 2048];
     let mr = unsafe { pd.reg_mr(buf.as_mut_ptr(), buf.len(), AccessFlags::LOCAL_WRITE) }.unwrap();
     End {

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use xrdma_verbs::net::FrameIo;
 use xrdma_verbs::verbs::{
-    AccessFlags, AddressHandle, AhAttr, AttrMask, Context, ContextConfig, Cq, Gid, Mr, QpAttr,
-    QpCap, QpInitAttr, QpState, QueuePair, RecvWr, SendFlags, SendOpcode, SendWr, Sge, UdDest,
-    WcOpcode, WcStatus, WorkCompletion,
+    AccessFlags, AddressHandle, AhAttr, Context, ContextConfig, Cq, Gid, Mr, QpCap, QpInitAttr,
+    QueuePair, RecvWr, SendFlags, SendOpcode, SendWr, Sge, UdDest, WcOpcode, WcStatus,
+    WorkCompletion,
 };
 use xrdma_verbs::wire::{Qkey, Qpn};
 
@@ -69,18 +69,7 @@ impl Ud {
             sq_sig_all: false,
             ..QpInitAttr::ud(&cq, &cq, DEPTH)
         })?;
-        qp.modify(
-            &QpAttr {
-                qkey: QKEY,
-                ..QpAttr::new(QpState::Init)
-            },
-            AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::QKEY,
-        )?;
-        qp.modify(&QpAttr::new(QpState::Rtr), AttrMask::STATE)?;
-        qp.modify(
-            &QpAttr::new(QpState::Rts),
-            AttrMask::STATE | AttrMask::SQ_PSN,
-        )?;
+        qp.bring_up_ud(QKEY, 0)?;
         let slot = GRH + size.max(8);
         let mut recv = vec![0u8; slot * DEPTH as usize];
         let mut send = vec![0u8; size.max(8)];

@@ -55,6 +55,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod alloc;
 mod cmd;
 mod error;
 mod netns;

@@ -1,58 +1,22 @@
 //! The UD steady-state path allocates nothing: post_send, receive, scatter, complete and
-//! poll, 10,000 times over, on the simulator and on kernel UDP over loopback.
+//! poll, 10,000 times over, on the simulator, on kernel UDP over loopback, and over AF_XDP
+//! between two namespaced hosts.
 //!
 //! A counting global allocator counts the allocations of the thread under test only. Both
 //! contexts run without a helper thread, so all progress happens on that thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
+use xrdma_testnet::Topology;
+use xrdma_testnet::alloc::{CountingAlloc, allocations};
 use xrdma_verbs::net::{
     FrameIo,
     sim::{self, SimConfig, SimNetwork},
     udp::{UdpConfig, UdpIo},
+    xdp::{XdpConfig, XdpIo},
 };
 use xrdma_verbs::verbs::*;
 use xrdma_verbs::wire::Qkey;
-
-struct CountingAlloc;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count_one() {
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-}
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
-
-// SAFETY: every method forwards to `System` unchanged; counting touches only a
-// const-initialised thread-local Cell, which never allocates.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_one();
-        // SAFETY: the caller upholds GlobalAlloc::alloc's contract, which is System's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count_one();
-        // SAFETY: as for alloc.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_one();
-        // SAFETY: `ptr` came from System through this allocator with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as for realloc.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
@@ -73,21 +37,7 @@ fn ping(a_io: Box<dyn FrameIo>, b_io: Box<dyn FrameIo>, net: Option<&SimNetwork>
         let pd = ctx.alloc_pd().unwrap();
         let cq = ctx.create_cq(64, None).unwrap();
         let qp = pd.create_qp(&QpInitAttr::ud(&cq, &cq, 16)).unwrap();
-        qp.modify(
-            &QpAttr {
-                qkey: QKEY,
-                ..QpAttr::new(QpState::Init)
-            },
-            AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::QKEY,
-        )
-        .unwrap();
-        qp.modify(&QpAttr::new(QpState::Rtr), AttrMask::STATE)
-            .unwrap();
-        qp.modify(
-            &QpAttr::new(QpState::Rts),
-            AttrMask::STATE | AttrMask::SQ_PSN,
-        )
-        .unwrap();
+        qp.bring_up_ud(QKEY, 0).unwrap();
         (pd, cq, qp)
     };
     let ((pd_a, cq_a, qp_a), (pd_b, cq_b, qp_b)) = (setup(&a), setup(&b));
@@ -188,6 +138,18 @@ fn ud_steady_state_allocates_nothing_over_kernel_udp() {
         )
     };
     ping(open("127.0.0.1"), open("127.0.0.2"), None);
+}
+
+#[test]
+fn ud_steady_state_allocates_nothing_over_xdp() {
+    let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    let open = |host: &xrdma_testnet::Host| -> Box<dyn FrameIo> {
+        let iface = host.iface().to_string();
+        host.ns().run(move || {
+            Box::new(XdpIo::open(&XdpConfig::new(iface)).expect("xdp")) as Box<dyn FrameIo>
+        })
+    };
+    ping(open(t.a()), open(t.b()), None);
 }
 
 #[test]

@@ -55,24 +55,7 @@ fn ud_qp(ctx: &Context, cap: QpCap, sq_sig_all: bool, cqe: u32) -> End {
 }
 
 fn bring_up(qp: &QueuePair) {
-    qp.modify(
-        &QpAttr {
-            qkey: QKEY,
-            ..QpAttr::new(QpState::Init)
-        },
-        AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::QKEY,
-    )
-    .unwrap();
-    qp.modify(&QpAttr::new(QpState::Rtr), AttrMask::STATE)
-        .unwrap();
-    qp.modify(
-        &QpAttr {
-            sq_psn: 0x123,
-            ..QpAttr::new(QpState::Rts)
-        },
-        AttrMask::STATE | AttrMask::SQ_PSN,
-    )
-    .unwrap();
+    qp.bring_up_ud(QKEY, 0x123).unwrap();
 }
 
 fn cap(sge: u32) -> QpCap {

@@ -284,6 +284,27 @@ impl QueuePair {
         Ok(())
     }
 
+    /// Moves a UD QP from RESET through INIT (port 1, P_Key index 0, `qkey`) and RTR to
+    /// RTS with first send PSN `sq_psn`: the three `modify` calls every UD application
+    /// makes, in one.
+    pub fn bring_up_ud(&self, qkey: u32, sq_psn: u32) -> Result<(), Error> {
+        self.modify(
+            &QpAttr {
+                qkey,
+                ..QpAttr::new(QpState::Init)
+            },
+            AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::QKEY,
+        )?;
+        self.modify(&QpAttr::new(QpState::Rtr), AttrMask::STATE)?;
+        self.modify(
+            &QpAttr {
+                sq_psn,
+                ..QpAttr::new(QpState::Rts)
+            },
+            AttrMask::STATE | AttrMask::SQ_PSN,
+        )
+    }
+
     /// Posts a receive work request (`ibv_post_recv`).
     ///
     /// # Safety

@@ -1,0 +1,57 @@
+//! A global allocator that counts the allocations each thread makes, for tests that prove a
+//! path allocates nothing. A test binary installs it with
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static ALLOC: xrdma_testnet::alloc::CountingAlloc = xrdma_testnet::alloc::CountingAlloc;
+//! ```
+//!
+//! and compares [`allocations`] before and after the code under test. Only the calling
+//! thread's allocations count, so the test harness's other threads do not disturb it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+/// Counts allocations per thread, then defers to the system allocator.
+pub struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_one() {
+    // try_with: the thread-local may already be gone while a thread exits.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+/// Allocations (including reallocations) the calling thread has made so far.
+pub fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+// SAFETY: every method forwards to `System` unchanged, so its guarantees carry over;
+// counting touches only a const-initialised thread-local Cell, which never allocates.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: the caller upholds GlobalAlloc::alloc's contract, which is System's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: as for alloc.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_one();
+        // SAFETY: `ptr` came from System through this allocator with `layout`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as for realloc.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
