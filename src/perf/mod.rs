@@ -266,6 +266,65 @@ pub(crate) fn meet(
     }
 }
 
+/// What the server of a bandwidth test counted.
+pub(crate) struct Counted {
+    pub(crate) received: u64,
+    pub(crate) sent: u64,
+    pub(crate) elapsed: Duration,
+}
+
+/// The server side of a bandwidth test: calls `receive` (which returns how many messages
+/// arrived) until the client says END and nothing more arrived for a while, answers with
+/// RESULT, and returns the counts. The elapsed time runs from the first message counted to
+/// the last.
+pub(crate) fn count_until_end(
+    ctrl: &mut oob::Control,
+    mut receive: impl FnMut() -> Result<u64>,
+) -> Result<Counted> {
+    const DRAIN_QUIET: Duration = Duration::from_millis(50);
+    let (mut received, mut first, mut last) =
+        (0u64, None::<std::time::Instant>, std::time::Instant::now());
+    // Once the client said END, keep counting until nothing arrived for DRAIN_QUIET.
+    let (mut end, mut quiet_since, mut last_check) = (
+        None::<u64>,
+        std::time::Instant::now(),
+        std::time::Instant::now(),
+    );
+    loop {
+        let n = receive()?;
+        if n > 0 {
+            last = std::time::Instant::now();
+            first.get_or_insert(last);
+            quiet_since = last;
+            received += n;
+        }
+        if end.is_some() {
+            if quiet_since.elapsed() > DRAIN_QUIET {
+                break;
+            }
+        } else if last_check.elapsed() > Duration::from_millis(5) {
+            last_check = std::time::Instant::now();
+            if let Some(m) = ctrl.try_recv()? {
+                end = Some(m.parse("sent")?);
+                quiet_since = std::time::Instant::now();
+            }
+        }
+    }
+    let elapsed = first
+        .map(|f| last.saturating_duration_since(f))
+        .unwrap_or_default();
+    ctrl.send(
+        &oob::Message::new("RESULT")
+            .with("received", received)
+            .with("elapsed_ns", elapsed.as_nanos()),
+    )?;
+    Ok(Counted {
+        received,
+        sent: end.unwrap_or(0),
+        elapsed,
+    })
+}
+
 fn accept_within(listener: &TcpListener, timeout: Duration) -> Result<oob::Control> {
     listener.set_nonblocking(true)?;
     let deadline = std::time::Instant::now() + timeout;

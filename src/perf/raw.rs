@@ -10,7 +10,7 @@ use xrdma_verbs::wire::{
 };
 
 use super::oob::{Control, Message};
-use super::{Limit, Options, PerfError, Report, Result, Role, Test, meet};
+use super::{Limit, Options, PerfError, Report, Result, Role, Test, count_until_end, meet};
 
 /// QP number and Q_Key the raw tests put in their headers.
 const RAW_QPN: u32 = 0x00_0001;
@@ -25,8 +25,6 @@ const RESEND_AFTER: Duration = Duration::from_millis(200);
 const MAX_RESENDS: u32 = 5;
 /// Round trips run before measuring.
 const WARMUP: u64 = 1000;
-/// After the client's END, the server stops counting once nothing arrived for this long.
-const DRAIN_QUIET: Duration = Duration::from_millis(50);
 
 /// Runs `raw-lat` or `raw-bw` as `opts` says.
 pub(super) fn run(opts: &Options, mut io: Box<dyn FrameIo>) -> Result<Report> {
@@ -239,50 +237,19 @@ pub(super) fn bw_client(
 
 /// Server side of `raw-bw`: count what arrives, from the first frame to the last.
 pub(super) fn bw_server(io: &mut dyn FrameIo, ctrl: &mut Control, size: usize) -> Result<Report> {
-    let mut received = 0u64;
-    let mut first: Option<Instant> = None;
-    let mut last = Instant::now();
-    // Once the client said END, keep counting until nothing arrived for DRAIN_QUIET.
-    let mut end: Option<u64> = None;
-    let mut quiet_since = Instant::now();
-    let mut last_ctrl_check = Instant::now();
-    loop {
+    let counted = count_until_end(ctrl, || {
         let mut n = 0u64;
         io.recv(256, &mut |_, packet| {
             if psn_of(packet).is_some() {
                 n += 1;
             }
         })?;
-        if n > 0 {
-            last = Instant::now();
-            first.get_or_insert(last);
-            quiet_since = last;
-            received += n;
-        }
-        if end.is_some() {
-            if quiet_since.elapsed() > DRAIN_QUIET {
-                break;
-            }
-        } else if last_ctrl_check.elapsed() > Duration::from_millis(5) {
-            last_ctrl_check = Instant::now();
-            if let Some(m) = ctrl.try_recv()? {
-                end = Some(m.parse("sent")?);
-                quiet_since = Instant::now();
-            }
-        }
-    }
-    let elapsed = first
-        .map(|f| last.saturating_duration_since(f))
-        .unwrap_or_default();
-    ctrl.send(
-        &Message::new("RESULT")
-            .with("received", received)
-            .with("elapsed_ns", elapsed.as_nanos()),
-    )?;
+        Ok(n)
+    })?;
     let mut r = report(io, "raw-bw", size);
-    r.iters = received;
-    r.sent = end.unwrap_or(0);
-    r.elapsed = elapsed;
+    r.iters = counted.received;
+    r.sent = counted.sent;
+    r.elapsed = counted.elapsed;
     Ok(r)
 }
 

@@ -12,7 +12,7 @@ use xrdma_verbs::verbs::{
 use xrdma_verbs::wire::{Qkey, Qpn};
 
 use super::oob::Message;
-use super::{Limit, Options, PerfError, Report, Result, Role, Test, meet};
+use super::{Limit, Options, PerfError, Report, Result, Role, Test, count_until_end, meet};
 
 /// Receives kept posted, and the send signaling interval.
 const DEPTH: u32 = 512;
@@ -23,7 +23,6 @@ const GRH: usize = 40;
 /// A ping not answered within this is sent again.
 const RESEND_AFTER: Duration = Duration::from_millis(200);
 const WARMUP: u64 = 1000;
-const DRAIN_QUIET: Duration = Duration::from_millis(50);
 
 /// One end's verbs objects. Field order is drop order: QP before its CQ and PD.
 struct Ud {
@@ -328,10 +327,9 @@ fn bw_client(ud: &mut Ud, ctrl: &mut super::oob::Control, limit: Limit) -> Resul
 
 fn bw_server(ud: &mut Ud, ctrl: &mut super::oob::Control) -> Result<Report> {
     let mut wcs = [WorkCompletion::default(); 64];
-    let (mut received, mut first, mut last) = (0u64, None::<Instant>, Instant::now());
-    let (mut end, mut quiet_since, mut last_check) = (None::<u64>, Instant::now(), Instant::now());
-    loop {
+    let counted = count_until_end(ctrl, || {
         let n = ud.cq.poll(&mut wcs);
+        let mut received = 0;
         for wc in &wcs[..n] {
             check(wc)?;
             if wc.opcode == WcOpcode::Recv {
@@ -339,34 +337,11 @@ fn bw_server(ud: &mut Ud, ctrl: &mut super::oob::Control) -> Result<Report> {
                 received += 1;
             }
         }
-        if n > 0 {
-            last = Instant::now();
-            first.get_or_insert(last);
-            quiet_since = last;
-        }
-        if end.is_some() {
-            if quiet_since.elapsed() > DRAIN_QUIET {
-                break;
-            }
-        } else if last_check.elapsed() > Duration::from_millis(5) {
-            last_check = Instant::now();
-            if let Some(m) = ctrl.try_recv()? {
-                end = Some(m.parse("sent")?);
-                quiet_since = Instant::now();
-            }
-        }
-    }
-    let elapsed = first
-        .map(|f| last.saturating_duration_since(f))
-        .unwrap_or_default();
-    ctrl.send(
-        &Message::new("RESULT")
-            .with("received", received)
-            .with("elapsed_ns", elapsed.as_nanos()),
-    )?;
+        Ok(received)
+    })?;
     let mut r = ud.report("ud-bw");
-    r.iters = received;
-    r.sent = end.unwrap_or(0);
-    r.elapsed = elapsed;
+    r.iters = counted.received;
+    r.sent = counted.sent;
+    r.elapsed = counted.elapsed;
     Ok(r)
 }
