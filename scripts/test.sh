@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up, formatting and lint checks, then every test of the workspace.
+# The whole test suite: set-up, formatting, lint and documentation checks, then every test
+# of the workspace.
 # Tests that build network namespaces need root; run as a normal user they fail saying so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 cargo test --workspace --locked

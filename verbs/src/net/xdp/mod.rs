@@ -1,7 +1,7 @@
 //! The `xdp` backend: AF_XDP sockets with a UMEM of pinned frames, and our own XDP program.
 //!
 //! Opening an interface:
-//! 1. creates an XSKMAP and loads [`program`], which redirects Ethernet/IP/UDP frames to our
+//! 1. creates an XSKMAP and loads our program (`program.rs`), which redirects Ethernet/IP/UDP frames to our
 //!    port into the socket of the receiving queue and passes everything else to the kernel;
 //! 2. attaches it through a BPF link (native driver hook where the driver has one, else the
 //!    generic hook), so it is detached as soon as we close, crash included;
@@ -9,11 +9,11 @@
 //!    driver supports it, else copy mode), and puts it in the map.
 //!
 //! Frames are built here: Ethernet, IP and UDP headers around the transport packet, then the
-//! ICRC. Next-hop MACs come from the kernel's route and neighbour tables ([`next_hop`]).
+//! ICRC. Next-hop MACs come from the kernel's route and neighbour tables (`next_hop.rs`).
 //! Transmits go out on the first queue's socket.
 //!
 //! The kernel pins UMEM pages when the UMEM is registered, so no page of a frame in flight
-//! can move. A frame's ownership is tracked by [`frames::Frame`].
+//! can move. A frame's ownership is tracked by an owned token (`frames.rs`).
 
 mod bpf;
 mod frames;
