@@ -9,6 +9,7 @@
 //! Locks are taken in one order: the backend (held by progress), the QP, then a CQ. No QP
 //! lock is held while the backend's is taken.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -117,14 +118,28 @@ struct QpMut {
     qkey: Qkey,
     sq_psn: Psn,
     rq: RecvQueue,
+    /// Send completions held back to keep posting order while an in-place send is in
+    /// flight (it completes only when the medium is done with its buffer). Empty on the
+    /// fast path.
+    held: VecDeque<HeldSend>,
+    /// Sequence number of the next send posted.
+    next_send: u64,
+}
+
+/// A send whose completion waits behind an earlier in-place send.
+struct HeldSend {
+    seq: u64,
+    /// The completion to deliver (None for an unsignaled send).
+    wc: Option<WorkCompletion>,
+    /// True once the send itself is done.
+    done: bool,
 }
 
 /// An in-place send the medium has not finished yet.
 pub(crate) struct InPlaceSend {
     pub(crate) qp: Arc<QpShared>,
-    wr_id: u64,
-    len: usize,
-    signaled: bool,
+    /// The send's sequence number on its QP.
+    seq: u64,
 }
 
 pub(crate) struct QpShared {
@@ -191,6 +206,8 @@ impl QueuePair {
                 state: QpState::Reset,
                 qkey: Qkey::new(0),
                 sq_psn: Psn::ZERO,
+                held: VecDeque::new(),
+                next_send: 0,
                 rq: if attr.srq.is_some() {
                     RecvQueue::new(0, 0)
                 } else {
@@ -425,11 +442,8 @@ impl QpShared {
             match st.state {
                 QpState::Rts => {}
                 QpState::Err => {
-                    drop(st);
-                    self.send_cq.shared.push(
-                        self.completion(wr.wr_id, WcStatus::WrFlushErr, WcOpcode::Send),
-                        false,
-                    );
+                    let wc = self.completion(wr.wr_id, WcStatus::WrFlushErr, WcOpcode::Send);
+                    self.complete_send(&mut st, Some(wc), true);
                     return Ok(());
                 }
                 _ => return Err(Error::invalid("sends need the QP in RTS")),
@@ -445,9 +459,8 @@ impl QpShared {
             (psn, qkey)
         };
         let fail = |status| {
-            self.send_cq
-                .shared
-                .push(self.completion(wr.wr_id, status, WcOpcode::Send), false);
+            let wc = self.completion(wr.wr_id, status, WcOpcode::Send);
+            self.complete_send(&mut self.st.lock(), Some(wc), true);
             self.fail();
             Ok(())
         };
@@ -526,12 +539,45 @@ impl QpShared {
         if !sent {
             return Err(Error::Full("the backend's transmit ring stayed full"));
         }
-        if signaled {
-            let mut wc = self.completion(wr.wr_id, WcStatus::Success, WcOpcode::Send);
-            wc.byte_len = len as u32;
-            self.send_cq.shared.push(wc, false);
-        }
+        let mut wc = self.completion(wr.wr_id, WcStatus::Success, WcOpcode::Send);
+        wc.byte_len = len as u32;
+        self.complete_send(&mut self.st.lock(), signaled.then_some(wc), true);
         Ok(())
+    }
+
+    /// Records a send posted: `done` ones complete now unless an earlier in-place send is
+    /// still in flight, in which case they wait behind it; returns the send's sequence
+    /// number. Completions go out in posting order either way.
+    fn complete_send(&self, st: &mut QpMut, wc: Option<WorkCompletion>, done: bool) -> u64 {
+        let seq = st.next_send;
+        st.next_send += 1;
+        if done && st.held.is_empty() {
+            if let Some(wc) = wc {
+                self.send_cq.shared.push(wc, false);
+            }
+        } else {
+            st.held.push_back(HeldSend { seq, wc, done });
+        }
+        seq
+    }
+
+    /// Marks send `seq` done and delivers every completion no longer held back.
+    fn send_done(&self, seq: u64) {
+        let mut st = self.st.lock();
+        let Some(front) = st.held.front().map(|h| h.seq) else {
+            return;
+        };
+        if let Some(held) = seq
+            .checked_sub(front)
+            .and_then(|i| st.held.get_mut(i as usize))
+        {
+            held.done = true;
+        }
+        while st.held.front().is_some_and(|h| h.done) {
+            if let Some(wc) = st.held.pop_front().and_then(|h| h.wc) {
+                self.send_cq.shared.push(wc, false);
+            }
+        }
     }
 
     /// The backend buffer a send goes out of in place: a single SGE naming exactly the UD
@@ -591,15 +637,10 @@ impl QpShared {
             .map_err(|_| Error::invalid("UD headers do not fit"))?;
         for _ in 0..1000 {
             if io.send_reserved(meta, index, packet_len)? {
-                in_place.insert(
-                    index,
-                    InPlaceSend {
-                        qp: me,
-                        wr_id: wr.wr_id,
-                        len,
-                        signaled,
-                    },
-                );
+                let mut wc = self.completion(wr.wr_id, WcStatus::Success, WcOpcode::Send);
+                wc.byte_len = len as u32;
+                let seq = self.complete_send(&mut self.st.lock(), signaled.then_some(wc), false);
+                in_place.insert(index, InPlaceSend { qp: me, seq });
                 drop(in_place);
                 if !ctx.app_is_polling() {
                     io.flush()?;
@@ -613,11 +654,7 @@ impl QpShared {
 
     /// Completes an in-place send the medium has finished with.
     pub(crate) fn in_place_done(&self, send: &InPlaceSend) {
-        if send.signaled {
-            let mut wc = self.completion(send.wr_id, WcStatus::Success, WcOpcode::Send);
-            wc.byte_len = send.len as u32;
-            self.send_cq.shared.push(wc, false);
-        }
+        self.send_done(send.seq);
     }
 
     /// Delivers a UD SEND to the next posted receive.
