@@ -125,7 +125,7 @@ fn run(t: &Topology, sender: &'static str) {
 
     // In-place and copied sends mixed: completions come in posting order although the
     // in-place ones complete only when the medium is done with their buffers.
-    let plain = vec![7u8; 64];
+    let plain = [7u8; 64];
     let plain_mr =
         unsafe { pd_a.reg_mr(plain.as_ptr().cast_mut(), plain.len(), AccessFlags::empty()) }
             .unwrap();
