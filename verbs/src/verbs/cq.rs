@@ -92,6 +92,12 @@ impl Cq {
         self.shared.ring.lock().is_overrun()
     }
 
+    /// True if both handles name the same CQ (as `Context::get_cq_event` returns a new
+    /// handle to the CQ that fired).
+    pub fn ptr_eq(&self, other: &Cq) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     pub(crate) fn context(&self) -> &Context {
         &self.shared.ctx
     }
