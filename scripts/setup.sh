@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 # Build: xsk-rs builds libxdp and libbpf (clang, libelf, m4, libpcap, zlib, pkg-config).
 # Test hosts: iproute2 (ip netns, veth), nftables (random loss), iputils-ping.
 # Tests and benchmarks: tshark (decodes our frames), sockperf and iperf3 (kernel baselines).
+# libxrdma.so: libibverbs-dev (its header gives the ABI's struct layouts, through bindgen);
+# ibverbs-utils (ibv_devinfo, ibv_ud_pingpong: the unmodified programs the tests run on it).
 packages=(clang libelf-dev m4 libpcap-dev pkg-config zlib1g-dev make gcc
-          iproute2 nftables iputils-ping tshark sockperf iperf3)
+          iproute2 nftables iputils-ping tshark sockperf iperf3
+          libibverbs-dev ibverbs-utils)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,101 @@
+//! Generates the libibverbs struct layouts from the system's `<infiniband/verbs.h>`
+//! (Debian: libibverbs-dev) into OUT_DIR; no rdma-core code is kept in the tree.
+
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=/usr/include/infiniband/verbs.h");
+    let mut builder = bindgen::Builder::default()
+        .header_contents("xrdma_verbs.h", "#include <infiniband/verbs.h>\n")
+        .allowlist_recursively(false)
+        .derive_default(true)
+        .derive_debug(false)
+        .layout_tests(true)
+        .generate_comments(false)
+        .wrap_unsafe_ops(true)
+        .default_enum_style(bindgen::EnumVariation::Consts)
+        .prepend_enum_name(false);
+    for ty in [
+        "ibv_device",
+        "_ibv_device_ops",
+        "ibv_node_type",
+        "ibv_transport_type",
+        "ibv_context",
+        "ibv_context_ops",
+        "ibv_pd",
+        "ibv_mr",
+        "ibv_cq",
+        "ibv_comp_channel",
+        "ibv_qp",
+        "ibv_qp_cap",
+        "ibv_qp_attr",
+        "ibv_qp_init_attr",
+        "ibv_qp_state",
+        "ibv_qp_type",
+        "ibv_mig_state",
+        "ibv_mtu",
+        "ibv_ah",
+        "ibv_ah_attr",
+        "ibv_global_route",
+        "ibv_gid",
+        "ibv_gid__bindgen_ty_1",
+        "ibv_device_attr",
+        "ibv_atomic_cap",
+        "ibv_port_attr",
+        "ibv_port_state",
+        "ibv_send_wr",
+        "ibv_send_wr__bindgen.*",
+        "ibv_recv_wr",
+        "ibv_sge",
+        "ibv_wc",
+        "ibv_wc__bindgen.*",
+        "ibv_wc_status",
+        "ibv_wc_opcode",
+        "ibv_wr_opcode",
+        "ibv_send_flags",
+        "ibv_srq",
+        "ibv_mw",
+        "ibv_mw_bind",
+        "ibv_mw_bind_info",
+        "ibv_mw_type",
+        "ibv_async_event",
+        "ibv_xrcd",
+        "ibv_link_layer",
+        "ibv_access_flags",
+        "ibv_qp_attr_mask",
+        "ibv_event_type",
+        "ibv_async_event__bindgen.*",
+        "ibv_wq",
+        "ibv_wq_state",
+        "ibv_wq_type",
+        "ibv_srq_attr",
+        "ibv_srq_init_attr",
+        "ibv_srq_attr_mask",
+        "ibv_srq_type",
+        "_compat_ibv_port_attr",
+    ] {
+        builder = builder.allowlist_type(ty);
+    }
+    // pthread types and kernel integer types come from libc / plain Rust integers.
+    builder = builder
+        .blocklist_type("pthread_mutex_t")
+        .blocklist_type("pthread_cond_t")
+        .raw_line(
+            "#[allow(non_camel_case_types)] pub type pthread_mutex_t = libc::pthread_mutex_t;",
+        )
+        .raw_line("#[allow(non_camel_case_types)] pub type pthread_cond_t = libc::pthread_cond_t;")
+        .raw_line("#[allow(non_camel_case_types)] pub type __be64 = u64;")
+        .raw_line("#[allow(non_camel_case_types)] pub type __be32 = u32;")
+        .raw_line("#[allow(non_camel_case_types)] pub type __be16 = u16;")
+        .raw_line("#[allow(non_camel_case_types)] pub type __u8 = u8;")
+        .raw_line("#[allow(non_camel_case_types)] pub type __u64 = u64;");
+    let bindings = builder
+        .generate()
+        .expect("bindgen could not parse <infiniband/verbs.h>: install libibverbs-dev");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    bindings
+        .write_to_file(out.join("verbs.rs"))
+        .expect("writing the bindings");
+}

@@ -1,0 +1,564 @@
+//! Protection domains, memory regions, completion channels and queues, queue pairs and
+//! address handles: each C struct wrapped with the xrdma object it stands for.
+
+use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
+use std::sync::{Arc, Mutex};
+
+use xrdma_verbs::verbs::{
+    AccessFlags, AddressHandle, AhAttr, AttrMask, CompletionChannel, Cq, Gid, Mr, Pd, QpAttr,
+    QpCap, QpInitAttr, QpState, QpType, QueuePair,
+};
+
+use crate::device::context;
+use crate::sys;
+use crate::{free, guard, into_ptr, set_errno, status, wrapper};
+
+/// A protection domain.
+#[repr(C)]
+pub(crate) struct XPd {
+    pd: sys::ibv_pd,
+    inner: Pd,
+}
+
+/// A memory region.
+#[repr(C)]
+pub(crate) struct XMr {
+    mr: sys::ibv_mr,
+    inner: Mr,
+}
+
+/// A completion channel, with the CQs that report to it (to name the CQ of an event).
+#[repr(C)]
+pub(crate) struct XChannel {
+    ch: sys::ibv_comp_channel,
+    inner: Arc<CompletionChannel>,
+    cqs: Mutex<Vec<usize>>,
+}
+
+/// A completion queue.
+#[repr(C)]
+pub(crate) struct XCq {
+    cq: sys::ibv_cq,
+    pub(crate) inner: Cq,
+}
+
+/// A queue pair.
+#[repr(C)]
+pub(crate) struct XQp {
+    qp: sys::ibv_qp,
+    pub(crate) inner: QueuePair,
+    sq_sig_all: bool,
+}
+
+/// An address handle.
+#[repr(C)]
+pub(crate) struct XAh {
+    ah: sys::ibv_ah,
+    pub(crate) inner: AddressHandle,
+}
+
+/// `ibv_alloc_pd`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_alloc_pd(ctx: *mut sys::ibv_context) -> *mut sys::ibv_pd {
+    guard(std::ptr::null_mut(), || {
+        // SAFETY: the context comes from ibv_open_device.
+        let r = unsafe { context(ctx) }.and_then(|c| {
+            let inner = c.inner.alloc_pd().map_err(|e| e.errno())?;
+            let pd = sys::ibv_pd {
+                context: ctx,
+                handle: 0,
+            };
+            Ok(XPd { pd, inner })
+        });
+        into_ptr(r)
+    })
+}
+
+/// `ibv_dealloc_pd`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_dealloc_pd(pd: *mut sys::ibv_pd) -> c_int {
+    // SAFETY: the PD comes from ibv_alloc_pd and is not used after this call.
+    guard(libc::EIO, || status(unsafe { free::<XPd, _>(pd) }))
+}
+
+fn reg_mr(pd: *mut sys::ibv_pd, addr: *mut c_void, length: usize, access: u32) -> *mut sys::ibv_mr {
+    // SAFETY: the PD comes from ibv_alloc_pd.
+    let r = unsafe { wrapper::<XPd, _>(pd) }.and_then(|p| {
+        // SAFETY: the application owns `addr..addr + length` and keeps it valid until
+        // ibv_dereg_mr, as ibv_reg_mr requires.
+        let inner = unsafe {
+            p.inner
+                .reg_mr(addr.cast(), length, AccessFlags::from_bits_retain(access))
+        }
+        .map_err(|e| e.errno())?;
+        let mr = sys::ibv_mr {
+            context: p.pd.context,
+            pd,
+            addr,
+            length,
+            handle: 0,
+            lkey: inner.lkey().0,
+            rkey: inner.rkey().0,
+        };
+        Ok(XMr { mr, inner })
+    });
+    into_ptr(r)
+}
+
+/// `ibv_reg_mr`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_reg_mr(
+    pd: *mut sys::ibv_pd,
+    addr: *mut c_void,
+    length: usize,
+    access: c_int,
+) -> *mut sys::ibv_mr {
+    guard(std::ptr::null_mut(), || {
+        reg_mr(pd, addr, length, access as u32)
+    })
+}
+
+/// `ibv_reg_mr_iova2`: only `iova == addr` is supported so far (EOPNOTSUPP otherwise).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_reg_mr_iova2(
+    pd: *mut sys::ibv_pd,
+    addr: *mut c_void,
+    length: usize,
+    iova: u64,
+    access: c_uint,
+) -> *mut sys::ibv_mr {
+    guard(std::ptr::null_mut(), || {
+        if iova != addr as u64 {
+            set_errno(libc::EOPNOTSUPP);
+            return std::ptr::null_mut();
+        }
+        reg_mr(pd, addr, length, access)
+    })
+}
+
+/// `ibv_dereg_mr`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_dereg_mr(mr: *mut sys::ibv_mr) -> c_int {
+    // SAFETY: the MR comes from ibv_reg_mr and is not used after this call.
+    guard(libc::EIO, || status(unsafe { free::<XMr, _>(mr) }))
+}
+
+/// `ibv_create_comp_channel`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_create_comp_channel(
+    ctx: *mut sys::ibv_context,
+) -> *mut sys::ibv_comp_channel {
+    guard(std::ptr::null_mut(), || {
+        // SAFETY: the context comes from ibv_open_device.
+        let r = unsafe { context(ctx) }.and_then(|c| {
+            let inner = c.inner.create_comp_channel().map_err(|e| e.errno())?;
+            let ch = sys::ibv_comp_channel {
+                context: ctx,
+                fd: std::os::fd::AsRawFd::as_raw_fd(&*inner),
+                refcnt: 0,
+            };
+            Ok(XChannel {
+                ch,
+                inner,
+                cqs: Mutex::new(Vec::new()),
+            })
+        });
+        into_ptr(r)
+    })
+}
+
+/// `ibv_destroy_comp_channel`: EBUSY while CQs still report to it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_destroy_comp_channel(channel: *mut sys::ibv_comp_channel) -> c_int {
+    guard(libc::EIO, || {
+        // SAFETY: the channel comes from ibv_create_comp_channel.
+        let busy = unsafe { wrapper::<XChannel, _>(channel) }
+            .map(|c| !c.cqs.lock().map(|l| l.is_empty()).unwrap_or(false));
+        match busy {
+            Err(e) => e,
+            Ok(true) => libc::EBUSY,
+            // SAFETY: no CQ uses the channel; the application does not use it after this.
+            Ok(false) => status(unsafe { free::<XChannel, _>(channel) }),
+        }
+    })
+}
+
+/// `ibv_create_cq`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_create_cq(
+    ctx: *mut sys::ibv_context,
+    cqe: c_int,
+    cq_context: *mut c_void,
+    channel: *mut sys::ibv_comp_channel,
+    _comp_vector: c_int,
+) -> *mut sys::ibv_cq {
+    guard(std::ptr::null_mut(), || {
+        // SAFETY: the context comes from ibv_open_device.
+        let r = unsafe { context(ctx) }.and_then(|c| {
+            if cqe < 1 {
+                return Err(libc::EINVAL);
+            }
+            let ch = if channel.is_null() {
+                None
+            } else {
+                // SAFETY: a non-NULL channel comes from ibv_create_comp_channel.
+                Some(unsafe { wrapper::<XChannel, _>(channel) }?)
+            };
+            let inner = c
+                .inner
+                .create_cq(cqe as u32, ch.map(|ch| &ch.inner))
+                .map_err(|e| e.errno())?;
+            // SAFETY: ibv_cq is plain C data; all-zero is valid (a zeroed mutex and
+            // condition variable are their static initialisers on glibc).
+            let mut cq: sys::ibv_cq = unsafe { std::mem::zeroed() };
+            cq.context = ctx;
+            cq.channel = channel;
+            cq.cq_context = cq_context;
+            cq.cqe = inner.capacity() as c_int;
+            Ok(XCq { cq, inner })
+        });
+        let p: *mut sys::ibv_cq = into_ptr(r);
+        if !p.is_null() && !channel.is_null() {
+            // SAFETY: checked non-NULL and live just above.
+            if let Ok(ch) = unsafe { wrapper::<XChannel, _>(channel) } {
+                if let Ok(mut cqs) = ch.cqs.lock() {
+                    cqs.push(p as usize);
+                }
+            }
+        }
+        p
+    })
+}
+
+/// `ibv_destroy_cq`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_destroy_cq(cq: *mut sys::ibv_cq) -> c_int {
+    guard(libc::EIO, || {
+        // SAFETY: the CQ comes from ibv_create_cq.
+        let c = match unsafe { wrapper::<XCq, _>(cq) } {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        if !c.cq.channel.is_null() {
+            // SAFETY: the CQ's channel outlives it (destroying it is EBUSY until then).
+            if let Ok(ch) = unsafe { wrapper::<XChannel, _>(c.cq.channel) } {
+                if let Ok(mut cqs) = ch.cqs.lock() {
+                    cqs.retain(|p| *p != cq as usize);
+                }
+            }
+        }
+        // SAFETY: the application does not use the CQ after this call.
+        status(unsafe { free::<XCq, _>(cq) })
+    })
+}
+
+/// `ibv_get_cq_event`: waits for the channel's next event.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_get_cq_event(
+    channel: *mut sys::ibv_comp_channel,
+    cq: *mut *mut sys::ibv_cq,
+    cq_context: *mut *mut c_void,
+) -> c_int {
+    guard(-1, || {
+        let r = (|| {
+            // SAFETY: the channel comes from ibv_create_comp_channel.
+            let ch = unsafe { wrapper::<XChannel, _>(channel) }?;
+            if cq.is_null() || cq_context.is_null() {
+                return Err(libc::EINVAL);
+            }
+            // SAFETY: the channel's context outlives it.
+            let c = unsafe { context(ch.ch.context) }?;
+            let fired = c.inner.get_cq_event(&ch.inner).map_err(|e| e.errno())?;
+            let cqs = ch.cqs.lock().map_err(|_| libc::EIO)?;
+            let found = cqs
+                .iter()
+                .map(|&p| p as *mut XCq)
+                // SAFETY: the list holds live CQs attached to this channel; a CQ leaves it
+                // before it is destroyed.
+                .find(|&p| unsafe { (*p).inner.ptr_eq(&fired) })
+                .ok_or(libc::EINVAL)? as *mut sys::ibv_cq;
+            // SAFETY: `found` is a live CQ attached to this channel; the out-pointers are
+            // writable, as checked above.
+            unsafe {
+                cq.write(found);
+                cq_context.write((*found).cq_context);
+            }
+            Ok(())
+        })();
+        match r {
+            Ok(()) => 0,
+            Err(e) => {
+                set_errno(e);
+                -1
+            }
+        }
+    })
+}
+
+/// `ibv_ack_cq_events`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_ack_cq_events(cq: *mut sys::ibv_cq, nevents: c_uint) {
+    guard((), || {
+        // SAFETY: the CQ comes from ibv_create_cq.
+        if let Ok(c) = unsafe { wrapper::<XCq, _>(cq) } {
+            // Over-acknowledging is the application's bug; libibverbs ignores it too.
+            let _ = c.inner.ack_events(nevents);
+        }
+    })
+}
+
+/// `ibv_create_qp`: UD only so far (EOPNOTSUPP for other types, and for SRQs).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_create_qp(
+    pd: *mut sys::ibv_pd,
+    init_attr: *mut sys::ibv_qp_init_attr,
+) -> *mut sys::ibv_qp {
+    guard(std::ptr::null_mut(), || {
+        let r = (|| {
+            // SAFETY: the PD comes from ibv_alloc_pd.
+            let p = unsafe { wrapper::<XPd, _>(pd) }?;
+            if init_attr.is_null() {
+                return Err(libc::EINVAL);
+            }
+            // SAFETY: checked non-NULL; the caller passes a readable ibv_qp_init_attr.
+            let a = unsafe { &mut *init_attr };
+            // SAFETY: the CQs come from ibv_create_cq (NULL is EINVAL).
+            let (send_cq, recv_cq) =
+                unsafe { (wrapper::<XCq, _>(a.send_cq)?, wrapper::<XCq, _>(a.recv_cq)?) };
+            if !a.srq.is_null() {
+                return Err(libc::EOPNOTSUPP);
+            }
+            let qp_type = QpType::from_raw(a.qp_type).ok_or(libc::EOPNOTSUPP)?;
+            let attr = QpInitAttr {
+                send_cq: &send_cq.inner,
+                recv_cq: &recv_cq.inner,
+                qp_type,
+                cap: QpCap {
+                    max_send_wr: a.cap.max_send_wr,
+                    max_recv_wr: a.cap.max_recv_wr,
+                    max_send_sge: a.cap.max_send_sge,
+                    max_recv_sge: a.cap.max_recv_sge,
+                    max_inline_data: a.cap.max_inline_data,
+                },
+                sq_sig_all: a.sq_sig_all != 0,
+                srq: None,
+            };
+            let inner = p.inner.create_qp(&attr).map_err(|e| e.errno())?;
+            a.cap = cap(inner.cap());
+            // SAFETY: ibv_qp is plain C data; all-zero is valid (as for ibv_cq).
+            let mut qp: sys::ibv_qp = unsafe { std::mem::zeroed() };
+            qp.context = p.pd.context;
+            qp.qp_context = a.qp_context;
+            qp.pd = pd;
+            qp.send_cq = a.send_cq;
+            qp.recv_cq = a.recv_cq;
+            qp.qp_num = inner.qpn().value();
+            qp.state = inner.state().as_raw();
+            qp.qp_type = a.qp_type;
+            Ok(XQp {
+                qp,
+                inner,
+                sq_sig_all: a.sq_sig_all != 0,
+            })
+        })();
+        into_ptr(r)
+    })
+}
+
+fn cap(c: QpCap) -> sys::ibv_qp_cap {
+    sys::ibv_qp_cap {
+        max_send_wr: c.max_send_wr,
+        max_recv_wr: c.max_recv_wr,
+        max_send_sge: c.max_send_sge,
+        max_recv_sge: c.max_recv_sge,
+        max_inline_data: c.max_inline_data,
+    }
+}
+
+/// `ibv_destroy_qp`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_destroy_qp(qp: *mut sys::ibv_qp) -> c_int {
+    // SAFETY: the QP comes from ibv_create_qp and is not used after this call.
+    guard(libc::EIO, || status(unsafe { free::<XQp, _>(qp) }))
+}
+
+/// `ibv_modify_qp`: the attributes xrdma's UD QPs have (state, current state, Q_Key, SQ
+/// PSN, P_Key index, port); the IBTA transition table decides which masks are valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_modify_qp(
+    qp: *mut sys::ibv_qp,
+    attr: *mut sys::ibv_qp_attr,
+    attr_mask: c_int,
+) -> c_int {
+    guard(libc::EIO, || {
+        let r = (|| {
+            // SAFETY: the QP comes from ibv_create_qp.
+            let q = unsafe { wrapper::<XQp, _>(qp) }?;
+            if attr.is_null() {
+                return Err(libc::EINVAL);
+            }
+            // SAFETY: checked non-NULL; the caller passes a readable ibv_qp_attr.
+            let a = unsafe { &*attr };
+            let mask = AttrMask::from_bits_retain(attr_mask as u32);
+            let state = |raw, bit| {
+                if mask.contains(bit) {
+                    QpState::from_raw(raw).ok_or(libc::EINVAL)
+                } else {
+                    Ok(q.inner.state())
+                }
+            };
+            let attr = QpAttr {
+                qp_state: state(a.qp_state, AttrMask::STATE)?,
+                cur_qp_state: state(a.cur_qp_state, AttrMask::CUR_STATE)?,
+                qkey: a.qkey,
+                sq_psn: a.sq_psn,
+                pkey_index: a.pkey_index,
+                port_num: a.port_num,
+            };
+            q.inner.modify(&attr, mask).map_err(|e| e.errno())?;
+            Ok(q.inner.state().as_raw())
+        })();
+        match r {
+            Ok(state) => {
+                // SAFETY: the QP is live; `state` is written through the raw pointer, no
+                // reference to the wrapper being alive any more.
+                unsafe { std::ptr::addr_of_mut!((*qp).state).write(state) };
+                0
+            }
+            Err(e) => e,
+        }
+    })
+}
+
+/// `ibv_query_qp`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_query_qp(
+    qp: *mut sys::ibv_qp,
+    attr: *mut sys::ibv_qp_attr,
+    _attr_mask: c_int,
+    init_attr: *mut sys::ibv_qp_init_attr,
+) -> c_int {
+    guard(libc::EIO, || {
+        // SAFETY: the QP comes from ibv_create_qp.
+        let q = match unsafe { wrapper::<XQp, _>(qp) } {
+            Ok(q) => q,
+            Err(e) => return e,
+        };
+        if attr.is_null() || init_attr.is_null() {
+            return libc::EINVAL;
+        }
+        let now = q.inner.query();
+        let caps = cap(q.inner.cap());
+        let out = sys::ibv_qp_attr {
+            qp_state: now.qp_state.as_raw(),
+            cur_qp_state: now.cur_qp_state.as_raw(),
+            qkey: now.qkey,
+            sq_psn: now.sq_psn,
+            pkey_index: now.pkey_index,
+            port_num: now.port_num,
+            cap: caps,
+            ..Default::default()
+        };
+        let init = sys::ibv_qp_init_attr {
+            qp_context: q.qp.qp_context,
+            send_cq: q.qp.send_cq,
+            recv_cq: q.qp.recv_cq,
+            srq: std::ptr::null_mut(),
+            cap: caps,
+            qp_type: q.qp.qp_type,
+            sq_sig_all: c_int::from(q.sq_sig_all),
+        };
+        // SAFETY: the caller passes writable structs (checked non-NULL).
+        unsafe {
+            attr.write(out);
+            init_attr.write(init);
+        }
+        0
+    })
+}
+
+/// `ibv_create_ah`: RoCE needs the GRH (`is_global` and `grh.dgid`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_create_ah(
+    pd: *mut sys::ibv_pd,
+    attr: *mut sys::ibv_ah_attr,
+) -> *mut sys::ibv_ah {
+    guard(std::ptr::null_mut(), || {
+        let r = (|| {
+            // SAFETY: the PD comes from ibv_alloc_pd.
+            let p = unsafe { wrapper::<XPd, _>(pd) }?;
+            if attr.is_null() {
+                return Err(libc::EINVAL);
+            }
+            // SAFETY: checked non-NULL; the caller passes a readable ibv_ah_attr.
+            let a = unsafe { &*attr };
+            if a.is_global == 0 {
+                eprintln!(
+                    "xrdma: ibv_create_ah without a GRH: RoCE addresses peers by GID; \
+                     give the program a GID index (ibv_*_pingpong: -g 0)"
+                );
+                return Err(libc::EINVAL);
+            }
+            // SAFETY: ibv_gid is a 16-byte union; its `raw` view is always valid.
+            let dgid = unsafe { *(&a.grh.dgid as *const sys::ibv_gid).cast::<[u8; 16]>() };
+            let inner = p
+                .inner
+                .create_ah(&AhAttr {
+                    dgid: Gid(dgid),
+                    sgid_index: a.grh.sgid_index,
+                    hop_limit: a.grh.hop_limit,
+                    traffic_class: a.grh.traffic_class,
+                    port_num: a.port_num,
+                })
+                .map_err(|e| e.errno())?;
+            let ah = sys::ibv_ah {
+                context: p.pd.context,
+                pd,
+                handle: 0,
+            };
+            Ok(XAh { ah, inner })
+        })();
+        into_ptr(r)
+    })
+}
+
+/// `ibv_destroy_ah`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_destroy_ah(ah: *mut sys::ibv_ah) -> c_int {
+    // SAFETY: the AH comes from ibv_create_ah and is not used after this call.
+    guard(libc::EIO, || status(unsafe { free::<XAh, _>(ah) }))
+}
+
+/// `ibv_wc_status_str`: libibverbs' descriptions of `enum ibv_wc_status`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_wc_status_str(status: c_uint) -> *const c_char {
+    const NAMES: [&CStr; 24] = [
+        c"success",
+        c"local length error",
+        c"local QP operation error",
+        c"local EE context operation error",
+        c"local protection error",
+        c"Work Request Flushed Error",
+        c"memory management operation error",
+        c"bad response error",
+        c"local access error",
+        c"remote invalid request error",
+        c"remote access error",
+        c"remote operation error",
+        c"transport retry counter exceeded",
+        c"RNR retry counter exceeded",
+        c"local RDD violation error",
+        c"remote invalid RD request",
+        c"aborted error",
+        c"invalid EE context number",
+        c"invalid EE context state",
+        c"fatal error",
+        c"response timeout error",
+        c"general error",
+        c"TM error",
+        c"TM software rendezvous",
+    ];
+    guard(c"unknown".as_ptr(), || {
+        NAMES.get(status as usize).unwrap_or(&c"unknown").as_ptr()
+    })
+}

@@ -1,0 +1,201 @@
+//! rdma-core's own, unmodified programs (Debian's ibverbs-utils) over xrdma: libxrdma.so
+//! preloaded under `ibv_devinfo` and `ibv_ud_pingpong` between two namespaced hosts.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use xrdma_testnet::{Host, Topology};
+
+/// How long one program may run before the test kills it and fails.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// libxrdma.so, built by `cargo test` next to this test's binary (the facade crate
+/// dev-depends on xrdma-cabi for that).
+fn library() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().join("libxrdma.so");
+    assert!(
+        path.exists(),
+        "{} missing: cargo test builds it as a dependency",
+        path.display()
+    );
+    path
+}
+
+/// `program` from ibverbs-utils, or a failure saying what to install.
+fn rdma_core(program: &str) -> &str {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{program} not found: install rdma-core's programs (apt-get install ibverbs-utils)"
+    );
+    program
+}
+
+/// Sets the environment of a preloaded verbs program on `iface` with `backend`.
+fn preloaded(mut cmd: Command, iface: &str, backend: &str) -> Command {
+    cmd.env("LD_PRELOAD", library())
+        .env("XRDMA_IFACE", iface)
+        .env("XRDMA_BACKEND", backend)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Waits for a spawned program, killing it (by its pid) if it runs past [`TIMEOUT`].
+fn finish(child: std::process::Child, what: &str) -> Output {
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: kill has no memory-safety preconditions; `pid` is our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{what} still running after {TIMEOUT:?}");
+        }
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn devinfo(host: &Host, args: &[&str]) -> String {
+    let mut cmd = host.ns().command(rdma_core("ibv_devinfo"));
+    cmd.args(args);
+    let out = finish(
+        preloaded(cmd, host.iface(), "xdp").spawn().unwrap(),
+        "ibv_devinfo",
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "ibv_devinfo {args:?} failed ({}): {stdout}{stderr}",
+        out.status
+    );
+    stdout
+}
+
+#[test]
+fn ibv_devinfo_shows_the_xrdma_device() {
+    let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    let a = t.a();
+    let hca = format!("hca_id:\txrdma_{}\n", a.iface());
+    let out = devinfo(a, &[]);
+    for want in [
+        hca.as_str(),
+        "transport:\t\t\tInfiniBand (0)",
+        "state:\t\t\tPORT_ACTIVE (4)",
+        "active_mtu:\t\t1024 (3)",
+        "link_layer:\t\tEthernet",
+    ] {
+        assert!(out.contains(want), "no {want:?} in:\n{out}");
+    }
+
+    let out = devinfo(a, &["-v"]);
+    let gid = format!("GID[  0]:\t\t::ffff:{}, RoCE v2", a.ipv4());
+    for want in [hca.as_str(), "max_qp:", "phys_state:\t\tLINK_UP (5)", &gid] {
+        assert!(out.contains(want), "no {want:?} in:\n{out}");
+    }
+
+    let out = devinfo(a, &["-l"]);
+    assert_eq!(out, format!("1 HCA found:\n\txrdma_{}\n\n", a.iface()));
+}
+
+#[test]
+fn ibv_devinfo_without_xrdma_iface_says_what_to_set() {
+    let mut cmd = Command::new(rdma_core("ibv_devinfo"));
+    cmd.env("LD_PRELOAD", library())
+        .env_remove("XRDMA_IFACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = finish(cmd.spawn().unwrap(), "ibv_devinfo");
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("set XRDMA_IFACE"), "{stderr}");
+    assert!(
+        stderr.contains("Failed to get IB devices list: Function not implemented"),
+        "{stderr}"
+    );
+}
+
+/// Waits until something listens on TCP `port` in `host`'s namespace.
+fn wait_listening(host: &Host, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listening = host
+            .ns()
+            .sh(&format!("ss -Hltn 'sport = :{port}'"))
+            .map(|s| !s.trim().is_empty())
+            .unwrap_or(false);
+        if listening {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on port {port} in {}",
+            host.ns().name()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs ibv_ud_pingpong's server on host A and its client on host B; returns the client's
+/// microseconds per iteration.
+fn ud_pingpong(t: &Topology, backends: (&str, &str), extra: &[&str], port: u16) -> f64 {
+    const ITERS: &str = "500";
+    let (a, b) = (t.a(), t.b());
+    let program = rdma_core("ibv_ud_pingpong");
+    let port_arg = port.to_string();
+    let args = ["-g", "0", "-n", ITERS, "-p", &port_arg];
+    let mut cmd = a.ns().command(program);
+    cmd.args(args).args(extra);
+    let server = preloaded(cmd, a.iface(), backends.0).spawn().unwrap();
+    wait_listening(a, port);
+    let mut cmd = b.ns().command(program);
+    cmd.args(args).args(extra).arg(a.ipv4().to_string());
+    let client = preloaded(cmd, b.iface(), backends.1).spawn().unwrap();
+    let client = finish(client, "ibv_ud_pingpong client");
+    let server = finish(server, "ibv_ud_pingpong server");
+    let mut usec = 0.0;
+    for (who, out) in [("server", &server), ("client", &client)] {
+        let (stdout, stderr) = text(out);
+        assert!(
+            out.status.success(),
+            "{who} {extra:?} failed ({}): {stdout}{stderr}",
+            out.status
+        );
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{ITERS} iters in ")) && l.ends_with(" usec/iter"))
+            .unwrap_or_else(|| panic!("{who} {extra:?}: no iters line in {stdout}{stderr}"));
+        usec = line
+            .rsplit(" = ")
+            .next()
+            .and_then(|s| s.trim_end_matches(" usec/iter").parse().ok())
+            .unwrap_or_else(|| panic!("{who}: cannot parse {line:?}"));
+        println!("ibv_ud_pingpong {extra:?} {backends:?} {who}: {line}");
+    }
+    usec
+}
+
+#[test]
+fn ibv_ud_pingpong_runs_between_two_hosts() {
+    let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    // ibv_ud_pingpong's default size, 2048, exceeds the 1024-byte path MTU of a
+    // 1500-byte link (as on rxe); 1024 is the largest that fits.
+    ud_pingpong(&t, ("xdp", "xdp"), &["-s", "1024"], 18611);
+    ud_pingpong(&t, ("xdp", "xdp"), &["-s", "1024", "-e"], 18612);
+    ud_pingpong(&t, ("xdp", "xdp"), &["-s", "64"], 18613);
+    ud_pingpong(&t, ("udp", "xdp"), &["-s", "1024"], 18614);
+}
