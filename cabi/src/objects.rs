@@ -81,14 +81,24 @@ pub unsafe extern "C" fn ibv_dealloc_pd(pd: *mut sys::ibv_pd) -> c_int {
     guard(libc::EIO, || status(unsafe { free::<XPd, _>(pd) }))
 }
 
-fn reg_mr(pd: *mut sys::ibv_pd, addr: *mut c_void, length: usize, access: u32) -> *mut sys::ibv_mr {
+fn reg_mr(
+    pd: *mut sys::ibv_pd,
+    addr: *mut c_void,
+    length: usize,
+    iova: u64,
+    access: u32,
+) -> *mut sys::ibv_mr {
     // SAFETY: the PD comes from ibv_alloc_pd.
     let r = unsafe { wrapper::<XPd, _>(pd) }.and_then(|p| {
         // SAFETY: the application owns `addr..addr + length` and keeps it valid until
         // ibv_dereg_mr, as ibv_reg_mr requires.
         let inner = unsafe {
-            p.inner
-                .reg_mr(addr.cast(), length, AccessFlags::from_bits_retain(access))
+            p.inner.reg_mr_iova(
+                addr.cast(),
+                length,
+                iova,
+                AccessFlags::from_bits_retain(access),
+            )
         }
         .map_err(|e| e.errno())?;
         let mr = sys::ibv_mr {
@@ -114,11 +124,25 @@ pub unsafe extern "C" fn ibv_reg_mr(
     access: c_int,
 ) -> *mut sys::ibv_mr {
     guard(std::ptr::null_mut(), || {
-        reg_mr(pd, addr, length, access as u32)
+        reg_mr(pd, addr, length, addr as u64, access as u32)
     })
 }
 
-/// `ibv_reg_mr_iova2`: only `iova == addr` is supported so far (EOPNOTSUPP otherwise).
+/// `ibv_reg_mr_iova`: work requests and peers name the region by addresses from `iova`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_reg_mr_iova(
+    pd: *mut sys::ibv_pd,
+    addr: *mut c_void,
+    length: usize,
+    iova: u64,
+    access: c_int,
+) -> *mut sys::ibv_mr {
+    guard(std::ptr::null_mut(), || {
+        reg_mr(pd, addr, length, iova, access as u32)
+    })
+}
+
+/// `ibv_reg_mr_iova2` (the path `ibv_reg_mr` takes when optional access bits are set).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_reg_mr_iova2(
     pd: *mut sys::ibv_pd,
@@ -128,11 +152,7 @@ pub unsafe extern "C" fn ibv_reg_mr_iova2(
     access: c_uint,
 ) -> *mut sys::ibv_mr {
     guard(std::ptr::null_mut(), || {
-        if iova != addr as u64 {
-            set_errno(libc::EOPNOTSUPP);
-            return std::ptr::null_mut();
-        }
-        reg_mr(pd, addr, length, access)
+        reg_mr(pd, addr, length, iova, access)
     })
 }
 

@@ -101,6 +101,24 @@ impl Pd {
         len: usize,
         access: AccessFlags,
     ) -> Result<Mr, Error> {
+        // SAFETY: the caller's contract is reg_mr_iova's.
+        unsafe { self.reg_mr_iova(addr, len, addr as u64, access) }
+    }
+
+    /// Registers `len` bytes at `addr` that work requests and peers name by addresses from
+    /// `iova` on (`ibv_reg_mr_iova`); `iova` must have the same offset in its page as
+    /// `addr` (EINVAL otherwise).
+    ///
+    /// # Safety
+    ///
+    /// As [`Pd::reg_mr`].
+    pub unsafe fn reg_mr_iova(
+        &self,
+        addr: *mut u8,
+        len: usize,
+        iova: u64,
+        access: AccessFlags,
+    ) -> Result<Mr, Error> {
         let ctx = &self.shared.ctx.shared;
         let region = {
             let mut rng = ctx.rng.lock();
@@ -108,7 +126,7 @@ impl Pd {
                 self.shared.handle,
                 addr as usize,
                 len,
-                None,
+                Some(iova),
                 access,
                 &mut rng,
             )?
