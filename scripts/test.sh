@@ -8,4 +8,6 @@ scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+# libxrdma.so is a cdylib nothing links against: build it for the tests that preload it.
+cargo build --workspace --locked
 cargo test --workspace --locked

@@ -11,14 +11,15 @@ use xrdma_testnet::{Host, Topology};
 /// How long one program may run before the test kills it and fails.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// libxrdma.so, built by `cargo test` next to this test's binary (the facade crate
-/// dev-depends on xrdma-cabi for that).
+/// libxrdma.so in the target directory this test was built in (target/<profile>/), where
+/// `cargo build` puts it; scripts/test.sh builds the workspace before testing.
 fn library() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().join("libxrdma.so");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = profile_dir.join("libxrdma.so");
     assert!(
         path.exists(),
-        "{} missing: cargo test builds it as a dependency",
+        "{} missing: build it first with `cargo build -p xrdma-cabi` (scripts/test.sh does)",
         path.display()
     );
     path
