@@ -7,6 +7,8 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=/usr/include/infiniband/verbs.h");
+    // Programs linked against the library by path record its name, not the path.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libxrdma.so");
     let mut builder = bindgen::Builder::default()
         .header_contents("xrdma_verbs.h", "#include <infiniband/verbs.h>\n")
         .allowlist_recursively(false)

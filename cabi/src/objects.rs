@@ -77,8 +77,17 @@ pub unsafe extern "C" fn ibv_alloc_pd(ctx: *mut sys::ibv_context) -> *mut sys::i
 /// `ibv_dealloc_pd`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_dealloc_pd(pd: *mut sys::ibv_pd) -> c_int {
-    // SAFETY: the PD comes from ibv_alloc_pd and is not used after this call.
-    guard(libc::EIO, || status(unsafe { free::<XPd, _>(pd) }))
+    guard(libc::EIO, || {
+        // SAFETY: the PD comes from ibv_alloc_pd.
+        match unsafe { wrapper::<XPd, _>(pd) } {
+            Err(e) => return e,
+            // Its MRs, QPs and AHs point at it: it stays until they are gone.
+            Ok(p) if p.inner.in_use() => return libc::EBUSY,
+            Ok(_) => {}
+        }
+        // SAFETY: the application does not use the PD after this call.
+        status(unsafe { free::<XPd, _>(pd) })
+    })
 }
 
 fn reg_mr(
@@ -259,6 +268,10 @@ pub unsafe extern "C" fn ibv_destroy_cq(cq: *mut sys::ibv_cq) -> c_int {
             Ok(c) => c,
             Err(e) => return e,
         };
+        // QPs point at it: it stays until they are gone.
+        if c.inner.in_use() {
+            return libc::EBUSY;
+        }
         if !c.cq.channel.is_null() {
             // SAFETY: the CQ's channel outlives it (destroying it is EBUSY until then).
             if let Ok(ch) = unsafe { wrapper::<XChannel, _>(c.cq.channel) } {

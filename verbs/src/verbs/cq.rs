@@ -92,6 +92,12 @@ impl Cq {
         self.shared.ring.lock().is_overrun()
     }
 
+    /// True while QPs still report to this CQ, or other handles to it exist:
+    /// `ibv_destroy_cq` refuses with EBUSY then.
+    pub fn in_use(&self) -> bool {
+        Arc::strong_count(&self.shared) > 1
+    }
+
     /// True if both handles name the same CQ (as `Context::get_cq_event` returns a new
     /// handle to the CQ that fired).
     pub fn ptr_eq(&self, other: &Cq) -> bool {

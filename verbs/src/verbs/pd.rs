@@ -84,6 +84,13 @@ impl Pd {
         &self.shared.ctx
     }
 
+    /// True while other objects (memory regions, QPs, SRQs, address handles, send
+    /// buffers) still belong to this PD, or other handles to it exist: `ibv_dealloc_pd`
+    /// refuses with EBUSY then.
+    pub fn in_use(&self) -> bool {
+        Arc::strong_count(&self.shared) > 1
+    }
+
     pub(crate) fn handle(&self) -> PdHandle {
         self.shared.handle
     }
