@@ -1,0 +1,135 @@
+//! A plain C verbs program, `tests/c/ud_loopback.c`, written against the system's
+//! `<infiniband/verbs.h>` and linked directly against libxrdma.so (no preloading): two UD QPs
+//! in one process exchange a SEND with immediate over loopback with the unprivileged `udp`
+//! backend, through a completion channel. Needs no root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long the C program may run before the test kills it and fails.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The target directory this test was built in (target/<profile>/), where `cargo build`
+/// puts libxrdma.so; scripts/test.sh builds the workspace before testing.
+fn library_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .to_path_buf();
+    let lib = dir.join("libxrdma.so");
+    assert!(
+        lib.exists(),
+        "{} missing: build it first with `cargo build -p xrdma-cabi` (scripts/test.sh does)",
+        lib.display()
+    );
+    dir
+}
+
+/// A fresh directory for the build, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let path = std::env::temp_dir().join(format!("xrdma-c-example-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Compiles `source` into `exe`, linked against libxrdma.so in `lib_dir`; fails saying
+/// what to install when the C compiler or libibverbs' header is missing.
+fn compile(source: &Path, exe: &Path, lib_dir: &Path) {
+    let header = Path::new("/usr/include/infiniband/verbs.h");
+    assert!(
+        header.exists(),
+        "{} missing: run scripts/setup.sh (it installs libibverbs-dev)",
+        header.display()
+    );
+    let out = Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(exe)
+        .arg(source)
+        .arg("-L")
+        .arg(lib_dir)
+        .arg("-lxrdma")
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run cc ({e}): run scripts/setup.sh (it installs gcc and libibverbs-dev)")
+        });
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "cc {} failed ({}): {stdout}{stderr}",
+        source.display(),
+        out.status
+    );
+}
+
+/// Runs `cmd`, killing it (by its pid) if it runs past [`TIMEOUT`].
+fn run(mut cmd: Command) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: kill has no memory-safety preconditions; `pid` is our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("ud_loopback still running after {TIMEOUT:?}");
+        }
+    }
+}
+
+#[test]
+fn c_ud_loopback_runs_linked_against_libxrdma() {
+    let lib_dir = library_dir();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/ud_loopback.c");
+    let tmp = TempDir::new();
+    let exe = tmp.0.join("ud_loopback");
+    compile(&source, &exe, &lib_dir);
+
+    // A port of our own, so that parallel runs do not share one UDP endpoint.
+    let port = 20000 + std::process::id() % 40000;
+    let mut cmd = Command::new(&exe);
+    cmd.env_remove("LD_PRELOAD")
+        .env("XRDMA_IFACE", "lo")
+        .env("XRDMA_BACKEND", "udp")
+        .env("XRDMA_UDP_PORT", port.to_string());
+    let out = run(cmd);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "ud_loopback failed ({}) on UDP port {port}: {stdout}{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.lines().any(|l| l == "ud_loopback: ok"),
+        "no \"ud_loopback: ok\" in: {stdout}{stderr}"
+    );
+}
