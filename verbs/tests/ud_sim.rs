@@ -551,18 +551,18 @@ fn unsignaled_sends_complete_silently_and_a_full_cq_overruns_without_harm() {
     assert!(b.cq.is_overrun());
 }
 
-#[test]
-fn completion_channel_fires_once_per_arming() {
-    let net = net();
-    let ctx_a = context(&net, 1);
-    let ctx_b = context(&net, 2);
-    let ch: Arc<CompletionChannel> = ctx_b.create_comp_channel().unwrap();
-    let a = ud_qp(&ctx_a, cap(1), true, 16);
+/// A UD QP on context 1, and one on context 2 whose CQ reports to a non-blocking
+/// completion channel, both in RTS, with two 128-byte receives posted at the second.
+fn channel_pair(net: &SimNetwork) -> (End, End, Arc<CompletionChannel>, Buf) {
+    let a = ud_qp(&context(net, 1), cap(1), true, 16);
+    let ctx_b = context(net, 2);
+    let ch = ctx_b.create_comp_channel().unwrap();
+    ch.set_nonblocking(true).unwrap();
     let pd = ctx_b.alloc_pd().unwrap();
     let cq = ctx_b.create_cq(16, Some(&ch)).unwrap();
     let qp = pd.create_qp(&QpInitAttr::ud(&cq, &cq, 8)).unwrap();
     let b = End {
-        ctx: ctx_b.clone(),
+        ctx: ctx_b,
         pd,
         cq,
         qp,
@@ -579,13 +579,20 @@ fn completion_channel_fires_once_per_arming() {
         }
         .unwrap();
     }
+    (a, b, ch, rx)
+}
+
+#[test]
+fn completion_channel_fires_once_per_arming() {
+    let net = net();
+    let (a, b, ch, _rx) = channel_pair(&net);
+    let ctx_b = b.ctx.clone();
     b.cq.req_notify(false).unwrap();
     let tx = Buf::new(&a.pd, 8, AccessFlags::empty());
     let ah = ah(&a, &b);
     send(&a, &ah, b.qp.qpn(), QKEY, &[tx.sge(0, 8)], 1, None).unwrap();
     send(&a, &ah, b.qp.qpn(), QKEY, &[tx.sge(0, 8)], 2, None).unwrap();
     ctx_b.progress();
-    ch.set_nonblocking(true).unwrap();
     let fired = ctx_b.get_cq_event(&ch).unwrap();
     assert_eq!(poll_all(&fired).len(), 2);
     // One arming, one event, although two completions arrived.
@@ -752,31 +759,8 @@ fn a_cq_overrun_raises_an_async_event() {
 #[test]
 fn solicited_only_arming_waits_for_a_solicited_message() {
     let net = net();
-    let ctx_b = context(&net, 2);
-    let ch = ctx_b.create_comp_channel().unwrap();
-    ch.set_nonblocking(true).unwrap();
-    let a = ud_qp(&context(&net, 1), cap(1), true, 16);
-    let pd = ctx_b.alloc_pd().unwrap();
-    let cq = ctx_b.create_cq(16, Some(&ch)).unwrap();
-    let qp = pd.create_qp(&QpInitAttr::ud(&cq, &cq, 8)).unwrap();
-    let b = End {
-        ctx: ctx_b.clone(),
-        pd,
-        cq,
-        qp,
-    };
-    bring_up(&a.qp);
-    bring_up(&b.qp);
-    let rx = Buf::new(&b.pd, 256, AccessFlags::LOCAL_WRITE);
-    for i in 0..2 {
-        unsafe {
-            b.qp.post_recv(&RecvWr {
-                wr_id: i,
-                sg_list: &[rx.sge(128 * i as usize, 128)],
-            })
-        }
-        .unwrap();
-    }
+    let (a, b, ch, _rx) = channel_pair(&net);
+    let ctx_b = b.ctx.clone();
     b.cq.req_notify(true).unwrap();
     let tx = Buf::new(&a.pd, 8, AccessFlags::empty());
     let ah = ah(&a, &b);
