@@ -81,6 +81,18 @@ impl Srq {
         Ok(Srq { shared })
     }
 
+    /// True while QPs still draw from this SRQ, or other handles to it exist:
+    /// `ibv_destroy_srq` refuses with EBUSY then.
+    pub fn in_use(&self) -> bool {
+        Arc::strong_count(&self.shared) > 1
+    }
+
+    /// True if both handles name the same SRQ (as `Context::get_async_event` returns a new
+    /// handle to the SRQ an event is about).
+    pub fn ptr_eq(&self, other: &Srq) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// Sizes and the armed limit (`ibv_query_srq`).
     pub fn query(&self) -> SrqAttr {
         let s = &self.shared;
