@@ -1,7 +1,11 @@
-//! A plain C verbs program, `tests/c/ud_loopback.c`, written against the system's
-//! `<infiniband/verbs.h>` and linked directly against libxrdma.so (no preloading): two UD QPs
-//! in one process exchange a SEND with immediate over loopback with the unprivileged `udp`
-//! backend, through a completion channel. Needs no root.
+//! Plain C verbs programs written against the system's `<infiniband/verbs.h>` and linked
+//! directly against libxrdma.so (no preloading), over loopback with the unprivileged `udp`
+//! backend. Need no root.
+//!
+//! - `tests/c/ud_loopback.c`: two UD QPs in one process exchange a SEND with immediate,
+//!   through a completion channel.
+//! - `tests/c/srq_events.c`: an SRQ shared by two UD QPs, its limit event and a CQ overrun
+//!   read with `ibv_get_async_event`; `ibv_query_pkey` and the `*_str` helpers.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -33,8 +37,9 @@ fn library_dir() -> PathBuf {
 struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> TempDir {
-        let path = std::env::temp_dir().join(format!("xrdma-c-example-{}", std::process::id()));
+    fn new(name: &str) -> TempDir {
+        let path =
+            std::env::temp_dir().join(format!("xrdma-c-example-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
@@ -85,7 +90,7 @@ fn compile(source: &Path, exe: &Path, lib_dir: &Path) {
 }
 
 /// Runs `cmd`, killing it (by its pid) if it runs past [`TIMEOUT`].
-fn run(mut cmd: Command) -> Output {
+fn run(name: &str, mut cmd: Command) -> Output {
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -101,35 +106,47 @@ fn run(mut cmd: Command) -> Output {
         Err(_) => {
             // SAFETY: kill has no memory-safety preconditions; `pid` is our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("ud_loopback still running after {TIMEOUT:?}");
+            panic!("{name} still running after {TIMEOUT:?}");
         }
     }
 }
 
-#[test]
-fn c_ud_loopback_runs_linked_against_libxrdma() {
+/// Compiles `tests/c/<name>.c`, runs it on its own UDP port (`port_offset` keeps the tests
+/// of one run apart) and checks that it printed "<name>: ok".
+fn compile_and_run(name: &str, port_offset: u32) {
     let lib_dir = library_dir();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/ud_loopback.c");
-    let tmp = TempDir::new();
-    let exe = tmp.0.join("ud_loopback");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    let tmp = TempDir::new(name);
+    let exe = tmp.0.join(name);
     compile(&source, &exe, &lib_dir);
 
     // A port of our own, so that parallel runs do not share one UDP endpoint.
-    let port = 20000 + std::process::id() % 40000;
+    let port = 20000 + std::process::id() % 40000 + port_offset;
     let mut cmd = Command::new(&exe);
     cmd.env_remove("LD_PRELOAD")
         .env("XRDMA_IFACE", "lo")
         .env("XRDMA_BACKEND", "udp")
         .env("XRDMA_UDP_PORT", port.to_string());
-    let out = run(cmd);
+    let out = run(name, cmd);
     let (stdout, stderr) = text(&out);
     assert!(
         out.status.success(),
-        "ud_loopback failed ({}) on UDP port {port}: {stdout}{stderr}",
+        "{name} failed ({}) on UDP port {port}: {stdout}{stderr}",
         out.status
     );
+    let ok = format!("{name}: ok");
     assert!(
-        stdout.lines().any(|l| l == "ud_loopback: ok"),
-        "no \"ud_loopback: ok\" in: {stdout}{stderr}"
+        stdout.lines().any(|l| l == ok),
+        "no \"{ok}\" in: {stdout}{stderr}"
     );
+}
+
+#[test]
+fn c_ud_loopback_runs_linked_against_libxrdma() {
+    compile_and_run("ud_loopback", 0);
+}
+
+#[test]
+fn c_srq_events_runs_linked_against_libxrdma() {
+    compile_and_run("srq_events", 1);
 }

@@ -10,7 +10,7 @@ use xrdma_verbs::verbs::{
 };
 use xrdma_verbs::wire::{Qkey, Qpn};
 
-use crate::objects::{XAh, XCq, XQp};
+use crate::objects::{XAh, XCq, XQp, XSrq};
 use crate::sys;
 use crate::{guard, wrapper};
 
@@ -129,6 +129,42 @@ pub(crate) unsafe extern "C" fn post_send(
     })
 }
 
+/// Posts a chain of receive requests through `post`; on failure `*bad_wr` is the request
+/// that failed.
+///
+/// # Safety
+///
+/// `wr` must be NULL or a chain of readable `ibv_recv_wr` whose SGE lists are valid, and
+/// `bad_wr` NULL or writable, as `ibv_post_recv` requires.
+unsafe fn post_recv_chain(
+    wr: *mut sys::ibv_recv_wr,
+    bad_wr: *mut *mut sys::ibv_recv_wr,
+    mut post: impl FnMut(&RecvWr<'_>) -> Result<(), c_int>,
+) -> c_int {
+    let mut cur = wr;
+    let mut buf = [NO_SGE; MAX_SGE];
+    while !cur.is_null() {
+        // SAFETY: each request of the chain is a readable ibv_recv_wr.
+        let w = unsafe { &*cur };
+        // SAFETY: the application's SGE list has `num_sge` entries.
+        let r = unsafe { sges(w.sg_list, w.num_sge, &mut buf) }.and_then(|sg_list| {
+            post(&RecvWr {
+                wr_id: w.wr_id,
+                sg_list,
+            })
+        });
+        if let Err(e) = r {
+            if !bad_wr.is_null() {
+                // SAFETY: the caller passes a writable pointer.
+                unsafe { bad_wr.write(cur) };
+            }
+            return e;
+        }
+        cur = w.next;
+    }
+    0
+}
+
 /// `ops.post_recv`: posts the chain; on failure `*bad_wr` is the request that failed.
 pub(crate) unsafe extern "C" fn post_recv(
     qp: *mut sys::ibv_qp,
@@ -141,31 +177,36 @@ pub(crate) unsafe extern "C" fn post_recv(
             Ok(q) => q,
             Err(e) => return e,
         };
-        let mut cur = wr;
-        let mut buf = [NO_SGE; MAX_SGE];
-        while !cur.is_null() {
-            // SAFETY: each request of the chain is a readable ibv_recv_wr.
-            let w = unsafe { &*cur };
-            // SAFETY: the application's SGE list has `num_sge` entries; it keeps the
-            // buffers valid until the completion, as ibv_post_recv requires.
-            let r = unsafe { sges(w.sg_list, w.num_sge, &mut buf) }.and_then(|sg_list| {
-                let recv = RecvWr {
-                    wr_id: w.wr_id,
-                    sg_list,
-                };
-                // SAFETY: as above.
-                unsafe { q.inner.post_recv(&recv) }.map_err(|e| e.errno())
-            });
-            if let Err(e) = r {
-                if !bad_wr.is_null() {
-                    // SAFETY: the caller passes a writable pointer.
-                    unsafe { bad_wr.write(cur) };
-                }
-                return e;
-            }
-            cur = w.next;
+        // SAFETY: as ibv_post_recv requires of its caller: the application keeps the
+        // buffers valid until the completion.
+        unsafe {
+            post_recv_chain(wr, bad_wr, |recv| {
+                q.inner.post_recv(recv).map_err(|e| e.errno())
+            })
         }
-        0
+    })
+}
+
+/// `ops.post_srq_recv`: posts the chain to the SRQ; on failure `*bad_wr` is the request
+/// that failed.
+pub(crate) unsafe extern "C" fn post_srq_recv(
+    srq: *mut sys::ibv_srq,
+    wr: *mut sys::ibv_recv_wr,
+    bad_wr: *mut *mut sys::ibv_recv_wr,
+) -> c_int {
+    guard(libc::EIO, || {
+        // SAFETY: the SRQ comes from ibv_create_srq.
+        let s = match unsafe { wrapper::<XSrq, _>(srq) } {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        // SAFETY: as ibv_post_srq_recv requires of its caller: the application keeps the
+        // buffers valid until the completion.
+        unsafe {
+            post_recv_chain(wr, bad_wr, |recv| {
+                s.inner.post_recv(recv).map_err(|e| e.errno())
+            })
+        }
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::ffi::{CStr, c_char, c_int, c_uint};
 use std::mem::offset_of;
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use xrdma_verbs::net::{self, BackendConfig, udp::UdpConfig, xdp::XdpConfig};
 use xrdma_verbs::verbs::{Context, ContextConfig, Gid};
@@ -32,6 +32,19 @@ pub(crate) struct Device {
 pub(crate) struct XContext {
     ctx: sys::ibv_context,
     pub(crate) inner: Context,
+    /// The context's CQ and SRQ wrappers, to name the object of an asynchronous event;
+    /// also guards their counts of unacknowledged events.
+    pub(crate) registry: Mutex<Registry>,
+    /// Signalled by `ibv_ack_async_event`: destroying a CQ or SRQ waits for its events to
+    /// be acknowledged, as in libibverbs.
+    pub(crate) acked: Condvar,
+}
+
+/// Wrapper addresses (`XCq`, `XSrq`) of a context's live CQs and SRQs.
+#[derive(Default)]
+pub(crate) struct Registry {
+    pub(crate) cqs: Vec<usize>,
+    pub(crate) srqs: Vec<usize>,
 }
 
 /// The devices, or why there are none: (errno, message), read once.
@@ -228,6 +241,7 @@ fn open(d: &'static Device) -> Result<XContext, i32> {
         post_recv: Some(crate::data_path::post_recv),
         poll_cq: Some(crate::data_path::poll_cq),
         req_notify_cq: Some(crate::data_path::req_notify_cq),
+        post_srq_recv: Some(crate::data_path::post_srq_recv),
         ..Default::default()
     };
     // SAFETY: ibv_context is plain C data; all-zero is a valid value (NULL pointers, no
@@ -240,7 +254,12 @@ fn open(d: &'static Device) -> Result<XContext, i32> {
     ctx.num_comp_vectors = 1;
     // NULL, not UINTPTR_MAX: the legacy layout, with no enclosing verbs_context.
     ctx.abi_compat = std::ptr::null_mut();
-    Ok(XContext { ctx, inner })
+    Ok(XContext {
+        ctx,
+        inner,
+        registry: Mutex::new(Registry::default()),
+        acked: Condvar::new(),
+    })
 }
 
 /// `ibv_open_device`: opens the interface's backend.

@@ -2,14 +2,15 @@
 //! address handles: each C struct wrapped with the xrdma object it stands for.
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use xrdma_verbs::verbs::{
     AccessFlags, AddressHandle, AhAttr, AttrMask, CompletionChannel, Cq, Gid, Mr, Pd, QpAttr,
-    QpCap, QpInitAttr, QpState, QpType, QueuePair,
+    QpCap, QpInitAttr, QpState, QpType, QueuePair, Srq, SrqAttr, SrqAttrMask,
 };
 
-use crate::device::context;
+use crate::device::{Registry, XContext, context};
 use crate::sys;
 use crate::{free, guard, into_ptr, set_errno, status, wrapper};
 
@@ -38,8 +39,21 @@ pub(crate) struct XChannel {
 /// A completion queue.
 #[repr(C)]
 pub(crate) struct XCq {
-    cq: sys::ibv_cq,
+    pub(crate) cq: sys::ibv_cq,
     pub(crate) inner: Cq,
+    /// Asynchronous events about this CQ not yet acknowledged (changed under the
+    /// context's registry lock).
+    pub(crate) async_unacked: AtomicU32,
+}
+
+/// A shared receive queue.
+#[repr(C)]
+pub(crate) struct XSrq {
+    pub(crate) srq: sys::ibv_srq,
+    pub(crate) inner: Srq,
+    /// Asynchronous events about this SRQ not yet acknowledged (changed under the
+    /// context's registry lock).
+    pub(crate) async_unacked: AtomicU32,
 }
 
 /// A queue pair.
@@ -244,9 +258,19 @@ pub unsafe extern "C" fn ibv_create_cq(
             cq.channel = channel;
             cq.cq_context = cq_context;
             cq.cqe = inner.capacity() as c_int;
-            Ok(XCq { cq, inner })
+            Ok(XCq {
+                cq,
+                inner,
+                async_unacked: AtomicU32::new(0),
+            })
         });
         let p: *mut sys::ibv_cq = into_ptr(r);
+        if !p.is_null() {
+            // SAFETY: the context comes from ibv_open_device (the CQ was made from it).
+            if let Ok(c) = unsafe { context(ctx) } {
+                lock(c).cqs.push(p as usize);
+            }
+        }
         if !p.is_null() && !channel.is_null() {
             // SAFETY: checked non-NULL and live just above.
             if let Ok(ch) = unsafe { wrapper::<XChannel, _>(channel) } {
@@ -268,10 +292,19 @@ pub unsafe extern "C" fn ibv_destroy_cq(cq: *mut sys::ibv_cq) -> c_int {
             Ok(c) => c,
             Err(e) => return e,
         };
+        // SAFETY: the CQ's context outlives it.
+        let x = match unsafe { context(c.cq.context) } {
+            Ok(x) => x,
+            Err(e) => return e,
+        };
+        // Its asynchronous events must be acknowledged first: wait, as libibverbs does.
+        let mut reg = wait_acked(x, &c.async_unacked);
         // QPs point at it: it stays until they are gone.
         if c.inner.in_use() {
             return libc::EBUSY;
         }
+        reg.cqs.retain(|p| *p != cq as usize);
+        drop(reg);
         if !c.cq.channel.is_null() {
             // SAFETY: the CQ's channel outlives it (destroying it is EBUSY until then).
             if let Ok(ch) = unsafe { wrapper::<XChannel, _>(c.cq.channel) } {
@@ -340,7 +373,7 @@ pub unsafe extern "C" fn ibv_ack_cq_events(cq: *mut sys::ibv_cq, nevents: c_uint
     })
 }
 
-/// `ibv_create_qp`: UD only so far (EOPNOTSUPP for other types, and for SRQs).
+/// `ibv_create_qp`: UD only so far (EOPNOTSUPP for other types); with or without an SRQ.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_create_qp(
     pd: *mut sys::ibv_pd,
@@ -358,9 +391,12 @@ pub unsafe extern "C" fn ibv_create_qp(
             // SAFETY: the CQs come from ibv_create_cq (NULL is EINVAL).
             let (send_cq, recv_cq) =
                 unsafe { (wrapper::<XCq, _>(a.send_cq)?, wrapper::<XCq, _>(a.recv_cq)?) };
-            if !a.srq.is_null() {
-                return Err(libc::EOPNOTSUPP);
-            }
+            let srq = if a.srq.is_null() {
+                None
+            } else {
+                // SAFETY: a non-NULL SRQ comes from ibv_create_srq.
+                Some(unsafe { wrapper::<XSrq, _>(a.srq) }?)
+            };
             let qp_type = QpType::from_raw(a.qp_type).ok_or(libc::EOPNOTSUPP)?;
             let attr = QpInitAttr {
                 send_cq: &send_cq.inner,
@@ -374,7 +410,7 @@ pub unsafe extern "C" fn ibv_create_qp(
                     max_inline_data: a.cap.max_inline_data,
                 },
                 sq_sig_all: a.sq_sig_all != 0,
-                srq: None,
+                srq: srq.map(|s| &s.inner),
             };
             let inner = p.inner.create_qp(&attr).map_err(|e| e.errno())?;
             a.cap = cap(inner.cap());
@@ -385,6 +421,7 @@ pub unsafe extern "C" fn ibv_create_qp(
             qp.pd = pd;
             qp.send_cq = a.send_cq;
             qp.recv_cq = a.recv_cq;
+            qp.srq = a.srq;
             qp.qp_num = inner.qpn().value();
             qp.state = inner.state().as_raw();
             qp.qp_type = a.qp_type;
@@ -411,8 +448,11 @@ fn cap(c: QpCap) -> sys::ibv_qp_cap {
 /// `ibv_destroy_qp`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_destroy_qp(qp: *mut sys::ibv_qp) -> c_int {
-    // SAFETY: the QP comes from ibv_create_qp and is not used after this call.
-    guard(libc::EIO, || status(unsafe { free::<XQp, _>(qp) }))
+    guard(libc::EIO, || {
+        // SAFETY: the QP comes from ibv_create_qp and is not used after this call; freeing
+        // it drops its hold on its PD, CQs and SRQ.
+        status(unsafe { free::<XQp, _>(qp) })
+    })
 }
 
 /// `ibv_modify_qp`: the attributes xrdma's UD QPs have (state, current state, Q_Key, SQ
@@ -496,7 +536,7 @@ pub unsafe extern "C" fn ibv_query_qp(
             qp_context: q.qp.qp_context,
             send_cq: q.qp.send_cq,
             recv_cq: q.qp.recv_cq,
-            srq: std::ptr::null_mut(),
+            srq: q.qp.srq,
             cap: caps,
             qp_type: q.qp.qp_type,
             sq_sig_all: c_int::from(q.sq_sig_all),
@@ -593,5 +633,157 @@ pub unsafe extern "C" fn ibv_wc_status_str(status: c_uint) -> *const c_char {
     ];
     guard(c"unknown".as_ptr(), || {
         NAMES.get(status as usize).unwrap_or(&c"unknown").as_ptr()
+    })
+}
+
+/// The context's registry, locked (a poisoned lock is still usable: its data are plain
+/// lists and counters).
+pub(crate) fn lock(c: &XContext) -> MutexGuard<'_, Registry> {
+    c.registry.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Locks the registry once `unacked` (a CQ's or SRQ's count of unacknowledged asynchronous
+/// events) is zero: destroying an object waits for its events' acknowledgements, as
+/// libibverbs' destroy calls do.
+fn wait_acked<'a>(c: &'a XContext, unacked: &AtomicU32) -> MutexGuard<'a, Registry> {
+    let mut reg = lock(c);
+    while unacked.load(Ordering::Acquire) > 0 {
+        reg = c.acked.wait(reg).unwrap_or_else(|p| p.into_inner());
+    }
+    reg
+}
+
+/// `ibv_create_srq`: `max_wr` and `max_sge` are written back; `srq_limit` is ignored (arm
+/// it with `ibv_modify_srq`), as libibverbs documents.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_create_srq(
+    pd: *mut sys::ibv_pd,
+    init_attr: *mut sys::ibv_srq_init_attr,
+) -> *mut sys::ibv_srq {
+    guard(std::ptr::null_mut(), || {
+        let r = (|| {
+            // SAFETY: the PD comes from ibv_alloc_pd.
+            let p = unsafe { wrapper::<XPd, _>(pd) }?;
+            if init_attr.is_null() {
+                return Err(libc::EINVAL);
+            }
+            // SAFETY: checked non-NULL; the caller passes a readable, writable struct.
+            let a = unsafe { &mut *init_attr };
+            let inner = p
+                .inner
+                .create_srq(&SrqAttr {
+                    max_wr: a.attr.max_wr,
+                    max_sge: a.attr.max_sge,
+                    srq_limit: a.attr.srq_limit,
+                })
+                .map_err(|e| e.errno())?;
+            let now = inner.query();
+            a.attr.max_wr = now.max_wr;
+            a.attr.max_sge = now.max_sge;
+            // SAFETY: ibv_srq is plain C data; all-zero is valid (as for ibv_cq).
+            let mut srq: sys::ibv_srq = unsafe { std::mem::zeroed() };
+            srq.context = p.pd.context;
+            srq.srq_context = a.srq_context;
+            srq.pd = pd;
+            Ok(XSrq {
+                srq,
+                inner,
+                async_unacked: AtomicU32::new(0),
+            })
+        })();
+        let p: *mut sys::ibv_srq = into_ptr(r);
+        if !p.is_null() {
+            // SAFETY: `p` is the live SRQ just made; its context comes from ibv_open_device.
+            if let Ok(c) = unsafe { context((*p).context) } {
+                lock(c).srqs.push(p as usize);
+            }
+        }
+        p
+    })
+}
+
+/// `ibv_modify_srq`: `IBV_SRQ_LIMIT` arms the limit; `IBV_SRQ_MAX_WR` (resizing) is
+/// EOPNOTSUPP, as xrdma's SRQs have a fixed size.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_modify_srq(
+    srq: *mut sys::ibv_srq,
+    attr: *mut sys::ibv_srq_attr,
+    attr_mask: c_int,
+) -> c_int {
+    guard(libc::EIO, || {
+        // SAFETY: the SRQ comes from ibv_create_srq.
+        let s = match unsafe { wrapper::<XSrq, _>(srq) } {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        if attr.is_null() {
+            return libc::EINVAL;
+        }
+        // SAFETY: checked non-NULL; the caller passes a readable ibv_srq_attr.
+        let a = unsafe { &*attr };
+        let attr = SrqAttr {
+            max_wr: a.max_wr,
+            max_sge: a.max_sge,
+            srq_limit: a.srq_limit,
+        };
+        status(
+            s.inner
+                .modify(&attr, SrqAttrMask(attr_mask as u32))
+                .map_err(|e| e.errno()),
+        )
+    })
+}
+
+/// `ibv_query_srq`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_query_srq(
+    srq: *mut sys::ibv_srq,
+    attr: *mut sys::ibv_srq_attr,
+) -> c_int {
+    guard(libc::EIO, || {
+        // SAFETY: the SRQ comes from ibv_create_srq.
+        let s = match unsafe { wrapper::<XSrq, _>(srq) } {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        if attr.is_null() {
+            return libc::EINVAL;
+        }
+        let now = s.inner.query();
+        let out = sys::ibv_srq_attr {
+            max_wr: now.max_wr,
+            max_sge: now.max_sge,
+            srq_limit: now.srq_limit,
+        };
+        // SAFETY: checked non-NULL; the caller passes a writable ibv_srq_attr.
+        unsafe { attr.write(out) };
+        0
+    })
+}
+
+/// `ibv_destroy_srq`: EBUSY while QPs draw from it; waits for its asynchronous events to
+/// be acknowledged.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_destroy_srq(srq: *mut sys::ibv_srq) -> c_int {
+    guard(libc::EIO, || {
+        // SAFETY: the SRQ comes from ibv_create_srq.
+        let s = match unsafe { wrapper::<XSrq, _>(srq) } {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        // SAFETY: the SRQ's context outlives it.
+        let c = match unsafe { context(s.srq.context) } {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let mut reg = wait_acked(c, &s.async_unacked);
+        // QPs draw from it: it stays until they are gone.
+        if s.inner.in_use() {
+            return libc::EBUSY;
+        }
+        reg.srqs.retain(|p| *p != srq as usize);
+        drop(reg);
+        // SAFETY: the application does not use the SRQ after this call.
+        status(unsafe { free::<XSrq, _>(srq) })
     })
 }
