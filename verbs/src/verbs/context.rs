@@ -231,8 +231,8 @@ impl Context {
         let shared = &self.shared;
         // Sends deferred to the next poll must not wait behind a blocked application.
         shared.flush()?;
-        shared.app_waiting.fetch_add(1, Ordering::AcqRel);
-        shared.wake_progress_thread();
+        shared.app_waiting.fetch_add(1, Ordering::SeqCst);
+        shared.wake_deferring_thread();
         let event = channel.get_event();
         shared.app_waiting.fetch_sub(1, Ordering::AcqRel);
         let id =
@@ -308,17 +308,20 @@ impl ContextShared {
         self.progress()
     }
 
-    /// Makes the helper thread look at the world again now.
-    fn wake_progress_thread(&self) {
+    /// Ends the helper thread's pause if it is keeping out of the application's way (when
+    /// it sleeps on the backend, it needs no waking).
+    fn wake_deferring_thread(&self) {
         if let Some(t) = self.progress.lock().as_ref() {
-            t.wake();
+            if t.deferring.load(Ordering::SeqCst) {
+                t.wake();
+            }
         }
     }
 
     /// How long the helper thread should keep out of the application's way: while the
     /// application polls (and nobody waits for an event), it drives progress itself.
     fn defer_to_app(&self) -> Option<Duration> {
-        if self.app_waiting.load(Ordering::Acquire) > 0 {
+        if self.app_waiting.load(Ordering::SeqCst) > 0 {
             return None;
         }
         APP_POLLING
@@ -404,6 +407,8 @@ impl Drop for ContextShared {
 /// The helper thread and how to stop it.
 struct ProgressThread {
     stop: Arc<AtomicBool>,
+    /// True while the thread pauses for a polling application.
+    deferring: Arc<AtomicBool>,
     wake: Arc<OwnedFd>,
     handle: Option<JoinHandle<()>>,
 }
@@ -421,15 +426,17 @@ impl ProgressThread {
         // SAFETY: `fd` is new and owned by nothing else.
         let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
         let stop = Arc::new(AtomicBool::new(false));
+        let deferring = Arc::new(AtomicBool::new(false));
         let weak = Arc::downgrade(shared);
         let io_fd = shared.io.lock().as_raw_fd();
-        let (stop2, wake2) = (stop.clone(), wake.clone());
+        let (stop2, wake2, deferring2) = (stop.clone(), wake.clone(), deferring.clone());
         let handle = thread::Builder::new()
             .name("xrdma-progress".into())
-            .spawn(move || progress_loop(weak, io_fd, &wake2, &stop2, spin))
+            .spawn(move || progress_loop(weak, io_fd, &wake2, &stop2, &deferring2, spin))
             .map_err(|_| Error::Full("cannot start the progress thread"))?;
         Ok(ProgressThread {
             stop,
+            deferring,
             wake,
             handle: Some(handle),
         })
@@ -462,18 +469,24 @@ fn progress_loop(
     io_fd: i32,
     wake: &OwnedFd,
     stop: &AtomicBool,
+    deferring: &AtomicBool,
     spin: Duration,
 ) {
     let mut last_work = Instant::now();
     while !stop.load(Ordering::Acquire) {
         let Some(shared) = ctx.upgrade() else { return };
+        // Announce the pause before checking whether anyone waits for an event: a thread
+        // starting to wait then either is seen here or sees `deferring` and wakes us.
+        deferring.store(true, Ordering::SeqCst);
         if let Some(pause) = shared.defer_to_app() {
             drop(shared);
             // Sleep on the wake-up eventfd only: an application starting to wait for an
             // event ends the pause early.
             sleep_on(&[wake.as_raw_fd()], pause.as_millis().max(1) as i32, wake);
+            deferring.store(false, Ordering::SeqCst);
             continue;
         }
+        deferring.store(false, Ordering::SeqCst);
         let handled = shared.progress();
         drop(shared);
         if handled > 0 {
@@ -484,8 +497,8 @@ fn progress_loop(
             std::hint::spin_loop();
             continue;
         }
+        // Spin again only after real work: a wake-up that finds nothing goes back to sleep.
         sleep_on(&[io_fd, wake.as_raw_fd()], -1, wake);
-        last_work = Instant::now();
     }
 }
 
