@@ -27,6 +27,9 @@
 #include <string.h>
 #include <time.h>
 
+#define CHECK_PROG "srq_events"
+#include "check.h"
+
 #define QKEY 0x11111111u
 #define GRH_LEN 40
 #define PAYLOAD 64
@@ -40,43 +43,10 @@
 #define TIMEOUT_MS 5000
 #define NO_SUCH_QPN 0xabcdefu
 
-static void fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "srq_events: FAILED: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
-}
-
-static void check_rc(int rc, const char *what)
-{
-	if (rc != 0)
-		fail("%s: %s (%d)", what, strerror(rc), rc);
-}
-
-static void *check_ptr(void *p, const char *what)
-{
-	if (p == NULL)
-		fail("%s: %s", what, strerror(errno));
-	return p;
-}
-
 static void check_str(const char *got, const char *want, const char *what)
 {
 	if (got == NULL || strcmp(got, want) != 0)
 		fail("%s: \"%s\", want \"%s\"", what, got ? got : "(null)", want);
-}
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static struct ibv_qp *create_qp(struct ibv_pd *pd, struct ibv_cq *send_cq,

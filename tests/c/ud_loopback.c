@@ -23,6 +23,9 @@
 #include <string.h>
 #include <time.h>
 
+#define CHECK_PROG "ud_loopback"
+#include "check.h"
+
 #define QKEY 0x11111111u
 #define IMM 0xdeadbeefu
 #define GRH_LEN 40
@@ -34,41 +37,6 @@
 #define SEND_WR_ID 1
 #define RECV_WR_ID 2
 #define TIMEOUT_MS 5000
-
-static void fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "ud_loopback: FAILED: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
-}
-
-/* An `int` verb's result: 0, or an errno value. */
-static void check_rc(int rc, const char *what)
-{
-	if (rc != 0)
-		fail("%s: %s (%d)", what, strerror(rc), rc);
-}
-
-/* A constructor's result: non-NULL, or NULL with errno. */
-static void *check_ptr(void *p, const char *what)
-{
-	if (p == NULL)
-		fail("%s: %s", what, strerror(errno));
-	return p;
-}
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static struct ibv_qp *create_qp(struct ibv_pd *pd, struct ibv_cq *cq,
 				const char *what)
