@@ -2,4 +2,6 @@
 //! argument where there is any. `#![forbid(unsafe_code)]`.
 #![forbid(unsafe_code)]
 
+pub mod rc;
+pub mod timer;
 pub mod ud;
