@@ -1,4 +1,616 @@
-//! The reliable connected transport, without I/O. So far: message segmentation at the
-//! path MTU. The requester and responder state machines come with RC queue pairs.
+//! The reliable connected transport, without I/O: an [`RcEngine`] per QP holds the
+//! requester (segmentation, PSNs, retransmission from the oldest unacknowledged packet,
+//! RNR waits, retry counts, completions in posting order) and the responder (expected PSN,
+//! ACK coalescing, NAK on sequence errors, duplicates re-ACKed, RNR NAKs, remote access
+//! checks) for SEND and RDMA WRITE (with immediate data).
+//!
+//! # Call order
+//!
+//! Like quinn's `Connection`: time is always an argument, and the engine does nothing on
+//! its own.
+//! 1. [`RcEngine::post_send`] queues a message.
+//! 2. [`RcEngine::handle_packet`] takes each packet received for the QP;
+//!    [`RcEngine::handle_timeout`] runs once [`RcEngine::poll_timeout`] has passed.
+//! 3. [`RcEngine::poll_transmit`] yields packets to send, until `None`.
+//! 4. [`RcEngine::poll_completion`] yields completions, until `None`.
+//!
+//! Application memory is reached only through [`Memory`], which the QP owner implements
+//! (checking keys and bounds there).
 
 pub mod segment;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use self::segment::{MessageKind, packet_count, segment};
+use super::timer::{Timer, TimerTable};
+use crate::wire::{
+    AethRepr, BthRepr, Msn, NakCode, Opcode, Psn, Qpn, RethRepr, Rkey, Syndrome, TransportRepr,
+};
+
+/// At most this many PSNs are outstanding (unacknowledged) at once, as rxe allows.
+const WINDOW: u32 = 128;
+
+/// How an RC QP was set up (the attributes of its RTR and RTS transitions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RcConfig {
+    /// The peer's QP number.
+    pub dest_qpn: Qpn,
+    /// Payload bytes per packet.
+    pub mtu: usize,
+    /// First PSN we send.
+    pub sq_psn: Psn,
+    /// First PSN we expect.
+    pub rq_psn: Psn,
+    /// Retransmission timeout (4.096 us * 2^timeout); `None` waits forever.
+    pub timeout: Option<Duration>,
+    /// Retransmissions after a timeout before giving up (7: unlimited, as rxe does).
+    pub retry_cnt: u8,
+    /// Resends after an RNR NAK before giving up (7: unlimited).
+    pub rnr_retry: u8,
+    /// The RNR timer code we send in our RNR NAKs.
+    pub min_rnr_timer: u8,
+}
+
+/// How a message ended, as the requester or responder completes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RcStatus {
+    /// Done.
+    Success,
+    /// Retransmissions exhausted (`IBV_WC_RETRY_EXC_ERR`).
+    RetryExceeded,
+    /// RNR resends exhausted (`IBV_WC_RNR_RETRY_EXC_ERR`).
+    RnrRetryExceeded,
+    /// The peer refused an access (`IBV_WC_REM_ACCESS_ERR`).
+    RemoteAccess,
+    /// The peer found the request invalid (`IBV_WC_REM_INV_REQ_ERR`).
+    RemoteInvalidRequest,
+    /// The peer failed (`IBV_WC_REM_OP_ERR`).
+    RemoteOperation,
+    /// Our own memory could not be read or written (`IBV_WC_LOC_PROT_ERR`).
+    LocalProtection,
+    /// A receive buffer was too small (`IBV_WC_LOC_LEN_ERR`).
+    LocalLength,
+    /// Flushed: the QP failed first (`IBV_WC_WR_FLUSH_ERR`).
+    Flushed,
+}
+
+/// A completed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RcCompletion {
+    /// A send queue request (SEND or RDMA WRITE) ended.
+    Send {
+        /// The request's handle, as given to `post_send`.
+        handle: u64,
+        /// How it ended.
+        status: RcStatus,
+    },
+    /// A received SEND (or RDMA WRITE with immediate data) consumed a receive.
+    Recv {
+        /// The receive's handle, as `Memory::take_recv` gave it.
+        handle: u64,
+        /// How it ended.
+        status: RcStatus,
+        /// Message bytes received.
+        len: usize,
+        /// Immediate data, if the message carried some.
+        imm: Option<u32>,
+        /// True for RDMA WRITE with immediate data (no bytes land in the receive).
+        write: bool,
+    },
+}
+
+/// A message to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendRequest {
+    /// The owner's handle: given back in the completion and to `Memory::gather`.
+    pub handle: u64,
+    /// SEND or RDMA WRITE, with or without immediate data.
+    pub kind: MessageKind,
+    /// Message bytes.
+    pub len: usize,
+    /// Immediate data, for the `*WithImm` kinds.
+    pub imm: u32,
+    /// Target of an RDMA WRITE: address and key.
+    pub remote: Option<(u64, Rkey)>,
+}
+
+/// Application memory, as the QP owner exposes it to the engine.
+pub trait Memory {
+    /// Copies bytes `offset..offset + buf.len()` of send request `handle` into `buf`;
+    /// false if they cannot be read (a bad key, say).
+    fn gather(&mut self, handle: u64, offset: usize, buf: &mut [u8]) -> bool;
+    /// Takes the next posted receive (its handle), or `None` when none is posted.
+    fn take_recv(&mut self) -> Option<u64>;
+    /// Copies `data` into receive `handle` at `offset`; false if it does not fit or
+    /// cannot be written.
+    fn scatter(&mut self, handle: u64, offset: usize, data: &[u8]) -> bool;
+    /// Writes `data` at `va` of the region with key `rkey`, for a peer's RDMA WRITE.
+    fn remote_write(&mut self, rkey: Rkey, va: u64, data: &[u8]) -> Result<(), NakCode>;
+}
+
+/// A queued send request and where its packets are.
+#[derive(Debug, Clone, Copy)]
+struct Wqe {
+    req: SendRequest,
+    first_psn: Psn,
+    packets: u32,
+}
+
+impl Wqe {
+    fn last_psn(&self) -> Psn {
+        self.first_psn + (self.packets - 1)
+    }
+}
+
+/// The requester half.
+#[derive(Debug)]
+struct Requester {
+    queue: VecDeque<Wqe>,
+    /// PSN of the next packet to send (new or retransmitted).
+    next_psn: Psn,
+    /// PSN the next new message starts at.
+    new_psn: Psn,
+    /// Oldest PSN not yet acknowledged.
+    una: Psn,
+    retries: u8,
+    rnr_retries: u8,
+    /// True while an RNR wait holds transmission.
+    rnr_wait: bool,
+    failed: bool,
+}
+
+/// A SEND or RDMA WRITE arriving over several packets.
+#[derive(Debug, Clone, Copy)]
+enum InProgress {
+    None,
+    Send { handle: u64, offset: usize },
+    Write { va: u64, rkey: Rkey, offset: usize },
+}
+
+/// The responder half.
+#[derive(Debug)]
+struct Responder {
+    epsn: Psn,
+    msn: Msn,
+    in_progress: InProgress,
+    /// An ACK or NAK owed: its syndrome and PSN.
+    pending: Option<(Syndrome, Psn)>,
+    /// A sequence NAK was sent and no in-order packet arrived since (send only one).
+    nak_sent: bool,
+}
+
+/// One RC QP's transport state. See the [module documentation](self).
+#[derive(Debug)]
+pub struct RcEngine {
+    config: RcConfig,
+    req: Requester,
+    resp: Responder,
+    timers: TimerTable,
+    completions: VecDeque<RcCompletion>,
+}
+
+/// RNR NAK timer code to delay (IBTA table 45; code 0 is the longest).
+pub fn rnr_delay(code: u8) -> Duration {
+    const MICROS: [u32; 32] = [
+        655_360, 10, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1_280, 1_920, 2_560,
+        3_840, 5_120, 7_680, 10_240, 15_360, 20_480, 30_720, 40_960, 61_440, 81_920, 122_880,
+        163_840, 245_760, 327_680, 491_520,
+    ];
+    Duration::from_micros(u64::from(MICROS[(code & 31) as usize]))
+}
+
+impl RcEngine {
+    /// An engine for a QP moved to RTS with `config`.
+    pub fn new(config: RcConfig) -> Self {
+        RcEngine {
+            config,
+            req: Requester {
+                queue: VecDeque::new(),
+                next_psn: config.sq_psn,
+                new_psn: config.sq_psn,
+                una: config.sq_psn,
+                retries: config.retry_cnt,
+                rnr_retries: config.rnr_retry,
+                rnr_wait: false,
+                failed: false,
+            },
+            resp: Responder {
+                epsn: config.rq_psn,
+                msn: Msn::new_masked(0),
+                in_progress: InProgress::None,
+                pending: None,
+                nak_sent: false,
+            },
+            timers: TimerTable::default(),
+            completions: VecDeque::new(),
+        }
+    }
+
+    /// Queues a message. Messages complete in posting order.
+    pub fn post_send(&mut self, req: SendRequest) {
+        if self.req.failed {
+            self.completions.push_back(RcCompletion::Send {
+                handle: req.handle,
+                status: RcStatus::Flushed,
+            });
+            return;
+        }
+        let packets = packet_count(req.len, self.config.mtu) as u32;
+        let wqe = Wqe {
+            req,
+            first_psn: self.req.new_psn,
+            packets,
+        };
+        self.req.new_psn += packets;
+        self.req.queue.push_back(wqe);
+    }
+
+    /// True once the requester failed (the QP is in ERR).
+    pub fn is_failed(&self) -> bool {
+        self.req.failed
+    }
+
+    /// When [`RcEngine::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_timeout()
+    }
+
+    /// Takes the next completion.
+    pub fn poll_completion(&mut self) -> Option<RcCompletion> {
+        self.completions.pop_front()
+    }
+
+    /// Handles the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.take_expired(now) {
+            match timer {
+                Timer::Retransmit => {
+                    if self.req.queue.is_empty() {
+                        continue;
+                    }
+                    if self.config.retry_cnt != 7 {
+                        if self.req.retries == 0 {
+                            self.fail(RcStatus::RetryExceeded);
+                            continue;
+                        }
+                        self.req.retries -= 1;
+                    }
+                    // Go back N: resend from the oldest unacknowledged packet.
+                    self.req.next_psn = self.req.una;
+                }
+                Timer::Rnr => self.req.rnr_wait = false,
+                Timer::Ack => {}
+            }
+        }
+    }
+
+    /// Ends every queued request: the first with `status`, the rest flushed.
+    fn fail(&mut self, status: RcStatus) {
+        self.req.failed = true;
+        self.timers.stop(Timer::Retransmit);
+        self.timers.stop(Timer::Rnr);
+        let mut first = true;
+        while let Some(w) = self.req.queue.pop_front() {
+            let s = if first { status } else { RcStatus::Flushed };
+            first = false;
+            self.completions.push_back(RcCompletion::Send {
+                handle: w.req.handle,
+                status: s,
+            });
+        }
+    }
+
+    /// Completes the requests acknowledged up to and including `psn`.
+    fn acknowledge(&mut self, psn: Psn, now: Instant) {
+        while let Some(w) = self.req.queue.front() {
+            if w.last_psn() > psn {
+                break;
+            }
+            let w = self.req.queue.pop_front().expect("front exists");
+            self.completions.push_back(RcCompletion::Send {
+                handle: w.req.handle,
+                status: RcStatus::Success,
+            });
+        }
+        if psn + 1 > self.req.una {
+            self.req.una = psn + 1;
+            self.req.retries = self.config.retry_cnt;
+            if self.req.next_psn < self.req.una {
+                self.req.next_psn = self.req.una;
+            }
+        }
+        match (self.req.una < self.req.next_psn, self.config.timeout) {
+            (true, Some(t)) => self.timers.set(Timer::Retransmit, now + t),
+            _ => self.timers.stop(Timer::Retransmit),
+        }
+    }
+
+    /// Handles one received transport packet addressed to this QP.
+    pub fn handle_packet(&mut self, now: Instant, packet: &[u8], mem: &mut dyn Memory) {
+        let Ok((repr, payload)) = TransportRepr::parse(packet) else {
+            return;
+        };
+        let op = repr.bth.opcode;
+        if op == Opcode::RC_ACKNOWLEDGE {
+            if let Some(aeth) = repr.aeth {
+                self.handle_ack(now, repr.bth.psn, aeth);
+            }
+        } else {
+            self.handle_request(&repr, payload, mem);
+        }
+    }
+
+    fn handle_ack(&mut self, now: Instant, psn: Psn, aeth: AethRepr) {
+        if self.req.failed || self.req.queue.is_empty() {
+            return;
+        }
+        // Ignore ACKs for PSNs not sent (stale or bogus).
+        if psn >= self.req.new_psn {
+            return;
+        }
+        match aeth.syndrome {
+            Syndrome::Ack { .. } => {
+                self.req.rnr_retries = self.config.rnr_retry;
+                self.acknowledge(psn, now);
+            }
+            Syndrome::RnrNak { timer } => {
+                self.acknowledge(psn - 1, now);
+                if self.config.rnr_retry != 7 {
+                    if self.req.rnr_retries == 0 {
+                        self.fail(RcStatus::RnrRetryExceeded);
+                        return;
+                    }
+                    self.req.rnr_retries -= 1;
+                }
+                self.req.next_psn = psn;
+                self.req.rnr_wait = true;
+                // Waiting out the RNR delay is not a lost packet: no retransmission timeout
+                // meanwhile (sending again re-arms it).
+                self.timers.stop(Timer::Retransmit);
+                self.timers.set(Timer::Rnr, now + rnr_delay(timer));
+            }
+            Syndrome::Nak(NakCode::PsnSequenceError) => {
+                // Everything before `psn` arrived; resend from it.
+                self.acknowledge(psn - 1, now);
+                self.req.next_psn = psn;
+            }
+            Syndrome::Nak(code) => {
+                self.acknowledge(psn - 1, now);
+                let status = match code {
+                    NakCode::RemoteAccessError => RcStatus::RemoteAccess,
+                    NakCode::RemoteOperationalError => RcStatus::RemoteOperation,
+                    _ => RcStatus::RemoteInvalidRequest,
+                };
+                self.fail(status);
+            }
+        }
+    }
+
+    fn handle_request(&mut self, repr: &TransportRepr, payload: &[u8], mem: &mut dyn Memory) {
+        let psn = repr.bth.psn;
+        let r = &mut self.resp;
+        if psn != r.epsn {
+            if psn < r.epsn {
+                // A duplicate: the requester missed our ACK. Say again how far we got.
+                r.pending = Some((Syndrome::Ack { credit: 31 }, r.epsn - 1));
+            } else if !r.nak_sent {
+                r.nak_sent = true;
+                r.pending = Some((Syndrome::Nak(NakCode::PsnSequenceError), r.epsn));
+            }
+            return;
+        }
+        let op = repr.bth.opcode;
+        let Some(info) = op.info() else { return };
+        let starts = info.position.starts_message();
+        let ends = info.position.ends_message();
+        let is_send = matches!(
+            op,
+            Opcode::RC_SEND_FIRST
+                | Opcode::RC_SEND_MIDDLE
+                | Opcode::RC_SEND_LAST
+                | Opcode::RC_SEND_LAST_WITH_IMMEDIATE
+                | Opcode::RC_SEND_ONLY
+                | Opcode::RC_SEND_ONLY_WITH_IMMEDIATE
+        );
+        let is_write = matches!(
+            op,
+            Opcode::RC_RDMA_WRITE_FIRST
+                | Opcode::RC_RDMA_WRITE_MIDDLE
+                | Opcode::RC_RDMA_WRITE_LAST
+                | Opcode::RC_RDMA_WRITE_LAST_WITH_IMMEDIATE
+                | Opcode::RC_RDMA_WRITE_ONLY
+                | Opcode::RC_RDMA_WRITE_ONLY_WITH_IMMEDIATE
+        );
+        let mtu = self.config.mtu;
+        // FIRST and MIDDLE packets carry exactly one MTU; a message continues where the
+        // last one left off.
+        let continuing = !matches!(r.in_progress, InProgress::None);
+        if (!ends && payload.len() != mtu) || (starts == continuing) || !(is_send || is_write) {
+            r.pending = Some((Syndrome::Nak(NakCode::InvalidRequest), psn));
+            return;
+        }
+        if is_send {
+            let (handle, offset) = match r.in_progress {
+                InProgress::Send { handle, offset } => (handle, offset),
+                InProgress::None => match mem.take_recv() {
+                    Some(h) => (h, 0),
+                    None => {
+                        r.pending = Some((
+                            Syndrome::RnrNak {
+                                timer: self.config.min_rnr_timer,
+                            },
+                            psn,
+                        ));
+                        return;
+                    }
+                },
+                InProgress::Write { .. } => {
+                    // A SEND packet in the middle of a WRITE: not a valid stream.
+                    r.in_progress = InProgress::None;
+                    r.pending = Some((Syndrome::Nak(NakCode::InvalidRequest), psn));
+                    return;
+                }
+            };
+            if !mem.scatter(handle, offset, payload) {
+                self.completions.push_back(RcCompletion::Recv {
+                    handle,
+                    status: RcStatus::LocalLength,
+                    len: offset + payload.len(),
+                    imm: None,
+                    write: false,
+                });
+                r.in_progress = InProgress::None;
+                r.pending = Some((Syndrome::Nak(NakCode::InvalidRequest), psn));
+                return;
+            }
+            r.in_progress = InProgress::Send {
+                handle,
+                offset: offset + payload.len(),
+            };
+            if ends {
+                r.in_progress = InProgress::None;
+                r.msn = r.msn.wrapping_add(1);
+                self.completions.push_back(RcCompletion::Recv {
+                    handle,
+                    status: RcStatus::Success,
+                    len: offset + payload.len(),
+                    imm: repr.imm,
+                    write: false,
+                });
+            }
+        } else {
+            let (va, rkey, offset) = match (r.in_progress, repr.reth) {
+                (InProgress::Write { va, rkey, offset }, _) => (va, rkey, offset),
+                (InProgress::None, Some(reth)) => (reth.va, reth.rkey, 0),
+                _ => {
+                    r.pending = Some((Syndrome::Nak(NakCode::InvalidRequest), psn));
+                    return;
+                }
+            };
+            // WRITE with immediate data consumes a receive: make sure one is there before
+            // any byte lands (else RNR NAK, and the requester resends from here).
+            let recv = if repr.imm.is_some() {
+                match mem.take_recv() {
+                    Some(h) => Some(h),
+                    None => {
+                        r.pending = Some((
+                            Syndrome::RnrNak {
+                                timer: self.config.min_rnr_timer,
+                            },
+                            psn,
+                        ));
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            if let Err(code) = mem.remote_write(rkey, va + offset as u64, payload) {
+                r.in_progress = InProgress::None;
+                r.pending = Some((Syndrome::Nak(code), psn));
+                return;
+            }
+            r.in_progress = InProgress::Write {
+                va,
+                rkey,
+                offset: offset + payload.len(),
+            };
+            if ends {
+                r.in_progress = InProgress::None;
+                r.msn = r.msn.wrapping_add(1);
+                if let Some(handle) = recv {
+                    self.completions.push_back(RcCompletion::Recv {
+                        handle,
+                        status: RcStatus::Success,
+                        len: offset + payload.len(),
+                        imm: repr.imm,
+                        write: true,
+                    });
+                }
+            }
+        }
+        r.epsn = psn + 1;
+        r.nak_sent = false;
+        if repr.bth.ack_req {
+            r.pending = Some((Syndrome::Ack { credit: 31 }, psn));
+        }
+    }
+
+    /// Writes the next packet to send into `buf` and returns its length; `None` when
+    /// there is nothing to send now.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        mem: &mut dyn Memory,
+    ) -> Option<usize> {
+        // The responder's ACKs and NAKs go first: they unblock the peer.
+        if let Some((syndrome, psn)) = self.resp.pending.take() {
+            let repr = TransportRepr {
+                aeth: Some(AethRepr {
+                    syndrome,
+                    msn: self.resp.msn,
+                }),
+                ..TransportRepr::new(BthRepr::new(
+                    Opcode::RC_ACKNOWLEDGE,
+                    self.config.dest_qpn,
+                    psn,
+                ))
+            };
+            return repr.emit(&[], buf).ok();
+        }
+        let req = &mut self.req;
+        if req.failed
+            || req.rnr_wait
+            || req.next_psn >= req.new_psn
+            || (req.next_psn - req.una) as u32 >= WINDOW
+        {
+            return None;
+        }
+        // The request holding `next_psn`, and which of its packets that is.
+        let psn = req.next_psn;
+        let w = *req
+            .queue
+            .iter()
+            .find(|w| psn >= w.first_psn && psn <= w.last_psn())?;
+        let index = (psn - w.first_psn) as usize;
+        let seg = segment(w.req.kind, w.req.len, self.config.mtu, index)?;
+        let with_imm = matches!(
+            w.req.kind,
+            MessageKind::SendWithImm | MessageKind::WriteWithImm
+        );
+        let info = seg.opcode.info()?;
+        let mut repr = TransportRepr::new(BthRepr {
+            ack_req: seg.is_last(),
+            ..BthRepr::new(seg.opcode, self.config.dest_qpn, psn)
+        });
+        if info.headers.contains(crate::wire::ExtHeaders::RETH) {
+            let (va, rkey) = w.req.remote.unwrap_or((0, Rkey::new(0)));
+            repr.reth = Some(RethRepr {
+                va,
+                rkey,
+                dma_len: w.req.len as u32,
+            });
+        }
+        if with_imm && seg.is_last() {
+            repr.imm = Some(w.req.imm);
+        }
+        let at = repr.emit_headers(seg.len, buf).ok()?;
+        if !mem.gather(w.req.handle, seg.offset, &mut buf[at..at + seg.len]) {
+            self.fail(RcStatus::LocalProtection);
+            return None;
+        }
+        let len = repr.buffer_len(seg.len);
+        self.req.next_psn = psn + 1;
+        if !self.timers.is_armed(Timer::Retransmit) {
+            if let Some(t) = self.config.timeout {
+                self.timers.set(Timer::Retransmit, now + t);
+            }
+        }
+        Some(len)
+    }
+}
+
+#[cfg(test)]
+mod tests;

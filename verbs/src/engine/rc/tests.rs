@@ -1,0 +1,445 @@
+//! Two RC engines on a seeded lossy wire with virtual time: every message arrives intact,
+//! in order, once, with the right completions, for loss, duplication and reordering; a
+//! bounded drive catches livelock.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::rng::Rng;
+
+const MTU: usize = 256;
+const REGION: usize = 1 << 20;
+
+/// Application memory of one end: send buffers by handle, posted receives, a region that
+/// peers write into with key `RKEY`.
+struct FakeMem {
+    sends: HashMap<u64, Vec<u8>>,
+    recvs: VecDeque<u64>,
+    recv_bufs: HashMap<u64, Vec<u8>>,
+    recv_cap: usize,
+    region: Vec<u8>,
+}
+
+const RKEY: u32 = 0x1234;
+
+impl FakeMem {
+    fn new() -> Self {
+        FakeMem {
+            sends: HashMap::new(),
+            recvs: VecDeque::new(),
+            recv_bufs: HashMap::new(),
+            recv_cap: 4 * MTU,
+            region: vec![0; REGION],
+        }
+    }
+
+    fn post_recv(&mut self, handle: u64) {
+        self.recvs.push_back(handle);
+        self.recv_bufs.insert(handle, Vec::new());
+    }
+}
+
+impl Memory for FakeMem {
+    fn gather(&mut self, handle: u64, offset: usize, buf: &mut [u8]) -> bool {
+        let Some(data) = self.sends.get(&handle) else {
+            return false;
+        };
+        buf.copy_from_slice(&data[offset..offset + buf.len()]);
+        true
+    }
+
+    fn take_recv(&mut self) -> Option<u64> {
+        self.recvs.pop_front()
+    }
+
+    fn scatter(&mut self, handle: u64, offset: usize, data: &[u8]) -> bool {
+        let buf = self.recv_bufs.get_mut(&handle).expect("posted");
+        if offset + data.len() > self.recv_cap || buf.len() != offset {
+            return false;
+        }
+        buf.extend_from_slice(data);
+        true
+    }
+
+    fn remote_write(&mut self, rkey: Rkey, va: u64, data: &[u8]) -> Result<(), NakCode> {
+        let end = (va as usize)
+            .checked_add(data.len())
+            .ok_or(NakCode::RemoteAccessError)?;
+        if rkey != Rkey::new(RKEY) || end > self.region.len() {
+            return Err(NakCode::RemoteAccessError);
+        }
+        self.region[va as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+struct Wire {
+    rng: Rng,
+    loss: f64,
+    duplicate: f64,
+    reorder: f64,
+    delay: Duration,
+    /// (arrival, sequence, destination end, bytes)
+    in_flight: Vec<(Instant, u64, usize, Vec<u8>)>,
+    seq: u64,
+    dead: [bool; 2],
+}
+
+impl Wire {
+    fn send(&mut self, now: Instant, to: usize, bytes: &[u8]) {
+        if self.dead[to] || self.rng.chance(self.loss) {
+            return;
+        }
+        let copies = if self.rng.chance(self.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut at = now + self.delay;
+            if self.rng.chance(self.reorder) {
+                at += Duration::from_micros(self.rng.below(30));
+            }
+            self.seq += 1;
+            self.in_flight.push((at, self.seq, to, bytes.to_vec()));
+        }
+    }
+
+    fn next_arrival(&self) -> Option<Instant> {
+        self.in_flight.iter().map(|f| f.0).min()
+    }
+
+    /// Takes the packets due by `now`, in arrival order.
+    fn due(&mut self, now: Instant) -> Vec<(usize, Vec<u8>)> {
+        self.in_flight.sort_by_key(|f| (f.0, f.1));
+        let n = self.in_flight.iter().take_while(|f| f.0 <= now).count();
+        self.in_flight
+            .drain(..n)
+            .map(|(_, _, to, b)| (to, b))
+            .collect()
+    }
+}
+
+fn config(timeout_us: u64, retry_cnt: u8, rnr_retry: u8, psns: (u32, u32)) -> RcConfig {
+    RcConfig {
+        dest_qpn: Qpn::new_masked(0x42),
+        mtu: MTU,
+        sq_psn: Psn::new_masked(psns.0),
+        rq_psn: Psn::new_masked(psns.1),
+        timeout: Some(Duration::from_micros(timeout_us)),
+        retry_cnt,
+        rnr_retry,
+        min_rnr_timer: 1,
+    }
+}
+
+struct Pair {
+    ends: [(RcEngine, FakeMem); 2],
+    wire: Wire,
+    now: Instant,
+    completions: [Vec<RcCompletion>; 2],
+}
+
+impl Pair {
+    /// Two engines whose PSNs start just below the 24-bit wrap, to cross it.
+    fn new(seed: u64, loss: f64, duplicate: f64, reorder: f64, retry_cnt: u8) -> Pair {
+        let a = config(200, retry_cnt, 7, (0xff_fff0, 0x00_0100));
+        let b = config(200, retry_cnt, 7, (0x00_0100, 0xff_fff0));
+        Pair {
+            ends: [
+                (RcEngine::new(a), FakeMem::new()),
+                (RcEngine::new(b), FakeMem::new()),
+            ],
+            wire: Wire {
+                rng: Rng::seed_from_u64(seed),
+                loss,
+                duplicate,
+                reorder,
+                delay: Duration::from_micros(5),
+                in_flight: Vec::new(),
+                seq: 0,
+                dead: [false; 2],
+            },
+            now: Instant::now(),
+            completions: [Vec::new(), Vec::new()],
+        }
+    }
+
+    /// One step: transmit, deliver what is due, handle timers. Returns false once
+    /// nothing is left to do.
+    fn step(&mut self) -> bool {
+        let mut buf = vec![0u8; MTU + 64];
+        let mut active = false;
+        for i in 0..2 {
+            let (eng, mem) = &mut self.ends[i];
+            while let Some(len) = eng.poll_transmit(self.now, &mut buf, mem) {
+                self.wire.send(self.now, 1 - i, &buf[..len]);
+                active = true;
+            }
+        }
+        for (to, bytes) in self.wire.due(self.now) {
+            let (eng, mem) = &mut self.ends[to];
+            eng.handle_packet(self.now, &bytes, mem);
+            active = true;
+        }
+        for i in 0..2 {
+            let (eng, _) = &mut self.ends[i];
+            if eng.poll_timeout().is_some_and(|t| t <= self.now) {
+                // A timer that fired may have made packets ready to send.
+                eng.handle_timeout(self.now);
+                active = true;
+            }
+            while let Some(c) = eng.poll_completion() {
+                self.completions[i].push(c);
+            }
+        }
+        if active {
+            return true;
+        }
+        let next = [
+            self.wire.next_arrival(),
+            self.ends[0].0.poll_timeout(),
+            self.ends[1].0.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        match next {
+            Some(t) => {
+                self.now = self.now.max(t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs until idle; panics after `bound` steps (livelock).
+    fn drive_bounded(&mut self, bound: usize) {
+        for _ in 0..bound {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("not idle after {bound} steps");
+    }
+}
+
+fn pattern(id: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (id as usize * 31 + i * 7) as u8).collect()
+}
+
+/// `count` messages a -> b of random kinds and sizes; checks every completion and byte.
+fn run(seed: u64, loss: f64, duplicate: f64, reorder: f64, count: u64) {
+    let mut p = Pair::new(seed, loss, duplicate, reorder, 7);
+    let mut rng = Rng::seed_from_u64(seed ^ 0xabcdef);
+    let mut expected_recvs = Vec::new();
+    let mut writes = Vec::new();
+    for id in 0..count {
+        let len = rng.below(3 * MTU as u64 + 10) as usize;
+        let kind = [
+            MessageKind::Send,
+            MessageKind::SendWithImm,
+            MessageKind::Write,
+            MessageKind::WriteWithImm,
+        ][rng.below(4) as usize];
+        let data = pattern(id, len);
+        p.ends[0].1.sends.insert(id, data.clone());
+        let va = id * 1024;
+        let remote = matches!(kind, MessageKind::Write | MessageKind::WriteWithImm)
+            .then_some((va, Rkey::new(RKEY)));
+        if matches!(kind, MessageKind::Write | MessageKind::WriteWithImm) {
+            writes.push((va as usize, data.clone()));
+        }
+        if kind != MessageKind::Write {
+            p.ends[1].1.post_recv(1000 + id);
+            expected_recvs.push((1000 + id, kind, data, id as u32));
+        }
+        p.ends[0].0.post_send(SendRequest {
+            handle: id,
+            kind,
+            len,
+            imm: id as u32,
+            remote,
+        });
+    }
+    p.drive_bounded(2_000_000);
+
+    let sends: Vec<(u64, RcStatus)> = p.completions[0]
+        .iter()
+        .map(|c| match c {
+            RcCompletion::Send { handle, status } => (*handle, *status),
+            other => panic!("unexpected completion at the requester: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        sends,
+        (0..count)
+            .map(|id| (id, RcStatus::Success))
+            .collect::<Vec<_>>(),
+        "seed {seed} loss {loss}"
+    );
+
+    assert_eq!(
+        p.completions[1].len(),
+        expected_recvs.len(),
+        "seed {seed} loss {loss}"
+    );
+    for (c, (handle, kind, data, imm)) in p.completions[1].iter().zip(&expected_recvs) {
+        let RcCompletion::Recv {
+            handle: h,
+            status,
+            len,
+            imm: got_imm,
+            write,
+        } = *c
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            (h, status, len),
+            (*handle, RcStatus::Success, data.len()),
+            "seed {seed} loss {loss}"
+        );
+        let with_imm = matches!(kind, MessageKind::SendWithImm | MessageKind::WriteWithImm);
+        assert_eq!(got_imm, with_imm.then_some(*imm));
+        assert_eq!(write, *kind == MessageKind::WriteWithImm);
+        if !write {
+            assert_eq!(
+                &p.ends[1].1.recv_bufs[handle], data,
+                "seed {seed} loss {loss}: SEND bytes"
+            );
+        }
+    }
+    for (va, data) in writes {
+        assert_eq!(
+            &p.ends[1].1.region[va..va + data.len()],
+            &data[..],
+            "seed {seed} loss {loss}: WRITE bytes"
+        );
+    }
+}
+
+#[test]
+fn messages_arrive_intact_and_in_order_on_a_clean_wire() {
+    run(1, 0.0, 0.0, 0.0, 300);
+}
+
+#[test]
+fn messages_survive_loss_duplication_and_reordering() {
+    for seed in 0..3 {
+        for loss in [0.01, 0.1, 0.3] {
+            run(seed, loss, 0.05, 0.1, 200);
+        }
+    }
+}
+
+#[test]
+fn a_vanished_peer_ends_in_retry_exceeded_then_flushes() {
+    let mut p = Pair::new(7, 0.0, 0.0, 0.0, 3);
+    p.wire.dead[1] = true;
+    for id in 0..3 {
+        p.ends[0].1.sends.insert(id, vec![1; 10]);
+        p.ends[0].0.post_send(SendRequest {
+            handle: id,
+            kind: MessageKind::Send,
+            len: 10,
+            imm: 0,
+            remote: None,
+        });
+    }
+    let start = p.now;
+    p.drive_bounded(10_000);
+    let statuses: Vec<RcStatus> = p.completions[0]
+        .iter()
+        .map(|c| match c {
+            RcCompletion::Send { status, .. } => *status,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            RcStatus::RetryExceeded,
+            RcStatus::Flushed,
+            RcStatus::Flushed
+        ]
+    );
+    // The first try and retry_cnt retransmissions, each after one timeout.
+    let waited = p.now - start;
+    assert!(
+        waited >= Duration::from_micros(4 * 200) && waited < Duration::from_micros(5 * 200),
+        "{waited:?}"
+    );
+    assert!(p.ends[0].0.is_failed());
+}
+
+#[test]
+fn receiver_not_ready_delays_until_a_receive_is_posted() {
+    let mut p = Pair::new(3, 0.0, 0.0, 0.0, 7);
+    p.ends[0].1.sends.insert(1, pattern(1, 100));
+    p.ends[0].0.post_send(SendRequest {
+        handle: 1,
+        kind: MessageKind::Send,
+        len: 100,
+        imm: 0,
+        remote: None,
+    });
+    for _ in 0..50 {
+        p.step();
+    }
+    assert!(
+        p.completions[0].is_empty(),
+        "no receive posted: no completion yet"
+    );
+    p.ends[1].1.post_recv(9);
+    p.drive_bounded(100_000);
+    assert_eq!(
+        p.completions[0],
+        vec![RcCompletion::Send {
+            handle: 1,
+            status: RcStatus::Success
+        }]
+    );
+    assert_eq!(p.ends[1].1.recv_bufs[&9], pattern(1, 100));
+}
+
+#[test]
+fn a_bad_rkey_is_a_remote_access_error() {
+    let mut p = Pair::new(5, 0.0, 0.0, 0.0, 7);
+    p.ends[0].1.sends.insert(1, vec![1; 10]);
+    p.ends[0].1.sends.insert(2, vec![2; 10]);
+    let bad = Some((0, Rkey::new(RKEY + 1)));
+    p.ends[0].0.post_send(SendRequest {
+        handle: 1,
+        kind: MessageKind::Write,
+        len: 10,
+        imm: 0,
+        remote: bad,
+    });
+    p.ends[0].0.post_send(SendRequest {
+        handle: 2,
+        kind: MessageKind::Write,
+        len: 10,
+        imm: 0,
+        remote: bad,
+    });
+    p.drive_bounded(10_000);
+    assert_eq!(
+        p.completions[0],
+        vec![
+            RcCompletion::Send {
+                handle: 1,
+                status: RcStatus::RemoteAccess
+            },
+            RcCompletion::Send {
+                handle: 2,
+                status: RcStatus::Flushed
+            }
+        ]
+    );
+    assert!(
+        p.ends[1].1.region[..10].iter().all(|b| *b == 0),
+        "nothing written"
+    );
+}
