@@ -184,6 +184,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             send_flags: SendFlags::SIGNALED,
             sg_list: &[send_sge],
             imm_data: 0,
+            rdma: None,
             ud: Some(UdDest {
                 ah: &ah,
                 remote_qpn: Qpn::new_masked(rqpn),

@@ -154,9 +154,15 @@ fn wait_listening(host: &Host, port: u16) {
 /// Runs ibv_ud_pingpong's server on host A and its client on host B; returns the client's
 /// microseconds per iteration.
 fn ud_pingpong(t: &Topology, backends: (&str, &str), extra: &[&str], port: u16) -> f64 {
+    pingpong("ibv_ud_pingpong", t, backends, extra, port)
+}
+
+/// Runs rdma-core's `name` (ibv_ud_pingpong or ibv_rc_pingpong) preloaded, server on host
+/// A and client on host B, and checks both print their result line; returns usec/iter.
+fn pingpong(name: &str, t: &Topology, backends: (&str, &str), extra: &[&str], port: u16) -> f64 {
     const ITERS: &str = "500";
     let (a, b) = (t.a(), t.b());
-    let program = rdma_core("ibv_ud_pingpong");
+    let program = rdma_core(name);
     let port_arg = port.to_string();
     let args = ["-g", "0", "-n", ITERS, "-p", &port_arg];
     let mut cmd = a.ns().command(program);
@@ -166,8 +172,8 @@ fn ud_pingpong(t: &Topology, backends: (&str, &str), extra: &[&str], port: u16) 
     let mut cmd = b.ns().command(program);
     cmd.args(args).args(extra).arg(a.ipv4().to_string());
     let client = preloaded(cmd, b.iface(), backends.1).spawn().unwrap();
-    let client = finish(client, "ibv_ud_pingpong client");
-    let server = finish(server, "ibv_ud_pingpong server");
+    let client = finish(client, &format!("{name} client"));
+    let server = finish(server, &format!("{name} server"));
     let mut usec = 0.0;
     for (who, out) in [("server", &server), ("client", &client)] {
         let (stdout, stderr) = text(out);
@@ -185,7 +191,7 @@ fn ud_pingpong(t: &Topology, backends: (&str, &str), extra: &[&str], port: u16) 
             .next()
             .and_then(|s| s.trim_end_matches(" usec/iter").parse().ok())
             .unwrap_or_else(|| panic!("{who}: cannot parse {line:?}"));
-        println!("ibv_ud_pingpong {extra:?} {backends:?} {who}: {line}");
+        println!("{name} {extra:?} {backends:?} {who}: {line}");
     }
     usec
 }
@@ -199,4 +205,21 @@ fn ibv_ud_pingpong_runs_between_two_hosts() {
     ud_pingpong(&t, ("xdp", "xdp"), &["-s", "1024", "-e"], 18612);
     ud_pingpong(&t, ("xdp", "xdp"), &["-s", "64"], 18613);
     ud_pingpong(&t, ("udp", "xdp"), &["-s", "1024"], 18614);
+}
+
+#[test]
+fn ibv_rc_pingpong_runs_between_two_hosts() {
+    let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    // Default size (4096: four packets at the 1024-byte path MTU), with completion
+    // events, 64 KiB messages, and against a server on the udp backend.
+    pingpong("ibv_rc_pingpong", &t, ("xdp", "xdp"), &[], 18621);
+    pingpong("ibv_rc_pingpong", &t, ("xdp", "xdp"), &["-e"], 18622);
+    pingpong(
+        "ibv_rc_pingpong",
+        &t,
+        ("xdp", "xdp"),
+        &["-s", "65536"],
+        18623,
+    );
+    pingpong("ibv_rc_pingpong", &t, ("udp", "xdp"), &["-e"], 18624);
 }

@@ -97,6 +97,7 @@ fn run(t: &Topology, sender: &'static str) {
             send_flags: SendFlags::SIGNALED,
             sg_list: &[sge],
             imm_data: n as u32,
+            rdma: None,
             ud: Some(UdDest {
                 ah: &ah,
                 remote_qpn: qp_b.qpn(),
@@ -145,6 +146,7 @@ fn run(t: &Topology, sender: &'static str) {
             send_flags: SendFlags::SIGNALED,
             sg_list: &[sge],
             imm_data: 0,
+            rdma: None,
             ud: Some(UdDest {
                 ah: &ah,
                 remote_qpn: qp_b.qpn(),
@@ -167,6 +169,7 @@ fn run(t: &Topology, sender: &'static str) {
             send_flags: SendFlags::SIGNALED,
             sg_list: &[sge],
             imm_data: 0,
+            rdma: None,
             ud: Some(UdDest {
                 ah: &ah,
                 remote_qpn: qp_b.qpn(),

@@ -90,6 +90,7 @@ impl End {
             send_flags: SendFlags::SIGNALED,
             sg_list: &[self.sge(15, len)],
             imm_data: imm.unwrap_or(0),
+            rdma: None,
             ud: Some(UdDest {
                 ah,
                 remote_qpn: to.qp.qpn(),
@@ -166,6 +167,7 @@ fn exercise(a: End, b: End, a_host: &Host) {
         send_flags: SendFlags::SIGNALED,
         sg_list: &[a.sge(15, 8)],
         imm_data: 0,
+        rdma: None,
         ud: Some(UdDest {
             ah: &ah,
             remote_qpn: Qpn::new_masked(0xfedcba),

@@ -6,7 +6,7 @@ use std::mem::{align_of, offset_of, size_of};
 
 use xrdma_verbs::verbs::completion::IbvWc;
 use xrdma_verbs::verbs::{
-    Lkey, QpType, RecvWr, SendFlags, SendOpcode, SendWr, Sge, UdDest, WorkCompletion,
+    Lkey, QpType, RecvWr, Rkey, SendFlags, SendOpcode, SendWr, Sge, UdDest, WorkCompletion,
 };
 use xrdma_verbs::wire::{Qkey, Qpn};
 
@@ -92,6 +92,14 @@ unsafe fn post_one_send(q: &XQp, wr: &sys::ibv_send_wr) -> Result<(), c_int> {
         sg_list,
         // `imm_data` is __be32: its bytes are the wire bytes.
         imm_data: u32::from_be(wr.__bindgen_anon_1.bindgen_union_field),
+        rdma: match opcode {
+            SendOpcode::RdmaWrite | SendOpcode::RdmaWriteWithImm => {
+                // SAFETY: RDMA work requests use the `rdma` member of the union.
+                let r = unsafe { wr.wr.rdma };
+                Some((r.remote_addr, Rkey(r.rkey)))
+            }
+            _ => None,
+        },
         ud,
     };
     // SAFETY: the application keeps the buffers valid until the completion, as

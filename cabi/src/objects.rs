@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use xrdma_verbs::verbs::{
-    AccessFlags, AddressHandle, AhAttr, AttrMask, CompletionChannel, Cq, Gid, Mr, Pd, QpAttr,
+    AccessFlags, AddressHandle, AhAttr, AttrMask, CompletionChannel, Cq, Gid, Mr, Mtu, Pd, QpAttr,
     QpCap, QpInitAttr, QpState, QpType, QueuePair, Srq, SrqAttr, SrqAttrMask,
 };
 
@@ -480,6 +480,32 @@ pub unsafe extern "C" fn ibv_modify_qp(
                     Ok(q.inner.state())
                 }
             };
+            let ah_attr = if mask.contains(AttrMask::AV) {
+                let av = &a.ah_attr;
+                if av.is_global == 0 {
+                    eprintln!(
+                        "xrdma: an RC address vector without a GRH: RoCE addresses peers by GID; \
+                         give the program a GID index (ibv_rc_pingpong: -g 0)"
+                    );
+                    return Err(libc::EINVAL);
+                }
+                // SAFETY: ibv_gid is a 16-byte union; its `raw` view is always valid.
+                let dgid = unsafe { *(&av.grh.dgid as *const sys::ibv_gid).cast::<[u8; 16]>() };
+                Some(AhAttr {
+                    dgid: Gid(dgid),
+                    sgid_index: av.grh.sgid_index,
+                    hop_limit: av.grh.hop_limit,
+                    traffic_class: av.grh.traffic_class,
+                    port_num: av.port_num,
+                })
+            } else {
+                None
+            };
+            let path_mtu = if mask.contains(AttrMask::PATH_MTU) {
+                Mtu::from_raw(a.path_mtu).ok_or(libc::EINVAL)?
+            } else {
+                Mtu::Mtu1024
+            };
             let attr = QpAttr {
                 qp_state: state(a.qp_state, AttrMask::STATE)?,
                 cur_qp_state: state(a.cur_qp_state, AttrMask::CUR_STATE)?,
@@ -487,6 +513,17 @@ pub unsafe extern "C" fn ibv_modify_qp(
                 sq_psn: a.sq_psn,
                 pkey_index: a.pkey_index,
                 port_num: a.port_num,
+                qp_access_flags: AccessFlags::from_bits_retain(a.qp_access_flags),
+                ah_attr,
+                path_mtu,
+                dest_qp_num: a.dest_qp_num,
+                rq_psn: a.rq_psn,
+                max_dest_rd_atomic: a.max_dest_rd_atomic,
+                min_rnr_timer: a.min_rnr_timer,
+                timeout: a.timeout,
+                retry_cnt: a.retry_cnt,
+                rnr_retry: a.rnr_retry,
+                max_rd_atomic: a.max_rd_atomic,
             };
             q.inner.modify(&attr, mask).map_err(|e| e.errno())?;
             Ok(q.inner.state().as_raw())

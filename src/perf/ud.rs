@@ -142,6 +142,7 @@ impl Ud {
             send_flags: flags,
             sg_list: &[sge],
             imm_data: 0,
+            rdma: None,
             ud: Some(UdDest {
                 ah,
                 remote_qpn: self.peer_qpn,

@@ -76,6 +76,7 @@ fn receives_complete_and_wake_the_channel_with_nobody_polling() {
                 lkey: Lkey(0),
             }],
             imm_data: 0,
+            rdma: None,
             ud: Some(UdDest {
                 ah: &ah,
                 remote_qpn: qp_b.qpn(),

@@ -129,6 +129,7 @@ fn send(
         send_flags: SendFlags::SIGNALED,
         sg_list: sges,
         imm_data: imm.unwrap_or(0),
+        rdma: None,
         ud: Some(UdDest {
             ah,
             remote_qpn: to,
@@ -255,6 +256,7 @@ fn gather_and_scatter_across_several_sges_and_inline_sends() {
             lkey: Lkey(0xdead),
         }],
         imm_data: 0,
+        rdma: None,
         ud: Some(UdDest {
             ah: &ah,
             remote_qpn: b.qp.qpn(),
@@ -397,12 +399,17 @@ fn invalid_transitions_and_posts_in_the_wrong_state_give_einval() {
     }
     .unwrap_err();
     assert_eq!(err.errno(), libc::EINVAL);
-    // RC is not there yet, and says so.
+    // UC is not offered, and says so; RC takes no inline data.
+    let uc = e.pd.create_qp(&QpInitAttr {
+        qp_type: QpType::Uc,
+        ..QpInitAttr::ud(&e.cq, &e.cq, 4)
+    });
+    assert_eq!(uc.err().unwrap().errno(), libc::EOPNOTSUPP);
     let rc = e.pd.create_qp(&QpInitAttr {
         qp_type: QpType::Rc,
         ..QpInitAttr::ud(&e.cq, &e.cq, 4)
     });
-    assert_eq!(rc.err().unwrap().errno(), libc::EOPNOTSUPP);
+    assert_eq!(rc.err().unwrap().errno(), libc::EINVAL);
 }
 
 #[test]
@@ -521,6 +528,7 @@ fn unsignaled_sends_complete_silently_and_a_full_cq_overruns_without_harm() {
         send_flags: SendFlags::default(),
         sg_list: &[],
         imm_data: 0,
+        rdma: None,
         ud: Some(UdDest {
             ah: &ah,
             remote_qpn: b.qp.qpn(),
@@ -771,6 +779,7 @@ fn solicited_only_arming_waits_for_a_solicited_message() {
             send_flags: flags,
             sg_list: &[tx.sge(0, 8)],
             imm_data: 0,
+            rdma: None,
             ud: Some(UdDest {
                 ah: &ah,
                 remote_qpn: b.qp.qpn(),

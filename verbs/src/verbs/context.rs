@@ -339,6 +339,16 @@ impl ContextShared {
         Ok(self.io.lock().flush()?)
     }
 
+    /// When the earliest RC timer of any QP is due.
+    fn next_rc_timeout(&self) -> Option<Instant> {
+        self.qps
+            .read()
+            .values()
+            .filter(|q| q.is_rc())
+            .filter_map(|q| q.rc_timeout())
+            .min()
+    }
+
     /// How long ago the application last polled.
     fn since_app_polled(&self) -> Duration {
         let now = self.epoch.elapsed().as_micros() as u64;
@@ -355,6 +365,13 @@ impl ContextShared {
             handled += 1;
             self.dispatch(meta, packet);
         });
+        // RC QPs: answer what arrived, resend what timed out, send what was posted.
+        let now = Instant::now();
+        // Under the table's read lock, without taking QP references of our own: a QP being
+        // destroyed waits for this, and its CQs and PD are free the moment it is gone.
+        for qp in self.qps.read().values().filter(|q| q.is_rc()) {
+            qp.rc_progress(self, &mut **io, now);
+        }
         let _ = io.flush();
         io.reserved_done(&mut |index| {
             if let Some(send) = self.in_place.lock().remove(&index) {
@@ -370,15 +387,21 @@ impl ContextShared {
             .and_then(|b| b.opcode().class());
         match class {
             Some(TransportClass::Ud) => match ud::parse(packet) {
-                Ok(p) => {
-                    let qp = self.qps.read().get(&p.header.dest_qp.value()).cloned();
-                    match qp {
-                        Some(qp) => qp.receive_ud(self, meta, &p, packet.len()),
-                        None => count(&self.drops.no_qp),
-                    }
-                }
+                Ok(p) => match self.qps.read().get(&p.header.dest_qp.value()) {
+                    Some(qp) => qp.receive_ud(self, meta, &p, packet.len()),
+                    None => count(&self.drops.no_qp),
+                },
                 Err(_) => count(&self.drops.malformed),
             },
+            Some(TransportClass::Rc) => {
+                let dest = BthPacket::new_checked(packet)
+                    .map(|b| b.dest_qp().value())
+                    .unwrap_or(0);
+                match self.qps.read().get(&dest) {
+                    Some(qp) if qp.is_rc() => qp.receive_rc(self, packet),
+                    _ => count(&self.drops.no_qp),
+                }
+            }
             _ => count(&self.drops.malformed),
         }
     }
@@ -497,8 +520,19 @@ fn progress_loop(
             std::hint::spin_loop();
             continue;
         }
-        // Spin again only after real work: a wake-up that finds nothing goes back to sleep.
-        sleep_on(&[io_fd, wake.as_raw_fd()], -1, wake);
+        // Spin again only after real work: a wake-up that finds nothing goes back to sleep,
+        // until the backend or the next RC timer needs us.
+        let timeout = ctx
+            .upgrade()
+            .and_then(|s| s.next_rc_timeout())
+            .map_or(-1, |t| {
+                let ms = t
+                    .saturating_duration_since(Instant::now())
+                    .as_micros()
+                    .div_ceil(1000);
+                ms.min(i32::MAX as u128) as i32
+            });
+        sleep_on(&[io_fd, wake.as_raw_fd()], timeout, wake);
     }
 }
 

@@ -38,7 +38,7 @@
 //! let tx = *b"hello";
 //! let wr = SendWr { wr_id: 1, opcode: SendOpcode::Send, send_flags: SendFlags::SIGNALED | SendFlags::INLINE,
 //!                   sg_list: &[Sge { addr: tx.as_ptr() as u64, length: 5, lkey: Lkey(0) }], imm_data: 0,
-//!                   ud: Some(UdDest { ah: &ah, remote_qpn: qp_b.qpn(), remote_qkey: Qkey::new(0x11) }) };
+//!                   ud: Some(UdDest { ah: &ah, remote_qpn: qp_b.qpn(), remote_qkey: Qkey::new(0x11) }), rdma: None };
 //! unsafe { qp_a.post_send(&wr) }.unwrap();
 //!
 //! // Polling drives progress; the helper thread may get there first, so poll until done.
@@ -67,6 +67,7 @@ mod cq;
 mod error;
 mod pd;
 mod qp;
+mod rc;
 mod recv_queue;
 mod srq;
 mod txbuf;

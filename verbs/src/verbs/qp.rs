@@ -15,18 +15,23 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::Error;
+use super::ah::AhAttr;
 use super::completion::{WcFlags, WcOpcode, WcStatus, WorkCompletion};
 use super::context::{ContextShared, count};
 use super::cq::Cq;
+use super::device::Mtu;
 use super::mr::{AccessFlags, MrTable, PdHandle};
 use super::pd::Pd;
 use super::qp_state::{AttrMask, QpState, QpType, check_transition};
+use super::rc::RcState;
 use super::recv_queue::{RecvQueue, RecvSlot};
 use super::srq::Srq;
 use super::wr::{RecvWr, SendFlags, SendOpcode, SendWr, Sge};
 use crate::engine::ud::{self, UdHeader, UdPacket};
+use crate::net::FrameIo;
 use crate::net::{RxMeta, TxMeta};
 use crate::wire::{Psn, Qkey, Qpn};
+use std::time::Instant;
 
 /// Queue sizes of a QP (`struct ibv_qp_cap`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +102,28 @@ pub struct QpAttr {
     pub pkey_index: u16,
     /// Port (only 1 exists).
     pub port_num: u8,
+    /// Remote access the QP allows (RC): `REMOTE_WRITE` for peers' RDMA WRITEs.
+    pub qp_access_flags: AccessFlags,
+    /// Where the peer is (RC, at RTR): its GID.
+    pub ah_attr: Option<AhAttr>,
+    /// Path MTU (RC, at RTR).
+    pub path_mtu: Mtu,
+    /// The peer's QP number (RC, at RTR).
+    pub dest_qp_num: u32,
+    /// First PSN expected from the peer (RC, at RTR).
+    pub rq_psn: u32,
+    /// RDMA READ/atomic depth as target (RC; accepted, unused until READ exists).
+    pub max_dest_rd_atomic: u8,
+    /// RNR timer code sent in RNR NAKs (RC, at RTR).
+    pub min_rnr_timer: u8,
+    /// Local ACK timeout, 4.096 us * 2^timeout, 0 for none (RC, at RTS).
+    pub timeout: u8,
+    /// Retransmissions before RETRY_EXC_ERR, 7 unlimited (RC, at RTS).
+    pub retry_cnt: u8,
+    /// RNR resends before RNR_RETRY_EXC_ERR, 7 unlimited (RC, at RTS).
+    pub rnr_retry: u8,
+    /// RDMA READ/atomic depth as initiator (RC; accepted, unused until READ exists).
+    pub max_rd_atomic: u8,
 }
 
 impl QpAttr {
@@ -109,6 +136,17 @@ impl QpAttr {
             sq_psn: 0,
             pkey_index: 0,
             port_num: 1,
+            qp_access_flags: AccessFlags::empty(),
+            ah_attr: None,
+            path_mtu: Mtu::Mtu1024,
+            dest_qp_num: 0,
+            rq_psn: 0,
+            max_dest_rd_atomic: 0,
+            min_rnr_timer: 0,
+            timeout: 0,
+            retry_cnt: 0,
+            rnr_retry: 0,
+            max_rd_atomic: 0,
         }
     }
 }
@@ -124,6 +162,8 @@ struct QpMut {
     held: VecDeque<HeldSend>,
     /// Sequence number of the next send posted.
     next_send: u64,
+    /// The RC transport, for RC QPs.
+    rc: Option<RcState>,
 }
 
 /// A send whose completion waits behind an earlier in-place send.
@@ -164,8 +204,12 @@ pub struct QueuePair {
 impl QueuePair {
     pub(crate) fn new(pd: &Pd, attr: &QpInitAttr<'_>) -> Result<QueuePair, Error> {
         let ctx = &pd.context().shared;
-        if attr.qp_type != QpType::Ud {
-            return Err(Error::Unsupported("only UD queue pairs exist so far"));
+        if attr.qp_type == QpType::Uc {
+            return Err(Error::Unsupported("UC queue pairs"));
+        }
+        if attr.qp_type == QpType::Rc && attr.cap.max_inline_data > 0 {
+            // Inline data would have to be copied at post time; RC gathers when it sends.
+            return Err(Error::invalid("RC QPs take no inline data"));
         }
         if !same_context(pd, attr.send_cq) || !same_context(pd, attr.recv_cq) {
             return Err(Error::invalid("the CQs belong to another context"));
@@ -208,6 +252,9 @@ impl QueuePair {
                 sq_psn: Psn::ZERO,
                 held: VecDeque::new(),
                 next_send: 0,
+                rc: (attr.qp_type == QpType::Rc).then(|| {
+                    RcState::new(cap.max_send_wr as usize, ctx.link.max_transport_len(true))
+                }),
                 rq: if attr.srq.is_some() {
                     RecvQueue::new(0, 0)
                 } else {
@@ -247,14 +294,24 @@ impl QueuePair {
     /// The current attributes (`ibv_query_qp`).
     pub fn query(&self) -> QpAttr {
         let st = self.shared.st.lock();
-        QpAttr {
+        let mut attr = QpAttr {
             qp_state: st.state,
             cur_qp_state: st.state,
             qkey: st.qkey.value(),
             sq_psn: st.sq_psn.value(),
-            pkey_index: 0,
-            port_num: 1,
+            ..QpAttr::new(st.state)
+        };
+        if let Some(rc) = st.rc.as_ref() {
+            attr.qp_access_flags = rc.access;
+            attr.path_mtu = rc.path_mtu;
+            attr.dest_qp_num = rc.dest_qpn.value();
+            attr.rq_psn = rc.rq_psn.value();
+            attr.min_rnr_timer = rc.min_rnr_timer;
+            attr.timeout = rc.timeout;
+            attr.retry_cnt = rc.retry_cnt;
+            attr.rnr_retry = rc.rnr_retry;
         }
+        attr
     }
 
     /// Changes attributes and state (`ibv_modify_qp`). The mask must name exactly what the
@@ -286,6 +343,54 @@ impl QueuePair {
         if mask.contains(AttrMask::SQ_PSN) {
             st.sq_psn = Psn::new_masked(attr.sq_psn);
         }
+        if let Some(rc) = st.rc.as_mut() {
+            let ctx = &q.pd.context().shared;
+            if mask.contains(AttrMask::ACCESS_FLAGS) {
+                rc.access = attr.qp_access_flags;
+            }
+            if mask.contains(AttrMask::AV) {
+                let ah = attr
+                    .ah_attr
+                    .ok_or(Error::invalid("AV given without ah_attr"))?;
+                if ah.dgid.is_zero() {
+                    return Err(Error::invalid(
+                        "RoCE needs the peer's GID in the address vector",
+                    ));
+                }
+                rc.dest = Some(std::net::SocketAddr::new(ah.dgid.ip(), ctx.link.port));
+            }
+            if mask.contains(AttrMask::PATH_MTU) {
+                if attr.path_mtu > ctx.port.active_mtu {
+                    return Err(Error::invalid("path_mtu above the port's active MTU"));
+                }
+                rc.path_mtu = attr.path_mtu;
+            }
+            if mask.contains(AttrMask::DEST_QPN) {
+                rc.dest_qpn =
+                    Qpn::new(attr.dest_qp_num).ok_or(Error::invalid("dest_qp_num over 24 bits"))?;
+            }
+            if mask.contains(AttrMask::RQ_PSN) {
+                rc.rq_psn = Psn::new_masked(attr.rq_psn);
+            }
+            if mask.contains(AttrMask::MIN_RNR_TIMER) {
+                rc.min_rnr_timer = attr.min_rnr_timer & 31;
+            }
+            if mask.contains(AttrMask::TIMEOUT) {
+                rc.timeout = attr.timeout & 31;
+            }
+            if mask.contains(AttrMask::RETRY_CNT) {
+                rc.retry_cnt = attr.retry_cnt.min(7);
+            }
+            if mask.contains(AttrMask::RNR_RETRY) {
+                rc.rnr_retry = attr.rnr_retry.min(7);
+            }
+            if current == QpState::Rtr && next == QpState::Rts {
+                let sq_psn = st.sq_psn;
+                if let Some(rc) = st.rc.as_mut() {
+                    rc.start(sq_psn);
+                }
+            }
+        }
         st.state = next;
         match next {
             QpState::Err => {
@@ -293,8 +398,15 @@ impl QueuePair {
                 q.flush();
             }
             QpState::Reset => {
-                // A reset QP forgets its receives without completing them.
+                // A reset QP forgets its receives and RC state without completing them.
                 st.rq.drain(|_| {});
+                if st.rc.is_some() {
+                    let ctx = &q.pd.context().shared;
+                    st.rc = Some(RcState::new(
+                        q.cap.max_send_wr as usize,
+                        ctx.link.max_transport_len(true),
+                    ));
+                }
             }
             _ => {}
         }
@@ -361,8 +473,13 @@ impl QueuePair {
     /// Unless the request is `INLINE`, the memory its scatter/gather list names must stay
     /// valid until its completion has been polled.
     pub unsafe fn post_send(&self, wr: &SendWr<'_>) -> Result<(), Error> {
-        // SAFETY: the caller's contract is the one `send_ud` needs.
-        unsafe { self.shared.send_ud(wr) }
+        // SAFETY: the caller's contract is the one `send_ud` and `send_rc` need.
+        unsafe {
+            match self.shared.qp_type {
+                QpType::Rc => self.shared.send_rc(wr),
+                _ => self.shared.send_ud(wr),
+            }
+        }
     }
 }
 
@@ -397,6 +514,135 @@ impl QpShared {
     fn fail(&self) {
         self.st.lock().state = QpState::Err;
         self.flush();
+    }
+
+    /// Posts an RC send and lets the engine send what it can.
+    ///
+    /// # Safety
+    ///
+    /// As [`QueuePair::post_send`].
+    unsafe fn send_rc(&self, wr: &SendWr<'_>) -> Result<(), Error> {
+        let ctx: &ContextShared = &self.pd.context().shared;
+        if !matches!(
+            wr.opcode,
+            SendOpcode::Send
+                | SendOpcode::SendWithImm
+                | SendOpcode::RdmaWrite
+                | SendOpcode::RdmaWriteWithImm
+        ) {
+            return Err(Error::Unsupported(
+                "RDMA READ and atomics are not implemented yet",
+            ));
+        }
+        if wr.sg_list.len() > self.cap.max_send_sge as usize {
+            return Err(Error::invalid("more SGEs than max_send_sge"));
+        }
+        if wr.send_flags.contains(SendFlags::INLINE) {
+            return Err(Error::invalid("RC QPs take no inline data"));
+        }
+        let write = matches!(
+            wr.opcode,
+            SendOpcode::RdmaWrite | SendOpcode::RdmaWriteWithImm
+        );
+        if write && wr.rdma.is_none() {
+            return Err(Error::invalid(
+                "an RDMA WRITE needs a remote address and key",
+            ));
+        }
+        let signaled = self.sq_sig_all || wr.send_flags.contains(SendFlags::SIGNALED);
+        // Backend first, then the QP: the order progress takes them in.
+        let mut io = ctx.io.lock();
+        let mut st = self.st.lock();
+        match st.state {
+            QpState::Rts => {}
+            QpState::Err => {
+                drop(st);
+                let wc = self.completion(wr.wr_id, WcStatus::WrFlushErr, WcOpcode::Send);
+                self.send_cq.shared.push(wc, false);
+                return Ok(());
+            }
+            _ => return Err(Error::invalid("sends need the QP in RTS")),
+        }
+        let rc = st.rc.as_mut().expect("RC QPs have RC state");
+        rc.post(
+            wr.wr_id,
+            wr.opcode,
+            signaled,
+            wr.sg_list,
+            wr.imm_data,
+            if write { wr.rdma } else { None },
+        )
+        .map_err(|_| Error::Full("send queue"))?;
+        self.rc_service(ctx, &mut **io, &mut st, Instant::now());
+        if !ctx.app_is_polling() {
+            io.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Runs an RC QP's timers, sends what its engine has to send, and delivers its
+    /// completions; moves the QP to ERR if the engine gave up.
+    fn rc_service(&self, ctx: &ContextShared, io: &mut dyn FrameIo, st: &mut QpMut, now: Instant) {
+        let QpMut { rc, rq, state, .. } = st;
+        let Some(rc) = rc.as_mut() else { return };
+        let Some(dest) = rc.dest else { return };
+        if rc.next_timeout().is_some_and(|t| t <= now) {
+            rc.handle_timeout(now);
+        }
+        let meta = TxMeta::to(dest, self.src_port);
+        rc.transmit(now, io, &ctx.mrs.read(), self.pd.handle(), &meta, rq);
+        let qp_num = self.qpn.value();
+        rc.completions(qp_num, |wc, send| {
+            if send {
+                self.send_cq.shared.push(wc, false)
+            } else {
+                self.recv_cq.shared.push(wc, false)
+            }
+        });
+        if rc.failed() && *state != QpState::Err {
+            *state = QpState::Err;
+            rc.flush_sends(qp_num, |wc| self.send_cq.shared.push(wc, false));
+            rq.drain(|wr_id| {
+                self.recv_cq.shared.push(
+                    self.completion(wr_id, WcStatus::WrFlushErr, WcOpcode::Recv),
+                    false,
+                )
+            });
+        }
+    }
+
+    /// Hands a received RC packet to the QP's engine (progress sends its answers).
+    pub(crate) fn receive_rc(&self, ctx: &ContextShared, packet: &[u8]) {
+        let mut st = self.st.lock();
+        if !matches!(st.state, QpState::Rtr | QpState::Rts | QpState::Sqd) {
+            return count(&ctx.drops.qp_state);
+        }
+        let QpMut { rc, rq, .. } = &mut *st;
+        if let Some(rc) = rc.as_mut() {
+            rc.receive(
+                Instant::now(),
+                packet,
+                &ctx.mrs.read(),
+                self.pd.handle(),
+                rq,
+            );
+        }
+    }
+
+    /// When this QP's RC timers are next due.
+    pub(crate) fn rc_timeout(&self) -> Option<Instant> {
+        self.st.lock().rc.as_ref().and_then(RcState::next_timeout)
+    }
+
+    /// True for RC QPs.
+    pub(crate) fn is_rc(&self) -> bool {
+        self.qp_type == QpType::Rc
+    }
+
+    /// Services the QP with the backend already locked (from progress).
+    pub(crate) fn rc_progress(&self, ctx: &ContextShared, io: &mut dyn FrameIo, now: Instant) {
+        let mut st = self.st.lock();
+        self.rc_service(ctx, io, &mut st, now);
     }
 
     /// Completes every posted receive with `WR_FLUSH_ERR`.

@@ -2,6 +2,7 @@
 
 use super::ah::AddressHandle;
 use super::mr::Lkey;
+use super::mr::Rkey;
 use crate::wire::{Qkey, Qpn};
 
 /// One scatter/gather element (`struct ibv_sge`): `length` bytes at `addr` in the memory
@@ -107,6 +108,8 @@ pub struct SendWr<'a> {
     pub imm_data: u32,
     /// Destination, for UD QPs.
     pub ud: Option<UdDest<'a>>,
+    /// Target of an RDMA WRITE (RC QPs): the peer's address and the region's remote key.
+    pub rdma: Option<(u64, Rkey)>,
 }
 
 /// A receive work request.

@@ -1,0 +1,459 @@
+//! RC queue pairs: the [`RcEngine`](crate::engine::rc::RcEngine) of each QP, fed by
+//! `post_send`, by received packets and by its timers, with application memory reached
+//! through the QP's PD (every access checked against the registered regions).
+//!
+//! SEND, SEND with immediate, RDMA WRITE and RDMA WRITE with immediate. RDMA READ and the
+//! atomics are refused with EOPNOTSUPP until the engine has them.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::completion::{ImmData, WcFlags, WcOpcode, WcStatus, WorkCompletion};
+use super::device::Mtu;
+use super::mr::{AccessFlags, MrTable, PdHandle, RemoteAccessError};
+use super::recv_queue::RecvQueue;
+use super::wr::{SendOpcode, Sge};
+use crate::engine::rc::segment::MessageKind;
+use crate::engine::rc::{Memory, RcCompletion, RcConfig, RcEngine, RcStatus, SendRequest};
+use crate::net::{FrameIo, TxMeta, send_copy};
+use crate::wire::{NakCode, Psn, Qpn, Rkey};
+
+/// The most scatter/gather entries a work request may have.
+pub(crate) const MAX_SGE: usize = 32;
+
+/// A send posted and not yet completed.
+#[derive(Clone, Copy)]
+struct PostedSend {
+    wr_id: u64,
+    opcode: SendOpcode,
+    signaled: bool,
+    len: usize,
+    sges: [Sge; MAX_SGE],
+    n: usize,
+}
+
+/// The receive a multi-packet message is landing in.
+#[derive(Clone, Copy)]
+struct ActiveRecv {
+    wr_id: u64,
+    sges: [Sge; MAX_SGE],
+    n: usize,
+}
+
+const NO_SGE: Sge = Sge {
+    addr: 0,
+    length: 0,
+    lkey: super::Lkey(0),
+};
+
+/// What an RC QP learns on its way to RTS, and its engine once there.
+pub(crate) struct RcState {
+    /// Where the peer is (RTR's address vector).
+    pub(crate) dest: Option<SocketAddr>,
+    pub(crate) dest_qpn: Qpn,
+    pub(crate) rq_psn: Psn,
+    pub(crate) path_mtu: Mtu,
+    pub(crate) timeout: u8,
+    pub(crate) retry_cnt: u8,
+    pub(crate) rnr_retry: u8,
+    pub(crate) min_rnr_timer: u8,
+    pub(crate) access: AccessFlags,
+    pub(crate) engine: Option<RcEngine>,
+    /// Posted sends by engine handle (the slot index); `free` lists the empty slots.
+    sends: Vec<Option<PostedSend>>,
+    free: Vec<usize>,
+    active_recv: Option<ActiveRecv>,
+    scratch: Vec<u8>,
+}
+
+impl RcState {
+    pub(crate) fn new(max_send_wr: usize, mtu_bytes: usize) -> RcState {
+        RcState {
+            dest: None,
+            dest_qpn: Qpn::new_masked(0),
+            rq_psn: Psn::ZERO,
+            path_mtu: Mtu::Mtu1024,
+            timeout: 14,
+            retry_cnt: 7,
+            rnr_retry: 7,
+            min_rnr_timer: 12,
+            access: AccessFlags::empty(),
+            engine: None,
+            sends: vec![None; max_send_wr.max(1)],
+            free: (0..max_send_wr.max(1)).rev().collect(),
+            active_recv: None,
+            scratch: vec![0; mtu_bytes + 128],
+        }
+    }
+
+    /// Starts the engine (the move to RTS) with first send PSN `sq_psn`.
+    pub(crate) fn start(&mut self, sq_psn: Psn) {
+        // IBTA: the local ACK timeout is 4.096 us * 2^timeout; 0 means wait forever.
+        let timeout =
+            (self.timeout != 0).then(|| Duration::from_nanos(4096u64 << self.timeout.min(31)));
+        self.engine = Some(RcEngine::new(RcConfig {
+            dest_qpn: self.dest_qpn,
+            mtu: self.path_mtu.bytes(),
+            sq_psn,
+            rq_psn: self.rq_psn,
+            timeout,
+            retry_cnt: self.retry_cnt,
+            rnr_retry: self.rnr_retry,
+            min_rnr_timer: self.min_rnr_timer,
+        }));
+    }
+
+    /// Queues a send; `Err` when the send queue is full.
+    pub(crate) fn post(
+        &mut self,
+        wr_id: u64,
+        opcode: SendOpcode,
+        signaled: bool,
+        sg_list: &[Sge],
+        imm: u32,
+        remote: Option<(u64, super::mr::Rkey)>,
+    ) -> Result<(), ()> {
+        let remote = remote.map(|(va, key)| (va, Rkey::new(key.0)));
+        let slot = self.free.pop().ok_or(())?;
+        let mut sges = [NO_SGE; MAX_SGE];
+        sges[..sg_list.len()].copy_from_slice(sg_list);
+        let len = sg_list.iter().map(|s| s.length as usize).sum();
+        self.sends[slot] = Some(PostedSend {
+            wr_id,
+            opcode,
+            signaled,
+            len,
+            sges,
+            n: sg_list.len(),
+        });
+        let kind = match opcode {
+            SendOpcode::Send => MessageKind::Send,
+            SendOpcode::SendWithImm => MessageKind::SendWithImm,
+            SendOpcode::RdmaWrite => MessageKind::Write,
+            _ => MessageKind::WriteWithImm,
+        };
+        if let Some(engine) = self.engine.as_mut() {
+            engine.post_send(SendRequest {
+                handle: slot as u64,
+                kind,
+                len,
+                imm,
+                remote,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends what the engine has to send.
+    pub(crate) fn transmit(
+        &mut self,
+        now: Instant,
+        io: &mut dyn FrameIo,
+        mrs: &MrTable,
+        pd: PdHandle,
+        meta: &TxMeta,
+        rq: &mut RecvQueue,
+    ) {
+        let Some(engine) = self.engine.as_mut() else {
+            return;
+        };
+        let mut mem = RcMemory {
+            mrs,
+            pd,
+            access: self.access,
+            sends: &self.sends,
+            rq,
+            active: &mut self.active_recv,
+        };
+        while let Some(len) = engine.poll_transmit(now, &mut self.scratch, &mut mem) {
+            // A full ring after flushing drops the packet: the engine resends what is not
+            // acknowledged.
+            if !matches!(send_copy(io, meta, &self.scratch[..len]), Ok(true)) {
+                let _ = io.flush();
+                let _ = send_copy(io, meta, &self.scratch[..len]);
+            }
+        }
+    }
+
+    /// Hands a received packet to the engine.
+    pub(crate) fn receive(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        mrs: &MrTable,
+        pd: PdHandle,
+        rq: &mut RecvQueue,
+    ) {
+        let Some(engine) = self.engine.as_mut() else {
+            return;
+        };
+        let mut mem = RcMemory {
+            mrs,
+            pd,
+            access: self.access,
+            sends: &self.sends,
+            rq,
+            active: &mut self.active_recv,
+        };
+        engine.handle_packet(now, packet, &mut mem);
+    }
+
+    /// Turns the engine's completions into work completions for the send and receive CQs.
+    pub(crate) fn completions(&mut self, qp_num: u32, mut push: impl FnMut(WorkCompletion, bool)) {
+        let Some(engine) = self.engine.as_mut() else {
+            return;
+        };
+        while let Some(c) = engine.poll_completion() {
+            match c {
+                RcCompletion::Send { handle, status } => {
+                    let Some(s) = self.sends.get_mut(handle as usize).and_then(Option::take) else {
+                        continue;
+                    };
+                    self.free.push(handle as usize);
+                    let status = wc_status(status);
+                    if s.signaled || status != WcStatus::Success {
+                        let opcode = match s.opcode {
+                            SendOpcode::RdmaWrite | SendOpcode::RdmaWriteWithImm => {
+                                WcOpcode::RdmaWrite
+                            }
+                            _ => WcOpcode::Send,
+                        };
+                        let wc = WorkCompletion {
+                            wr_id: s.wr_id,
+                            status,
+                            opcode,
+                            qp_num,
+                            byte_len: s.len as u32,
+                            ..WorkCompletion::default()
+                        };
+                        push(wc, true);
+                    }
+                }
+                RcCompletion::Recv {
+                    handle,
+                    status,
+                    len,
+                    imm,
+                    write,
+                } => {
+                    let mut wc = WorkCompletion {
+                        wr_id: handle,
+                        status: wc_status(status),
+                        opcode: if write {
+                            WcOpcode::RecvRdmaWithImm
+                        } else {
+                            WcOpcode::Recv
+                        },
+                        qp_num,
+                        src_qp: self.dest_qpn.value(),
+                        byte_len: len as u32,
+                        ..WorkCompletion::default()
+                    };
+                    if let Some(imm) = imm {
+                        wc.imm_data = ImmData::from_wire(imm.to_be_bytes());
+                        wc.wc_flags = WcFlags::WITH_IMM;
+                    }
+                    if self.active_recv.is_some_and(|a| a.wr_id == handle) {
+                        self.active_recv = None;
+                    }
+                    push(wc, false);
+                }
+            }
+        }
+    }
+
+    /// When the engine next needs `handle_timeout`.
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        self.engine.as_ref().and_then(RcEngine::poll_timeout)
+    }
+
+    /// Runs the engine's due timers.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if let Some(e) = self.engine.as_mut() {
+            e.handle_timeout(now);
+        }
+    }
+
+    /// True once the engine gave up (the QP must go to ERR).
+    pub(crate) fn failed(&self) -> bool {
+        self.engine.as_ref().is_some_and(RcEngine::is_failed)
+    }
+
+    /// Completes every posted send with `WR_FLUSH_ERR` (the QP went to ERR).
+    pub(crate) fn flush_sends(&mut self, qp_num: u32, mut push: impl FnMut(WorkCompletion)) {
+        for slot in 0..self.sends.len() {
+            if let Some(s) = self.sends[slot].take() {
+                self.free.push(slot);
+                push(WorkCompletion {
+                    wr_id: s.wr_id,
+                    status: WcStatus::WrFlushErr,
+                    opcode: WcOpcode::Send,
+                    qp_num,
+                    ..WorkCompletion::default()
+                });
+            }
+        }
+        self.engine = None;
+        self.active_recv = None;
+    }
+}
+
+fn wc_status(s: RcStatus) -> WcStatus {
+    match s {
+        RcStatus::Success => WcStatus::Success,
+        RcStatus::RetryExceeded => WcStatus::RetryExcErr,
+        RcStatus::RnrRetryExceeded => WcStatus::RnrRetryExcErr,
+        RcStatus::RemoteAccess => WcStatus::RemAccessErr,
+        RcStatus::RemoteInvalidRequest => WcStatus::RemInvReqErr,
+        RcStatus::RemoteOperation => WcStatus::RemOpErr,
+        RcStatus::LocalProtection => WcStatus::LocProtErr,
+        RcStatus::LocalLength => WcStatus::LocLenErr,
+        RcStatus::Flushed => WcStatus::WrFlushErr,
+    }
+}
+
+/// The engine's view of application memory: the posted sends, the receive queue, and the
+/// PD's registered regions.
+struct RcMemory<'a> {
+    mrs: &'a MrTable,
+    pd: PdHandle,
+    access: AccessFlags,
+    sends: &'a [Option<PostedSend>],
+    rq: &'a mut RecvQueue,
+    active: &'a mut Option<ActiveRecv>,
+}
+
+/// Walks `sges` from byte `offset` for `len` bytes, calling `f(pointer, run length)` for
+/// each contiguous run after checking it against the PD's regions for `need`.
+fn walk(
+    mrs: &MrTable,
+    pd: PdHandle,
+    sges: &[Sge],
+    mut offset: usize,
+    mut len: usize,
+    need: AccessFlags,
+    mut f: impl FnMut(usize, usize),
+) -> bool {
+    for s in sges {
+        let slen = s.length as usize;
+        if offset >= slen {
+            offset -= slen;
+            continue;
+        }
+        let run = (slen - offset).min(len);
+        let va = s.addr + offset as u64;
+        match mrs.check_local(pd, s.lkey, va, run as u64, need) {
+            Ok(Some(mr)) => match mr.range_offset(va, run as u64) {
+                Some(off) => f(mr.addr() + off, run),
+                None => return false,
+            },
+            Ok(None) => {}
+            Err(_) => return false,
+        }
+        len -= run;
+        offset = 0;
+        if len == 0 {
+            return true;
+        }
+    }
+    len == 0
+}
+
+impl Memory for RcMemory<'_> {
+    fn gather(&mut self, handle: u64, offset: usize, buf: &mut [u8]) -> bool {
+        let Some(Some(s)) = self.sends.get(handle as usize) else {
+            return false;
+        };
+        let mut at = 0;
+        walk(
+            self.mrs,
+            self.pd,
+            &s.sges[..s.n],
+            offset,
+            buf.len(),
+            AccessFlags::empty(),
+            |ptr, n| {
+                // SAFETY: the range lies in a region registered in this PD (checked by walk),
+                // which the poster keeps valid until the send completes (post_send's contract).
+                let src = unsafe { std::slice::from_raw_parts(ptr as *const u8, n) };
+                buf[at..at + n].copy_from_slice(src);
+                at += n;
+            },
+        )
+    }
+
+    fn take_recv(&mut self) -> Option<u64> {
+        let slot = self.rq.front()?;
+        let mut sges = [NO_SGE; MAX_SGE];
+        sges[..slot.len].copy_from_slice(&slot.sges[..slot.len]);
+        let active = ActiveRecv {
+            wr_id: slot.wr_id,
+            sges,
+            n: slot.len,
+        };
+        self.rq.pop();
+        *self.active = Some(active);
+        Some(active.wr_id)
+    }
+
+    fn scatter(&mut self, handle: u64, offset: usize, data: &[u8]) -> bool {
+        let Some(a) = self.active.as_ref().filter(|a| a.wr_id == handle) else {
+            return false;
+        };
+        let room: usize = a.sges[..a.n].iter().map(|s| s.length as usize).sum();
+        if offset + data.len() > room {
+            return false;
+        }
+        let mut at = 0;
+        walk(
+            self.mrs,
+            self.pd,
+            &a.sges[..a.n],
+            offset,
+            data.len(),
+            AccessFlags::LOCAL_WRITE,
+            |ptr, n| {
+                // SAFETY: the range lies in a region registered for local write in this PD
+                // (checked by walk), kept valid until the receive completes (post_recv's
+                // contract).
+                unsafe { std::ptr::copy_nonoverlapping(data[at..].as_ptr(), ptr as *mut u8, n) };
+                at += n;
+            },
+        )
+    }
+
+    fn remote_write(&mut self, rkey: Rkey, va: u64, data: &[u8]) -> Result<(), NakCode> {
+        if !self.access.contains(AccessFlags::REMOTE_WRITE) {
+            return Err(NakCode::RemoteAccessError);
+        }
+        let rkey = super::mr::Rkey(rkey.value());
+        match self.mrs.check_remote(
+            self.pd,
+            rkey,
+            va,
+            data.len() as u64,
+            AccessFlags::REMOTE_WRITE,
+        ) {
+            Ok(Some(mr)) => {
+                let off = mr
+                    .range_offset(va, data.len() as u64)
+                    .ok_or(NakCode::RemoteAccessError)?;
+                // SAFETY: the range lies in a region registered in this PD with remote write
+                // access (checked above); the region's owner keeps it valid while registered.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        data.as_ptr(),
+                        (mr.addr() + off) as *mut u8,
+                        data.len(),
+                    )
+                };
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(RemoteAccessError::InvalidRequest | RemoteAccessError::MisalignedAtomic) => {
+                Err(NakCode::InvalidRequest)
+            }
+            Err(_) => Err(NakCode::RemoteAccessError),
+        }
+    }
+}
