@@ -102,7 +102,7 @@ impl BackendArgs {
 
 #[derive(Args)]
 struct PerfArgs {
-    /// Test to run: raw-lat or raw-bw.
+    /// Test to run: raw-lat, raw-bw, ud-lat or ud-bw.
     test: Test,
     /// Wait for a client.
     #[arg(long, conflicts_with = "connect", required_unless_present = "connect")]
