@@ -44,14 +44,13 @@ fn run_pair(mut server: Command, mut client: Command, test: &str, iters: u64) ->
 
 fn finish(server: Child, client: Output) -> String {
     let server = server.wait_with_output().unwrap();
+    // Either side's failure can be the cause of the other's, so show both.
     assert!(
-        server.status.success(),
-        "server failed: {}",
-        String::from_utf8_lossy(&server.stderr)
-    );
-    assert!(
-        client.status.success(),
-        "client failed: {}",
+        server.status.success() && client.status.success(),
+        "server {}: {}\nclient {}: {}",
+        server.status,
+        String::from_utf8_lossy(&server.stderr),
+        client.status,
         String::from_utf8_lossy(&client.stderr)
     );
     let stdout = String::from_utf8(client.stdout).unwrap();

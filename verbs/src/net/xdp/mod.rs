@@ -23,6 +23,7 @@ mod program;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use xsk_rs::config::{
     BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
@@ -52,6 +53,8 @@ const FRAME_SIZE: u32 = 4096;
 const XDP_HEADROOM: u32 = 256;
 /// Frames queued for transmit before `send` flushes by itself.
 const TX_BATCH: usize = 64;
+/// How long a bind that finds its queue busy keeps trying (see `open_queue`).
+const BUSY_RETRY: Duration = Duration::from_millis(500);
 
 /// How to attach and bind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -412,67 +415,78 @@ fn open_queue(
         XdpMode::ZeroCopy => &[BindFlags::XDP_ZEROCOPY],
         XdpMode::Auto => &[BindFlags::XDP_ZEROCOPY, BindFlags::XDP_COPY],
     };
+    // The kernel frees a closed socket's hold on its queue in deferred work, so a queue that
+    // a process released a moment ago can still say EBUSY: retry that for a short while.
+    let busy_until = Instant::now() + BUSY_RETRY;
     let mut last_err = None;
-    for &bind in tries {
-        let socket_config = SocketConfig::builder()
-            .rx_queue_size(ring)
-            .tx_queue_size(ring)
-            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-            .bind_flags(bind | BindFlags::XDP_USE_NEED_WAKEUP)
-            .build();
-        // SAFETY: this UMEM is new and not shared, so the (interface, queue) pair is not
-        // already bound through it; the program-load inhibit flag is set in any case.
-        match unsafe { xsk_rs::Socket::new(socket_config, &umem, &iface, id) } {
-            Ok((tx, rx, Some((mut fill, comp)))) => {
-                let half = frames as usize / 2;
-                // SAFETY: the first half of the fresh UMEM's frames go to the fill ring and
-                // are never touched by us until the RX ring returns them.
-                let filled = unsafe { fill.produce(&descs[..half]) };
-                if filled != half {
+    'bind: loop {
+        for &bind in tries {
+            let socket_config = SocketConfig::builder()
+                .rx_queue_size(ring)
+                .tx_queue_size(ring)
+                .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+                .bind_flags(bind | BindFlags::XDP_USE_NEED_WAKEUP)
+                .build();
+            // SAFETY: this UMEM is new and not shared, so the (interface, queue) pair is not
+            // already bound through it; the program-load inhibit flag is set in any case.
+            match unsafe { xsk_rs::Socket::new(socket_config, &umem, &iface, id) } {
+                Ok((tx, rx, Some((mut fill, comp)))) => {
+                    let half = frames as usize / 2;
+                    // SAFETY: the first half of the fresh UMEM's frames go to the fill ring and
+                    // are never touched by us until the RX ring returns them.
+                    let filled = unsafe { fill.produce(&descs[..half]) };
+                    if filled != half {
+                        return Err(NetError::Io(
+                            "priming the fill ring",
+                            io::Error::other("fill ring too small"),
+                        ));
+                    }
+                    // A quarter of the frames transmit through the free pool; the last quarter
+                    // stays aside for in-place sends (`reserve_tx`).
+                    let quarter = frames as usize / 4;
+                    let free = descs[half..half + quarter]
+                        .iter()
+                        .map(|d| Frame::reclaimed(*d))
+                        .collect();
+                    let reserved: Vec<Option<Frame>> = descs[half + quarter..]
+                        .iter()
+                        .map(|d| Some(Frame::reclaimed(*d)))
+                        .collect();
+                    let reserved_first_addr = descs[half + quarter].addr();
+                    let queue = Queue {
+                        id,
+                        tx,
+                        rx,
+                        fill,
+                        comp,
+                        umem,
+                        free,
+                        pending: Vec::with_capacity(half),
+                        in_flight: 0,
+                        scratch: vec![FrameDesc::default(); half],
+                        reserved_done: Vec::with_capacity(reserved.len()),
+                        reserved,
+                        reserved_first_addr,
+                        reserved_handed: 0,
+                        ring_size: frames / 2,
+                        zero_copy: bind.contains(BindFlags::XDP_ZEROCOPY),
+                    };
+                    return Ok((queue, bind.contains(BindFlags::XDP_ZEROCOPY)));
+                }
+                Ok(_) => {
                     return Err(NetError::Io(
-                        "priming the fill ring",
-                        io::Error::other("fill ring too small"),
+                        "binding the AF_XDP socket",
+                        io::Error::other("no fill/completion rings"),
                     ));
                 }
-                // A quarter of the frames transmit through the free pool; the last quarter
-                // stays aside for in-place sends (`reserve_tx`).
-                let quarter = frames as usize / 4;
-                let free = descs[half..half + quarter]
-                    .iter()
-                    .map(|d| Frame::reclaimed(*d))
-                    .collect();
-                let reserved: Vec<Option<Frame>> = descs[half + quarter..]
-                    .iter()
-                    .map(|d| Some(Frame::reclaimed(*d)))
-                    .collect();
-                let reserved_first_addr = descs[half + quarter].addr();
-                let queue = Queue {
-                    id,
-                    tx,
-                    rx,
-                    fill,
-                    comp,
-                    umem,
-                    free,
-                    pending: Vec::with_capacity(half),
-                    in_flight: 0,
-                    scratch: vec![FrameDesc::default(); half],
-                    reserved_done: Vec::with_capacity(reserved.len()),
-                    reserved,
-                    reserved_first_addr,
-                    reserved_handed: 0,
-                    ring_size: frames / 2,
-                    zero_copy: bind.contains(BindFlags::XDP_ZEROCOPY),
-                };
-                return Ok((queue, bind.contains(BindFlags::XDP_ZEROCOPY)));
+                Err(e) => last_err = Some(e),
             }
-            Ok(_) => {
-                return Err(NetError::Io(
-                    "binding the AF_XDP socket",
-                    io::Error::other("no fill/completion rings"),
-                ));
+        }
+        match &last_err {
+            Some(e) if xsk_errno(e) == Some(libc::EBUSY) && Instant::now() < busy_until => {
+                std::thread::sleep(Duration::from_millis(10));
             }
-            Err(e) => last_err = Some(e),
+            _ => break 'bind,
         }
     }
     let e = last_err.expect("at least one bind attempt");
