@@ -154,23 +154,15 @@ impl RcState {
         meta: &TxMeta,
         rq: &mut RecvQueue,
     ) {
-        let Some(engine) = self.engine.as_mut() else {
+        let Some((engine, mut mem, scratch)) = self.parts(mrs, pd, rq) else {
             return;
         };
-        let mut mem = RcMemory {
-            mrs,
-            pd,
-            access: self.access,
-            sends: &self.sends,
-            rq,
-            active: &mut self.active_recv,
-        };
-        while let Some(len) = engine.poll_transmit(now, &mut self.scratch, &mut mem) {
+        while let Some(len) = engine.poll_transmit(now, scratch, &mut mem) {
             // A full ring after flushing drops the packet: the engine resends what is not
             // acknowledged.
-            if !matches!(send_copy(io, meta, &self.scratch[..len]), Ok(true)) {
+            if !matches!(send_copy(io, meta, &scratch[..len]), Ok(true)) {
                 let _ = io.flush();
-                let _ = send_copy(io, meta, &self.scratch[..len]);
+                let _ = send_copy(io, meta, &scratch[..len]);
             }
         }
     }
@@ -184,10 +176,21 @@ impl RcState {
         pd: PdHandle,
         rq: &mut RecvQueue,
     ) {
-        let Some(engine) = self.engine.as_mut() else {
-            return;
-        };
-        let mut mem = RcMemory {
+        if let Some((engine, mut mem, _)) = self.parts(mrs, pd, rq) {
+            engine.handle_packet(now, packet, &mut mem);
+        }
+    }
+
+    /// The engine, the memory it reaches through `mrs` and `rq`, and the transmit scratch
+    /// buffer, borrowed apart; `None` before RTS.
+    fn parts<'a>(
+        &'a mut self,
+        mrs: &'a MrTable,
+        pd: PdHandle,
+        rq: &'a mut RecvQueue,
+    ) -> Option<(&'a mut RcEngine, RcMemory<'a>, &'a mut [u8])> {
+        let engine = self.engine.as_mut()?;
+        let mem = RcMemory {
             mrs,
             pd,
             access: self.access,
@@ -195,7 +198,7 @@ impl RcState {
             rq,
             active: &mut self.active_recv,
         };
-        engine.handle_packet(now, packet, &mut mem);
+        Some((engine, mem, &mut self.scratch))
     }
 
     /// Turns the engine's completions into work completions for the send and receive CQs.
