@@ -9,8 +9,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
+
+use xrdma_testnet::wait_or_kill;
 
 /// How long the C program may run before the test kills it and fails.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -89,26 +90,14 @@ fn compile(source: &Path, exe: &Path, lib_dir: &Path) {
     );
 }
 
-/// Runs `cmd`, killing it (by its pid) if it runs past [`TIMEOUT`].
+/// Runs `cmd`, killing it if it runs past [`TIMEOUT`].
 fn run(name: &str, mut cmd: Command) -> Output {
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: kill has no memory-safety preconditions; `pid` is our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{name} still running after {TIMEOUT:?}");
-        }
-    }
+    wait_or_kill(child, TIMEOUT, name)
 }
 
 /// Compiles `tests/c/<name>.c`, runs it on its own UDP port (`port_offset` keeps the tests

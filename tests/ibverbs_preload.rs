@@ -3,10 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use xrdma_testnet::{Host, Topology};
+use xrdma_testnet::{Host, Topology, wait_or_kill};
 
 /// How long one program may run before the test kills it and fails.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,21 +46,9 @@ fn preloaded(mut cmd: Command, iface: &str, backend: &str) -> Command {
     cmd
 }
 
-/// Waits for a spawned program, killing it (by its pid) if it runs past [`TIMEOUT`].
+/// Waits for a spawned program, killing it if it runs past [`TIMEOUT`].
 fn finish(child: std::process::Child, what: &str) -> Output {
-    let pid = child.id() as libc::pid_t;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: kill has no memory-safety preconditions; `pid` is our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{what} still running after {TIMEOUT:?}");
-        }
-    }
+    wait_or_kill(child, TIMEOUT, what)
 }
 
 fn text(out: &Output) -> (String, String) {

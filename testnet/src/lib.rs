@@ -56,11 +56,13 @@
 #![deny(missing_docs)]
 
 pub mod alloc;
+mod child;
 mod cmd;
 mod error;
 mod netns;
 mod topology;
 
+pub use child::wait_or_kill;
 pub use error::Error;
 pub use netns::Netns;
 pub use topology::{Host, Loss, Topology, TopologyBuilder};
