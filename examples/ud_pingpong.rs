@@ -166,11 +166,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Ipv6Addr::from(rgid.0)
     );
     let ah = pd.create_ah(&AhAttr {
-        dgid: rgid,
         sgid_index: args.gid_idx as u8,
-        hop_limit: 64,
-        traffic_class: 0,
-        port_num: 1,
+        ..AhAttr::new(rgid)
     })?;
     let send_sge = Sge {
         addr: buf.as_ptr() as u64 + GRH as u64,

@@ -58,15 +58,7 @@ fn run(t: &Topology, sender: &'static str) {
     let mut rx = vec![0u8; 2048];
     let rx_mr =
         unsafe { pd_b.reg_mr(rx.as_mut_ptr(), rx.len(), AccessFlags::LOCAL_WRITE) }.unwrap();
-    let ah = pd_a
-        .create_ah(&AhAttr {
-            dgid: b.gid(0).unwrap(),
-            sgid_index: 0,
-            hop_limit: 64,
-            traffic_class: 0,
-            port_num: 1,
-        })
-        .unwrap();
+    let ah = pd_a.create_ah(&AhAttr::new(b.gid(0).unwrap())).unwrap();
     let before = a.net_stats().tx_in_place;
     for n in 0..200usize {
         let (i, len, imm) = (n % 16, 1 + n * 5 % 1000, n % 3 == 0);

@@ -114,15 +114,7 @@ fn poll_one(cq: &Cq, timeout: Duration) -> Option<WorkCompletion> {
 }
 
 fn exercise(a: End, b: End, a_host: &Host) {
-    let ah =
-        a.pd.create_ah(&AhAttr {
-            dgid: b.ctx.gid(0).unwrap(),
-            sgid_index: 0,
-            hop_limit: 64,
-            traffic_class: 0,
-            port_num: 1,
-        })
-        .unwrap();
+    let ah = a.pd.create_ah(&AhAttr::new(b.ctx.gid(0).unwrap())).unwrap();
     b.post_recv(0);
     assert_eq!(
         a.send(&b, &ah, 1024, QKEY, Some(0xabcd_ef01)).status,

@@ -197,11 +197,8 @@ pub(super) fn run(opts: &Options, io: Box<dyn FrameIo>) -> Result<Report> {
         .position(|a| a.is_ipv4() == s.peer.is_ipv4())
         .unwrap_or(0) as u8;
     let pd_ah = AhAttr {
-        dgid: Gid::from_ip(s.peer.ip()),
         sgid_index: sgid,
-        hop_limit: 64,
-        traffic_class: 0,
-        port_num: 1,
+        ..AhAttr::new(Gid::from_ip(s.peer.ip()))
     };
     ud.ah = Some(ud.qp_pd_ah(&pd_ah)?);
     match (opts.role, opts.test) {

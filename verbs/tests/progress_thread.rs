@@ -41,15 +41,7 @@ fn receives_complete_and_wake_the_channel_with_nobody_polling() {
     let mut rx = vec![0u8; 128 * 64];
     let rx_mr =
         unsafe { pd_b.reg_mr(rx.as_mut_ptr(), rx.len(), AccessFlags::LOCAL_WRITE) }.unwrap();
-    let ah = pd_a
-        .create_ah(&AhAttr {
-            dgid: b.gid(0).unwrap(),
-            sgid_index: 0,
-            hop_limit: 64,
-            traffic_class: 0,
-            port_num: 1,
-        })
-        .unwrap();
+    let ah = pd_a.create_ah(&AhAttr::new(b.gid(0).unwrap())).unwrap();
     let data = [1u8; 16];
     let mut wcs = [WorkCompletion::default(); 4];
     for round in 0..100u64 {

@@ -67,13 +67,7 @@ fn connect(e: &End, peer: &End, timeout: u8, retry_cnt: u8) {
     )
     .unwrap();
     let rtr = QpAttr {
-        ah_attr: Some(AhAttr {
-            dgid: peer.ctx.gid(0).unwrap(),
-            sgid_index: 0,
-            hop_limit: 64,
-            traffic_class: 0,
-            port_num: 1,
-        }),
+        ah_attr: Some(AhAttr::new(peer.ctx.gid(0).unwrap())),
         path_mtu: Mtu::Mtu1024,
         dest_qp_num: peer.qp.qpn().value(),
         rq_psn: 0xfffff0,

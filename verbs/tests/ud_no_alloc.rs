@@ -46,15 +46,7 @@ fn ping(a_io: Box<dyn FrameIo>, b_io: Box<dyn FrameIo>, net: Option<&SimNetwork>
     let tx_mr = unsafe { pd_a.reg_mr(tx.as_mut_ptr(), tx.len(), AccessFlags::empty()) }.unwrap();
     let rx_mr =
         unsafe { pd_b.reg_mr(rx.as_mut_ptr(), rx.len(), AccessFlags::LOCAL_WRITE) }.unwrap();
-    let ah = pd_a
-        .create_ah(&AhAttr {
-            dgid: b.gid(0).unwrap(),
-            sgid_index: 0,
-            hop_limit: 64,
-            traffic_class: 0,
-            port_num: 1,
-        })
-        .unwrap();
+    let ah = pd_a.create_ah(&AhAttr::new(b.gid(0).unwrap())).unwrap();
     let tx_sge = [Sge {
         addr: tx.as_ptr() as u64,
         length: 64,

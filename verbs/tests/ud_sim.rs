@@ -100,13 +100,7 @@ impl Buf {
 
 fn ah(from: &End, to: &End) -> AddressHandle {
     from.pd
-        .create_ah(&AhAttr {
-            dgid: to.ctx.gid(0).unwrap(),
-            sgid_index: 0,
-            hop_limit: 64,
-            traffic_class: 0,
-            port_num: 1,
-        })
+        .create_ah(&AhAttr::new(to.ctx.gid(0).unwrap()))
         .unwrap()
 }
 

@@ -20,6 +20,21 @@ pub struct AhAttr {
     pub port_num: u8,
 }
 
+impl AhAttr {
+    /// Attributes for reaching `dgid` from GID index 0 on port 1, with hop limit 64 and
+    /// traffic class 0, as rdma-core's pingpong examples set them; change fields with
+    /// struct update syntax (`AhAttr { sgid_index: 1, ..AhAttr::new(gid) }`).
+    pub fn new(dgid: Gid) -> AhAttr {
+        AhAttr {
+            dgid,
+            sgid_index: 0,
+            hop_limit: 64,
+            traffic_class: 0,
+            port_num: 1,
+        }
+    }
+}
+
 /// An address handle.
 #[derive(Debug, Clone)]
 pub struct AddressHandle {

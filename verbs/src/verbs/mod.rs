@@ -34,7 +34,7 @@
 //! let sge = Sge { addr: rx.as_ptr() as u64, length: rx.len() as u32, lkey: rx_mr.lkey() };
 //! unsafe { qp_b.post_recv(&RecvWr { wr_id: 7, sg_list: &[sge] }) }.unwrap();
 //!
-//! let ah = pd_a.create_ah(&AhAttr { dgid: b.gid(0).unwrap(), sgid_index: 0, hop_limit: 64, traffic_class: 0, port_num: 1 }).unwrap();
+//! let ah = pd_a.create_ah(&AhAttr::new(b.gid(0).unwrap())).unwrap();
 //! let tx = *b"hello";
 //! let wr = SendWr { wr_id: 1, opcode: SendOpcode::Send, send_flags: SendFlags::SIGNALED | SendFlags::INLINE,
 //!                   sg_list: &[Sge { addr: tx.as_ptr() as u64, length: 5, lkey: Lkey(0) }], imm_data: 0,
