@@ -1,5 +1,6 @@
 //! rdma-core's own, unmodified programs (Debian's ibverbs-utils) over xrdma: libxrdma.so
-//! preloaded under `ibv_devinfo` and `ibv_ud_pingpong` between two namespaced hosts.
+//! preloaded under `ibv_devinfo`, `ibv_ud_pingpong` and `ibv_rc_pingpong` between two
+//! namespaced hosts, on the xdp and the udp backend.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -58,11 +59,12 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
-fn devinfo(host: &Host, args: &[&str]) -> String {
+/// Runs preloaded `ibv_devinfo args` on `host`, with `ifaces` as XRDMA_IFACE.
+fn devinfo(host: &Host, ifaces: &str, backend: &str, args: &[&str]) -> String {
     let mut cmd = host.ns().command(rdma_core("ibv_devinfo"));
     cmd.args(args);
     let out = finish(
-        preloaded(cmd, host.iface(), "xdp").spawn().unwrap(),
+        preloaded(cmd, ifaces, backend).spawn().unwrap(),
         "ibv_devinfo",
     );
     let (stdout, stderr) = text(&out);
@@ -79,25 +81,34 @@ fn ibv_devinfo_shows_the_xrdma_device() {
     let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
     let a = t.a();
     let hca = format!("hca_id:\txrdma_{}\n", a.iface());
-    let out = devinfo(a, &[]);
-    for want in [
-        hca.as_str(),
-        "transport:\t\t\tInfiniBand (0)",
-        "state:\t\t\tPORT_ACTIVE (4)",
-        "active_mtu:\t\t1024 (3)",
-        "link_layer:\t\tEthernet",
-    ] {
-        assert!(out.contains(want), "no {want:?} in:\n{out}");
+    for backend in ["xdp", "udp"] {
+        let out = devinfo(a, a.iface(), backend, &[]);
+        for want in [
+            hca.as_str(),
+            "transport:\t\t\tInfiniBand (0)",
+            "state:\t\t\tPORT_ACTIVE (4)",
+            "active_mtu:\t\t1024 (3)",
+            "link_layer:\t\tEthernet",
+        ] {
+            assert!(out.contains(want), "{backend}: no {want:?} in:\n{out}");
+        }
+
+        let out = devinfo(a, a.iface(), backend, &["-v"]);
+        let gid = format!("GID[  0]:\t\t::ffff:{}, RoCE v2", a.ipv4());
+        for want in [hca.as_str(), "max_qp:", "phys_state:\t\tLINK_UP (5)", &gid] {
+            assert!(out.contains(want), "{backend}: no {want:?} in:\n{out}");
+        }
     }
 
-    let out = devinfo(a, &["-v"]);
-    let gid = format!("GID[  0]:\t\t::ffff:{}, RoCE v2", a.ipv4());
-    for want in [hca.as_str(), "max_qp:", "phys_state:\t\tLINK_UP (5)", &gid] {
-        assert!(out.contains(want), "no {want:?} in:\n{out}");
-    }
-
-    let out = devinfo(a, &["-l"]);
+    let out = devinfo(a, a.iface(), "xdp", &["-l"]);
     assert_eq!(out, format!("1 HCA found:\n\txrdma_{}\n\n", a.iface()));
+    // One device per interface named in XRDMA_IFACE, in order.
+    let two = format!("{},lo", a.iface());
+    let out = devinfo(a, &two, "xdp", &["-l"]);
+    assert_eq!(
+        out,
+        format!("2 HCAs found:\n\txrdma_{}\n\txrdma_lo\n\n", a.iface())
+    );
 }
 
 #[test]
@@ -191,22 +202,22 @@ fn ibv_ud_pingpong_runs_between_two_hosts() {
     ud_pingpong(&t, ("xdp", "xdp"), &["-s", "1024"], 18611);
     ud_pingpong(&t, ("xdp", "xdp"), &["-s", "1024", "-e"], 18612);
     ud_pingpong(&t, ("xdp", "xdp"), &["-s", "64"], 18613);
-    ud_pingpong(&t, ("udp", "xdp"), &["-s", "1024"], 18614);
+    ud_pingpong(&t, ("udp", "udp"), &["-s", "1024"], 18614);
+    ud_pingpong(&t, ("udp", "udp"), &["-s", "1024", "-e"], 18615);
+    ud_pingpong(&t, ("udp", "xdp"), &["-s", "1024"], 18616);
 }
 
 #[test]
 fn ibv_rc_pingpong_runs_between_two_hosts() {
     let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
-    // Default size (4096: four packets at the 1024-byte path MTU), with completion
-    // events, 64 KiB messages, and against a server on the udp backend.
-    pingpong("ibv_rc_pingpong", &t, ("xdp", "xdp"), &[], 18621);
-    pingpong("ibv_rc_pingpong", &t, ("xdp", "xdp"), &["-e"], 18622);
-    pingpong(
-        "ibv_rc_pingpong",
-        &t,
-        ("xdp", "xdp"),
-        &["-s", "65536"],
-        18623,
-    );
-    pingpong("ibv_rc_pingpong", &t, ("udp", "xdp"), &["-e"], 18624);
+    // Default size (4096: four packets at the 1024-byte path MTU) and 64 KiB messages,
+    // polling and with completion events, on each backend; then across backends.
+    let mut port = 18620;
+    for backends in [("xdp", "xdp"), ("udp", "udp")] {
+        for extra in [&[][..], &["-e"], &["-s", "65536"], &["-s", "65536", "-e"]] {
+            port += 1;
+            pingpong("ibv_rc_pingpong", &t, backends, extra, port);
+        }
+    }
+    pingpong("ibv_rc_pingpong", &t, ("udp", "xdp"), &["-e"], port + 1);
 }
