@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The demo: xrdma's raw frame path and UD verbs between two hosts, next to the kernel's UDP.
+# The demo: xrdma's raw frame path and UD verbs between two hosts, next to the kernel's UDP;
+# as root also rdma-core's unmodified ibv_rc_pingpong over libxrdma.so, next to kernel TCP.
 #   as root:  two network namespaces joined by a veth pair, xdp backend (AF_XDP);
 #   otherwise: two endpoints on loopback (127.0.0.1 and 127.0.0.2), udp backend.
 # Options are passed to every `xrdma perf` client, e.g. `scripts/demo.sh --duration 5`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --locked --bin xrdma
+cargo build --release --locked -p xrdma -p xrdma-cabi
 X=$PWD/target/release/xrdma
+LIB=$PWD/target/release/libxrdma.so
 extra=("$@")
 
 sockperf_p50() { # sockperf ping-pong output -> one-way p50 latency in microseconds
@@ -41,6 +43,25 @@ if [ "$(id -u)" -eq 0 ]; then
     local pid=$!
     sleep 0.5
     ip netns exec "$B" sockperf ping-pong -i 198.18.0.1 -p 11111 -m 64 -t 3 "$@" 2>&1
+    kill "$pid"
+  }
+  rc_pingpong() { # ibv_rc_pingpong options -> the client's "... usec/iter" line
+    ip netns exec "$A" env LD_PRELOAD="$LIB" XRDMA_IFACE=xrdemo0 \
+      ibv_rc_pingpong -g 0 -n 2000 "$@" >/dev/null &
+    local pid=$!
+    sleep 0.5
+    ip netns exec "$B" env LD_PRELOAD="$LIB" XRDMA_IFACE=xrdemo1 \
+      ibv_rc_pingpong -g 0 -n 2000 "$@" 198.18.0.1 | grep 'usec/iter'
+    wait "$pid"
+  }
+  tcp_rtt() { # message size, extra sockperf options -> kernel TCP round trip (2 x avg), us
+    local size=$1
+    shift
+    ip netns exec "$A" sockperf server --tcp -i 198.18.0.1 -p 11112 "$@" >/dev/null 2>&1 &
+    local pid=$!
+    sleep 0.5
+    ip netns exec "$B" sockperf ping-pong --tcp -i 198.18.0.1 -p 11112 -m "$size" -t 3 "$@" 2>&1 |
+      awk '/avg-latency=/ { sub(/.*avg-latency=/, ""); print 2 * $1 }'
     kill "$pid"
   }
 else
@@ -79,3 +100,25 @@ for mode in default spinning; do
     fi
   done
 done
+
+if [ "$(id -u)" -eq 0 ]; then
+  # rdma-core's own ibv_rc_pingpong, unmodified, over libxrdma.so: RC SENDs both ways. Polling
+  # is compared with sockperf's TCP ping-pong spinning, completion events (-e) with sockperf
+  # blocking as it does by default. sockperf reports one-way latency; a round trip is twice it.
+  for size in 4096 65536; do
+    for mode in polling events; do
+      if [ "$mode" = polling ]; then rc=(); tcp=(--nonblocked --timeout 0); else rc=(-e); tcp=(); fi
+      echo "== ibv_rc_pingpong -s $size ($mode) over xrdma vs kernel TCP ping-pong"
+      line=$(rc_pingpong -s "$size" "${rc[@]}")
+      echo "$line"
+      # sockperf's TCP messages are at most 65,000 bytes.
+      k=$(tcp_rtt "$((size > 65000 ? 65000 : size))" "${tcp[@]}")
+      x=$(echo "$line" | awk '{ print $(NF - 1) }')
+      if [ -n "$k" ] && [ -n "$x" ]; then
+        awk -v s="$size" -v x="$x" -v k="$k" -v m="$mode" 'BEGIN { printf "rc_pingpong %d B %.1f us/iter vs kernel TCP round trip (%s) %.1f us: ratio %.2f\n", s, x, m, k, x / k }'
+      fi
+    done
+  done
+else
+  echo "== ibv_rc_pingpong over libxrdma.so: skipped, it needs two hosts (run as root)"
+fi
