@@ -182,6 +182,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             sg_list: &[send_sge],
             imm_data: 0,
             rdma: None,
+            atomic: None,
             ud: Some(UdDest {
                 ah: &ah,
                 remote_qpn: Qpn::new_masked(rqpn),

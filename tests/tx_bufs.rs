@@ -90,6 +90,7 @@ fn run(t: &Topology, sender: &'static str) {
             sg_list: &[sge],
             imm_data: n as u32,
             rdma: None,
+            atomic: None,
             ud: Some(UdDest {
                 ah: &ah,
                 remote_qpn: qp_b.qpn(),
@@ -139,6 +140,7 @@ fn run(t: &Topology, sender: &'static str) {
             sg_list: &[sge],
             imm_data: 0,
             rdma: None,
+            atomic: None,
             ud: Some(UdDest {
                 ah: &ah,
                 remote_qpn: qp_b.qpn(),
@@ -162,6 +164,7 @@ fn run(t: &Topology, sender: &'static str) {
             sg_list: &[sge],
             imm_data: 0,
             rdma: None,
+            atomic: None,
             ud: Some(UdDest {
                 ah: &ah,
                 remote_qpn: qp_b.qpn(),

@@ -91,6 +91,7 @@ impl End {
             sg_list: &[self.sge(15, len)],
             imm_data: imm.unwrap_or(0),
             rdma: None,
+            atomic: None,
             ud: Some(UdDest {
                 ah,
                 remote_qpn: to.qp.qpn(),
@@ -160,6 +161,7 @@ fn exercise(a: End, b: End, a_host: &Host) {
         sg_list: &[a.sge(15, 8)],
         imm_data: 0,
         rdma: None,
+        atomic: None,
         ud: Some(UdDest {
             ah: &ah,
             remote_qpn: Qpn::new_masked(0xfedcba),

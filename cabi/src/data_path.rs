@@ -6,7 +6,8 @@ use std::mem::{align_of, offset_of, size_of};
 
 use xrdma_verbs::verbs::completion::IbvWc;
 use xrdma_verbs::verbs::{
-    Lkey, QpType, RecvWr, Rkey, SendFlags, SendOpcode, SendWr, Sge, UdDest, WorkCompletion,
+    AtomicWr, Lkey, QpType, RecvWr, Rkey, SendFlags, SendOpcode, SendWr, Sge, UdDest,
+    WorkCompletion,
 };
 use xrdma_verbs::wire::{Qkey, Qpn};
 
@@ -93,10 +94,23 @@ unsafe fn post_one_send(q: &XQp, wr: &sys::ibv_send_wr) -> Result<(), c_int> {
         // `imm_data` is __be32: its bytes are the wire bytes.
         imm_data: u32::from_be(wr.__bindgen_anon_1.bindgen_union_field),
         rdma: match opcode {
-            SendOpcode::RdmaWrite | SendOpcode::RdmaWriteWithImm => {
+            SendOpcode::RdmaWrite | SendOpcode::RdmaWriteWithImm | SendOpcode::RdmaRead => {
                 // SAFETY: RDMA work requests use the `rdma` member of the union.
                 let r = unsafe { wr.wr.rdma };
                 Some((r.remote_addr, Rkey(r.rkey)))
+            }
+            _ => None,
+        },
+        atomic: match opcode {
+            SendOpcode::AtomicCmpAndSwp | SendOpcode::AtomicFetchAndAdd => {
+                // SAFETY: atomic work requests use the `atomic` member of the union.
+                let a = unsafe { wr.wr.atomic };
+                Some(AtomicWr {
+                    remote_addr: a.remote_addr,
+                    rkey: Rkey(a.rkey),
+                    compare_add: a.compare_add,
+                    swap: a.swap,
+                })
             }
             _ => None,
         },

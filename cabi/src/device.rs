@@ -316,6 +316,7 @@ pub unsafe extern "C" fn ibv_query_device(
             max_qp_rd_atom: a.max_qp_rd_atom as c_int,
             max_res_rd_atom: (a.max_qp_rd_atom * a.max_qp) as c_int,
             max_qp_init_rd_atom: a.max_qp_init_rd_atom as c_int,
+            atomic_cap: a.atomic_cap as u32,
             max_srq: a.max_srq as c_int,
             max_srq_wr: a.max_srq_wr as c_int,
             max_srq_sge: a.max_srq_sge as c_int,

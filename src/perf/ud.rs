@@ -143,6 +143,7 @@ impl Ud {
             sg_list: &[sge],
             imm_data: 0,
             rdma: None,
+            atomic: None,
             ud: Some(UdDest {
                 ah,
                 remote_qpn: self.peer_qpn,

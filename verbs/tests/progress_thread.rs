@@ -69,6 +69,7 @@ fn receives_complete_and_wake_the_channel_with_nobody_polling() {
             }],
             imm_data: 0,
             rdma: None,
+            atomic: None,
             ud: Some(UdDest {
                 ah: &ah,
                 remote_qpn: qp_b.qpn(),

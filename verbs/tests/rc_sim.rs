@@ -1,6 +1,7 @@
 //! RC queue pairs between two contexts on a simulated network: SEND, RDMA WRITE and WRITE
-//! with immediate data arrive intact and complete in order, also on a lossy network; a
-//! vanished peer ends in RETRY_EXC_ERR; READ and atomics say they are not there yet.
+//! with immediate data, RDMA READ and the atomics land intact and complete in order, also
+//! on a lossy network; atomics are atomic against the CPU's; the QP's and the region's
+//! rights are checked; bad requests are EINVAL; a vanished peer ends in RETRY_EXC_ERR.
 
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,10 @@ fn end(net: &SimNetwork, n: u8) -> End {
         })
         .unwrap();
     let mut buf = vec![0u8; 1 << 20];
-    let access = AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE;
+    let access = AccessFlags::LOCAL_WRITE
+        | AccessFlags::REMOTE_WRITE
+        | AccessFlags::REMOTE_READ
+        | AccessFlags::REMOTE_ATOMIC;
     let mr = unsafe { pd.reg_mr(buf.as_mut_ptr(), buf.len(), access) }.unwrap();
     End {
         ctx,
@@ -55,10 +59,21 @@ fn end(net: &SimNetwork, n: u8) -> End {
     }
 }
 
-/// INIT, RTR, RTS as ibv_rc_pingpong does it, towards `peer`.
+/// INIT, RTR, RTS as ibv_rc_pingpong does it, towards `peer`; the peer may WRITE, READ and
+/// perform atomics.
 fn connect(e: &End, peer: &End, timeout: u8, retry_cnt: u8) {
+    connect_with(
+        e,
+        peer,
+        timeout,
+        retry_cnt,
+        AccessFlags::REMOTE_WRITE | AccessFlags::REMOTE_READ | AccessFlags::REMOTE_ATOMIC,
+    );
+}
+
+fn connect_with(e: &End, peer: &End, timeout: u8, retry_cnt: u8, access: AccessFlags) {
     let init = QpAttr {
-        qp_access_flags: AccessFlags::REMOTE_WRITE,
+        qp_access_flags: access,
         ..QpAttr::new(QpState::Init)
     };
     e.qp.modify(
@@ -71,7 +86,7 @@ fn connect(e: &End, peer: &End, timeout: u8, retry_cnt: u8) {
         path_mtu: Mtu::Mtu1024,
         dest_qp_num: peer.qp.qpn().value(),
         rq_psn: 0xfffff0,
-        max_dest_rd_atomic: 1,
+        max_dest_rd_atomic: 4,
         min_rnr_timer: 1,
         ..QpAttr::new(QpState::Rtr)
     };
@@ -88,7 +103,7 @@ fn connect(e: &End, peer: &End, timeout: u8, retry_cnt: u8) {
         retry_cnt,
         rnr_retry: 7,
         sq_psn: 0xfffff0,
-        max_rd_atomic: 1,
+        max_rd_atomic: 4,
         ..QpAttr::new(QpState::Rts)
     };
     let rts_mask = AttrMask::STATE
@@ -151,6 +166,12 @@ fn run(loss: f64, seed: u64) {
         }
         .unwrap();
     }
+    // b's bytes 256 KiB..512 KiB are what READs read; its last 8 bytes are a counter
+    // the fetch-and-adds add to.
+    for (i, x) in b.buf[256 << 10..512 << 10].iter_mut().enumerate() {
+        *x = (i * 7 % 253) as u8;
+    }
+    let counter = b.buf.len() - 8;
     let mut expect = Vec::new();
     for i in 0..N {
         let len = 1 + (i as usize * 997) % 3000;
@@ -159,16 +180,39 @@ fn run(loss: f64, seed: u64) {
             length: len as u32,
             lkey: a.mr.lkey(),
         };
-        let (opcode, rdma) = match i % 3 {
-            0 => (SendOpcode::Send, None),
+        let b_at = |off: usize| b.buf.as_ptr() as u64 + off as u64;
+        let (opcode, rdma, atomic) = match i % 5 {
+            0 => (SendOpcode::Send, None, None),
             1 => (
                 SendOpcode::RdmaWrite,
-                Some((b.buf.as_ptr() as u64 + (512 << 10) + i * 4096, b.mr.rkey())),
+                Some((b_at((512 << 10) + i as usize * 4096), b.mr.rkey())),
+                None,
+            ),
+            2 => (
+                SendOpcode::RdmaWriteWithImm,
+                Some((b_at((512 << 10) + i as usize * 4096), b.mr.rkey())),
+                None,
+            ),
+            3 => (
+                SendOpcode::RdmaRead,
+                Some((b_at((256 << 10) + i as usize * 1000), b.mr.rkey())),
+                None,
             ),
             _ => (
-                SendOpcode::RdmaWriteWithImm,
-                Some((b.buf.as_ptr() as u64 + (512 << 10) + i * 4096, b.mr.rkey())),
+                SendOpcode::AtomicFetchAndAdd,
+                None,
+                Some(AtomicWr {
+                    remote_addr: b_at(counter),
+                    rkey: b.mr.rkey(),
+                    compare_add: i,
+                    swap: 0,
+                }),
             ),
+        };
+        let src = if atomic.is_some() {
+            Sge { length: 8, ..src }
+        } else {
+            src
         };
         let wr = SendWr {
             wr_id: i,
@@ -178,9 +222,10 @@ fn run(loss: f64, seed: u64) {
             imm_data: i as u32,
             ud: None,
             rdma,
+            atomic,
         };
         unsafe { a.qp.post_send(&wr) }.unwrap();
-        expect.push((i, opcode, len));
+        expect.push((i, opcode, src.length as usize));
     }
     let sends = poll_n(&[&a, &b], 0, N as usize);
     assert!(
@@ -192,15 +237,25 @@ fn run(loss: f64, seed: u64) {
         (0..N).collect::<Vec<_>>(),
         "posting order"
     );
+    for (wc, (_, opcode, len)) in sends.iter().zip(&expect) {
+        let want = match opcode {
+            SendOpcode::Send => WcOpcode::Send,
+            SendOpcode::RdmaRead => WcOpcode::RdmaRead,
+            SendOpcode::AtomicFetchAndAdd => WcOpcode::FetchAdd,
+            _ => WcOpcode::RdmaWrite,
+        };
+        assert_eq!((wc.opcode, wc.byte_len as usize), (want, *len));
+    }
     let recvs = poll_n(
         &[&a, &b],
         1,
         expect
             .iter()
-            .filter(|e| e.1 != SendOpcode::RdmaWrite)
+            .filter(|e| matches!(e.1, SendOpcode::Send | SendOpcode::RdmaWriteWithImm))
             .count(),
     );
     let mut r = recvs.iter();
+    let mut sum = 0u64;
     for (i, opcode, len) in &expect {
         let off = *i as usize * 4096;
         let sent = &a.buf[off..off + len];
@@ -214,6 +269,15 @@ fn run(loss: f64, seed: u64) {
                 let at = (wc.wr_id - 100) as usize * 4096;
                 assert_eq!(&b.buf[at..at + len], sent, "SEND {i}");
             }
+            SendOpcode::RdmaRead => {
+                let at = (256 << 10) + *i as usize * 1000;
+                assert_eq!(sent, &b.buf[at..at + len], "READ {i}");
+            }
+            SendOpcode::AtomicFetchAndAdd => {
+                let orig = u64::from_ne_bytes(sent.try_into().unwrap());
+                assert_eq!(orig, sum, "fetch and add {i}: the value before");
+                sum += i;
+            }
             _ => {
                 let at = (512 << 10) + off;
                 assert_eq!(&b.buf[at..at + len], sent, "WRITE {i}");
@@ -225,12 +289,17 @@ fn run(loss: f64, seed: u64) {
             }
         }
     }
+    assert_eq!(
+        u64::from_ne_bytes(b.buf[counter..].try_into().unwrap()),
+        sum,
+        "the counter after every fetch and add"
+    );
     a.buf.clear();
     b.buf.clear();
 }
 
 #[test]
-fn rc_sends_and_writes_arrive_in_order() {
+fn rc_operations_land_in_order() {
     run(0.0, 1);
 }
 
@@ -239,8 +308,22 @@ fn rc_survives_a_lossy_network() {
     run(0.1, 2);
 }
 
+/// A send request of `opcode` from `sg_list`, with no target.
+fn wr(opcode: SendOpcode, sg_list: &[Sge]) -> SendWr<'_> {
+    SendWr {
+        wr_id: 9,
+        opcode,
+        send_flags: SendFlags::SIGNALED,
+        sg_list,
+        imm_data: 0,
+        ud: None,
+        rdma: None,
+        atomic: None,
+    }
+}
+
 #[test]
-fn a_vanished_rc_peer_ends_in_retry_exceeded_and_read_is_not_there_yet() {
+fn a_vanished_rc_peer_ends_in_retry_exceeded() {
     let net = SimNetwork::new(SimConfig {
         delay: Duration::ZERO,
         ..SimConfig::default()
@@ -248,29 +331,163 @@ fn a_vanished_rc_peer_ends_in_retry_exceeded_and_read_is_not_there_yet() {
     let (a, b) = (end(&net, 1), end(&net, 2));
     connect(&a, &b, 1, 2);
     connect(&b, &a, 1, 2);
+    let target = Some((b.buf.as_ptr() as u64, b.mr.rkey()));
     drop(b);
     let src = [Sge {
         addr: a.buf.as_ptr() as u64,
         length: 8,
         lkey: a.mr.lkey(),
     }];
-    let wr = |opcode| SendWr {
-        wr_id: 9,
-        opcode,
-        send_flags: SendFlags::SIGNALED,
-        sg_list: &src,
-        imm_data: 0,
-        ud: None,
-        rdma: None,
+    let read = SendWr {
+        rdma: target,
+        ..wr(SendOpcode::RdmaRead, &src)
     };
+    unsafe { a.qp.post_send(&read) }.unwrap();
+    unsafe { a.qp.post_send(&wr(SendOpcode::Send, &src)) }.unwrap();
+    let wcs = poll_n(&[&a], 0, 2);
     assert_eq!(
-        unsafe { a.qp.post_send(&wr(SendOpcode::RdmaRead)) }
-            .unwrap_err()
-            .errno(),
-        libc::EOPNOTSUPP
+        (wcs[0].status, wcs[1].status),
+        (WcStatus::RetryExcErr, WcStatus::WrFlushErr)
     );
-    unsafe { a.qp.post_send(&wr(SendOpcode::Send)) }.unwrap();
-    let wcs = poll_n(&[&a], 0, 1);
-    assert_eq!(wcs[0].status, WcStatus::RetryExcErr);
     assert_eq!(a.qp.state(), QpState::Err);
+}
+
+#[test]
+fn bad_reads_and_atomics_are_einval() {
+    let net = SimNetwork::new(SimConfig::default());
+    let (a, b) = (end(&net, 1), end(&net, 2));
+    connect(&a, &b, 8, 7);
+    let at = b.buf.as_ptr() as u64;
+    let sge = |length| Sge {
+        addr: a.buf.as_ptr() as u64,
+        length,
+        lkey: a.mr.lkey(),
+    };
+    let atomic = |remote_addr| {
+        Some(AtomicWr {
+            remote_addr,
+            rkey: b.mr.rkey(),
+            compare_add: 1,
+            swap: 2,
+        })
+    };
+    let (eight, four) = ([sge(8)], [sge(4)]);
+    for (what, w) in [
+        ("READ without a target", wr(SendOpcode::RdmaRead, &eight)),
+        (
+            "atomic without a target",
+            wr(SendOpcode::AtomicFetchAndAdd, &eight),
+        ),
+        (
+            "atomic at an unaligned address",
+            SendWr {
+                atomic: atomic(at + 4),
+                ..wr(SendOpcode::AtomicCmpAndSwp, &eight)
+            },
+        ),
+        (
+            "atomic into 4 bytes",
+            SendWr {
+                atomic: atomic(at),
+                ..wr(SendOpcode::AtomicFetchAndAdd, &four)
+            },
+        ),
+    ] {
+        let err = unsafe { a.qp.post_send(&w) }.unwrap_err();
+        assert_eq!(err.errno(), libc::EINVAL, "{what}: {err}");
+    }
+}
+
+#[test]
+fn reads_and_atomics_need_the_qp_to_allow_them() {
+    let net = SimNetwork::new(SimConfig {
+        delay: Duration::ZERO,
+        ..SimConfig::default()
+    });
+    for (opcode, allowed) in [
+        (
+            SendOpcode::RdmaRead,
+            AccessFlags::REMOTE_WRITE | AccessFlags::REMOTE_ATOMIC,
+        ),
+        (
+            SendOpcode::AtomicCmpAndSwp,
+            AccessFlags::REMOTE_WRITE | AccessFlags::REMOTE_READ,
+        ),
+    ] {
+        let (a, b) = (end(&net, 1), end(&net, 2));
+        connect(&a, &b, 8, 7);
+        connect_with(&b, &a, 8, 7, allowed);
+        let src = [Sge {
+            addr: a.buf.as_ptr() as u64,
+            length: 8,
+            lkey: a.mr.lkey(),
+        }];
+        let target = b.buf.as_ptr() as u64;
+        let w = SendWr {
+            rdma: Some((target, b.mr.rkey())),
+            atomic: Some(AtomicWr {
+                remote_addr: target,
+                rkey: b.mr.rkey(),
+                compare_add: 0,
+                swap: 5,
+            }),
+            ..wr(opcode, &src)
+        };
+        unsafe { a.qp.post_send(&w) }.unwrap();
+        let wcs = poll_n(&[&a, &b], 0, 1);
+        assert_eq!(wcs[0].status, WcStatus::RemAccessErr, "{opcode:?}");
+        assert_eq!(b.buf[..8], [0; 8], "{opcode:?} left the target alone");
+    }
+}
+
+#[test]
+fn atomics_are_atomic_against_the_cpu() {
+    let net = SimNetwork::new(SimConfig {
+        delay: Duration::ZERO,
+        ..SimConfig::default()
+    });
+    let (a, b) = (end(&net, 1), end(&net, 2));
+    connect(&a, &b, 8, 7);
+    connect(&b, &a, 8, 7);
+    const REMOTE: u64 = 2_000;
+    let target = b.buf.as_ptr() as u64;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cpu = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            // SAFETY: b's buffer lives until after this thread is joined, and everyone
+            // touches these 8 aligned bytes only atomically.
+            let counter = unsafe { std::sync::atomic::AtomicU64::from_ptr(target as *mut u64) };
+            let mut adds = 0u64;
+            // Until the remote side is done, and at least long enough to overlap it.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || adds < 1000 {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                adds += 1;
+            }
+            adds
+        }
+    });
+    for i in 0..REMOTE {
+        let src = [Sge {
+            addr: a.buf.as_ptr() as u64 + (i % 64) * 8,
+            length: 8,
+            lkey: a.mr.lkey(),
+        }];
+        let w = SendWr {
+            atomic: Some(AtomicWr {
+                remote_addr: target,
+                rkey: b.mr.rkey(),
+                compare_add: 1 << 32,
+                swap: 0,
+            }),
+            ..wr(SendOpcode::AtomicFetchAndAdd, &src)
+        };
+        unsafe { a.qp.post_send(&w) }.unwrap();
+        let wcs = poll_n(&[&a, &b], 0, 1);
+        assert_eq!(wcs[0].status, WcStatus::Success);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let local = cpu.join().unwrap();
+    let value = u64::from_ne_bytes(b.buf[..8].try_into().unwrap());
+    assert_eq!(value, (REMOTE << 32) + local, "no update lost");
 }

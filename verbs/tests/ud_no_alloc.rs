@@ -64,6 +64,7 @@ fn ping(a_io: Box<dyn FrameIo>, b_io: Box<dyn FrameIo>, net: Option<&SimNetwork>
         sg_list: &tx_sge,
         imm_data: 0,
         rdma: None,
+        atomic: None,
         ud: Some(UdDest {
             ah: &ah,
             remote_qpn: qp_b.qpn(),

@@ -124,6 +124,7 @@ fn send(
         sg_list: sges,
         imm_data: imm.unwrap_or(0),
         rdma: None,
+        atomic: None,
         ud: Some(UdDest {
             ah,
             remote_qpn: to,
@@ -251,6 +252,7 @@ fn gather_and_scatter_across_several_sges_and_inline_sends() {
         }],
         imm_data: 0,
         rdma: None,
+        atomic: None,
         ud: Some(UdDest {
             ah: &ah,
             remote_qpn: b.qp.qpn(),
@@ -523,6 +525,7 @@ fn unsignaled_sends_complete_silently_and_a_full_cq_overruns_without_harm() {
         sg_list: &[],
         imm_data: 0,
         rdma: None,
+        atomic: None,
         ud: Some(UdDest {
             ah: &ah,
             remote_qpn: b.qp.qpn(),
@@ -774,6 +777,7 @@ fn solicited_only_arming_waits_for_a_solicited_message() {
             sg_list: &[tx.sge(0, 8)],
             imm_data: 0,
             rdma: None,
+            atomic: None,
             ud: Some(UdDest {
                 ah: &ah,
                 remote_qpn: b.qp.qpn(),

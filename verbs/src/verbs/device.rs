@@ -83,6 +83,18 @@ impl Gid {
     }
 }
 
+/// What RDMA atomics are atomic against (`enum ibv_atomic_cap`, with its values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum AtomicCap {
+    /// `IBV_ATOMIC_NONE`: no atomics.
+    None = 0,
+    /// `IBV_ATOMIC_HCA`: against other atomics through this device only.
+    Hca = 1,
+    /// `IBV_ATOMIC_GLOB`: also against the CPU's atomics on the same memory.
+    Glob = 2,
+}
+
 /// Device attributes (`struct ibv_device_attr`), the limits xrdma enforces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceAttr {
@@ -112,6 +124,8 @@ pub struct DeviceAttr {
     pub max_qp_rd_atom: u32,
     /// Outstanding RDMA READ/atomic operations a QP may start.
     pub max_qp_init_rd_atom: u32,
+    /// What the atomics are atomic against.
+    pub atomic_cap: AtomicCap,
     /// Shared receive queues.
     pub max_srq: u32,
     /// Work requests per shared receive queue.
@@ -173,6 +187,9 @@ pub(crate) fn device_attr(link: &LinkInfo) -> DeviceAttr {
         max_pd: 1 << 16,
         max_qp_rd_atom: 128,
         max_qp_init_rd_atom: 128,
+        // The responder performs atomics with the CPU's own atomic instructions on the
+        // target's memory.
+        atomic_cap: AtomicCap::Glob,
         max_srq: 1 << 12,
         max_srq_wr: 1 << 14,
         max_srq_sge: 27,

@@ -38,7 +38,7 @@
 //! let tx = *b"hello";
 //! let wr = SendWr { wr_id: 1, opcode: SendOpcode::Send, send_flags: SendFlags::SIGNALED | SendFlags::INLINE,
 //!                   sg_list: &[Sge { addr: tx.as_ptr() as u64, length: 5, lkey: Lkey(0) }], imm_data: 0,
-//!                   ud: Some(UdDest { ah: &ah, remote_qpn: qp_b.qpn(), remote_qkey: Qkey::new(0x11) }), rdma: None };
+//!                   ud: Some(UdDest { ah: &ah, remote_qpn: qp_b.qpn(), remote_qkey: Qkey::new(0x11) }), rdma: None, atomic: None };
 //! unsafe { qp_a.post_send(&wr) }.unwrap();
 //!
 //! // Polling drives progress; the helper thread may get there first, so poll until done.
@@ -78,7 +78,7 @@ pub use channel::CompletionChannel;
 pub use completion::{WcFlags, WcOpcode, WcStatus, WorkCompletion};
 pub use context::{AsyncEvent, Context, ContextConfig, RxDrops};
 pub use cq::Cq;
-pub use device::{DeviceAttr, Gid, Mtu, PortAttr};
+pub use device::{AtomicCap, DeviceAttr, Gid, Mtu, PortAttr};
 pub use error::Error;
 pub use mr::{AccessFlags, Lkey, MemoryRegion, Rkey};
 pub use pd::{Mr, Pd};
@@ -86,4 +86,4 @@ pub use qp::{QpAttr, QpCap, QpInitAttr, QueuePair};
 pub use qp_state::{AttrMask, QpState, QpType};
 pub use srq::{Srq, SrqAttr, SrqAttrMask};
 pub use txbuf::TxBufs;
-pub use wr::{RecvWr, SendFlags, SendOpcode, SendWr, Sge, UdDest};
+pub use wr::{AtomicWr, RecvWr, SendFlags, SendOpcode, SendWr, Sge, UdDest};

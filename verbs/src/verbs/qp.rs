@@ -310,6 +310,8 @@ impl QueuePair {
             attr.timeout = rc.timeout;
             attr.retry_cnt = rc.retry_cnt;
             attr.rnr_retry = rc.rnr_retry;
+            attr.max_rd_atomic = rc.max_rd_atomic;
+            attr.max_dest_rd_atomic = rc.max_dest_rd_atomic;
         }
         attr
     }
@@ -383,6 +385,19 @@ impl QueuePair {
             }
             if mask.contains(AttrMask::RNR_RETRY) {
                 rc.rnr_retry = attr.rnr_retry.min(7);
+            }
+            let max_rd = ctx.device.max_qp_rd_atom;
+            if mask.contains(AttrMask::MAX_QP_RD_ATOMIC) {
+                if u32::from(attr.max_rd_atomic) > ctx.device.max_qp_init_rd_atom {
+                    return Err(Error::invalid("max_rd_atomic above max_qp_init_rd_atom"));
+                }
+                rc.max_rd_atomic = attr.max_rd_atomic;
+            }
+            if mask.contains(AttrMask::MAX_DEST_RD_ATOMIC) {
+                if u32::from(attr.max_dest_rd_atomic) > max_rd {
+                    return Err(Error::invalid("max_dest_rd_atomic above max_qp_rd_atom"));
+                }
+                rc.max_dest_rd_atomic = attr.max_dest_rd_atomic;
             }
             if current == QpState::Rtr && next == QpState::Rts {
                 let sq_psn = st.sq_psn;
@@ -523,31 +538,34 @@ impl QpShared {
     /// As [`QueuePair::post_send`].
     unsafe fn send_rc(&self, wr: &SendWr<'_>) -> Result<(), Error> {
         let ctx: &ContextShared = &self.pd.context().shared;
-        if !matches!(
-            wr.opcode,
-            SendOpcode::Send
-                | SendOpcode::SendWithImm
-                | SendOpcode::RdmaWrite
-                | SendOpcode::RdmaWriteWithImm
-        ) {
-            return Err(Error::Unsupported(
-                "RDMA READ and atomics are not implemented yet",
-            ));
-        }
         if wr.sg_list.len() > self.cap.max_send_sge as usize {
             return Err(Error::invalid("more SGEs than max_send_sge"));
         }
         if wr.send_flags.contains(SendFlags::INLINE) {
             return Err(Error::invalid("RC QPs take no inline data"));
         }
-        let write = matches!(
-            wr.opcode,
-            SendOpcode::RdmaWrite | SendOpcode::RdmaWriteWithImm
-        );
-        if write && wr.rdma.is_none() {
-            return Err(Error::invalid(
-                "an RDMA WRITE needs a remote address and key",
-            ));
+        match wr.opcode {
+            SendOpcode::RdmaWrite | SendOpcode::RdmaWriteWithImm | SendOpcode::RdmaRead
+                if wr.rdma.is_none() =>
+            {
+                return Err(Error::invalid(
+                    "an RDMA WRITE or READ needs a remote address and key",
+                ));
+            }
+            SendOpcode::AtomicCmpAndSwp | SendOpcode::AtomicFetchAndAdd => {
+                let Some(a) = wr.atomic else {
+                    return Err(Error::invalid("an atomic needs its target and operands"));
+                };
+                if !a.remote_addr.is_multiple_of(8) {
+                    return Err(Error::invalid(
+                        "an atomic's remote address must be 8-aligned",
+                    ));
+                }
+                if wr.sg_list.iter().map(|s| u64::from(s.length)).sum::<u64>() != 8 {
+                    return Err(Error::invalid("an atomic's local buffer must be 8 bytes"));
+                }
+            }
+            _ => {}
         }
         let signaled = self.sq_sig_all || wr.send_flags.contains(SendFlags::SIGNALED);
         // Backend first, then the QP: the order progress takes them in.
@@ -564,15 +582,8 @@ impl QpShared {
             _ => return Err(Error::invalid("sends need the QP in RTS")),
         }
         let rc = st.rc.as_mut().expect("RC QPs have RC state");
-        rc.post(
-            wr.wr_id,
-            wr.opcode,
-            signaled,
-            wr.sg_list,
-            wr.imm_data,
-            if write { wr.rdma } else { None },
-        )
-        .map_err(|_| Error::Full("send queue"))?;
+        rc.post(wr, signaled)
+            .map_err(|_| Error::Full("send queue"))?;
         self.rc_service(ctx, &mut **io, &mut st, Instant::now());
         if !ctx.app_is_polling() {
             io.flush()?;

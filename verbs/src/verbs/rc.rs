@@ -2,19 +2,23 @@
 //! `post_send`, by received packets and by its timers, with application memory reached
 //! through the QP's PD (every access checked against the registered regions).
 //!
-//! SEND, SEND with immediate, RDMA WRITE and RDMA WRITE with immediate. RDMA READ and the
-//! atomics are refused with EOPNOTSUPP until the engine has them.
+//! SEND, SEND with immediate, RDMA WRITE and RDMA WRITE with immediate, RDMA READ, and the
+//! atomics (compare and swap, fetch and add), which are atomic against each other and
+//! against the CPU's atomics on the same 8 bytes.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::completion::{ImmData, WcFlags, WcOpcode, WcStatus, WorkCompletion};
 use super::device::Mtu;
 use super::mr::{AccessFlags, MrTable, PdHandle, RemoteAccessError};
 use super::recv_queue::RecvQueue;
-use super::wr::{SendOpcode, Sge};
+use super::wr::{SendFlags, SendOpcode, SendWr, Sge};
 use crate::engine::rc::segment::MessageKind;
-use crate::engine::rc::{Memory, RcCompletion, RcConfig, RcEngine, RcStatus, SendRequest};
+use crate::engine::rc::{
+    AtomicOp, Memory, RcCompletion, RcConfig, RcEngine, RcStatus, SendRequest,
+};
 use crate::net::{FrameIo, TxMeta, send_copy};
 use crate::wire::{NakCode, Psn, Qpn, Rkey};
 
@@ -57,6 +61,8 @@ pub(crate) struct RcState {
     pub(crate) retry_cnt: u8,
     pub(crate) rnr_retry: u8,
     pub(crate) min_rnr_timer: u8,
+    pub(crate) max_rd_atomic: u8,
+    pub(crate) max_dest_rd_atomic: u8,
     pub(crate) access: AccessFlags,
     pub(crate) engine: Option<RcEngine>,
     /// Posted sends by engine handle (the slot index); `free` lists the empty slots.
@@ -77,6 +83,8 @@ impl RcState {
             retry_cnt: 7,
             rnr_retry: 7,
             min_rnr_timer: 12,
+            max_rd_atomic: 0,
+            max_dest_rd_atomic: 0,
             access: AccessFlags::empty(),
             engine: None,
             sends: vec![None; max_send_wr.max(1)],
@@ -100,45 +108,50 @@ impl RcState {
             retry_cnt: self.retry_cnt,
             rnr_retry: self.rnr_retry,
             min_rnr_timer: self.min_rnr_timer,
+            max_rd_atomic: self.max_rd_atomic,
+            max_dest_rd_atomic: self.max_dest_rd_atomic,
         }));
     }
 
-    /// Queues a send; `Err` when the send queue is full.
-    pub(crate) fn post(
-        &mut self,
-        wr_id: u64,
-        opcode: SendOpcode,
-        signaled: bool,
-        sg_list: &[Sge],
-        imm: u32,
-        remote: Option<(u64, super::mr::Rkey)>,
-    ) -> Result<(), ()> {
-        let remote = remote.map(|(va, key)| (va, Rkey::new(key.0)));
+    /// Queues a send request (checked by the caller); `Err` when the send queue is full.
+    pub(crate) fn post(&mut self, wr: &SendWr<'_>, signaled: bool) -> Result<(), ()> {
         let slot = self.free.pop().ok_or(())?;
         let mut sges = [NO_SGE; MAX_SGE];
-        sges[..sg_list.len()].copy_from_slice(sg_list);
-        let len = sg_list.iter().map(|s| s.length as usize).sum();
+        sges[..wr.sg_list.len()].copy_from_slice(wr.sg_list);
+        let len = wr.sg_list.iter().map(|s| s.length as usize).sum();
         self.sends[slot] = Some(PostedSend {
-            wr_id,
-            opcode,
+            wr_id: wr.wr_id,
+            opcode: wr.opcode,
             signaled,
             len,
             sges,
-            n: sg_list.len(),
+            n: wr.sg_list.len(),
         });
-        let kind = match opcode {
+        let kind = match wr.opcode {
             SendOpcode::Send => MessageKind::Send,
             SendOpcode::SendWithImm => MessageKind::SendWithImm,
             SendOpcode::RdmaWrite => MessageKind::Write,
-            _ => MessageKind::WriteWithImm,
+            SendOpcode::RdmaWriteWithImm => MessageKind::WriteWithImm,
+            SendOpcode::RdmaRead => MessageKind::Read,
+            SendOpcode::AtomicCmpAndSwp => MessageKind::CompareSwap,
+            SendOpcode::AtomicFetchAndAdd => MessageKind::FetchAdd,
+        };
+        let (remote, atomic) = match (kind, wr.atomic) {
+            (MessageKind::CompareSwap | MessageKind::FetchAdd, Some(a)) => {
+                (Some((a.remote_addr, a.rkey)), (a.compare_add, a.swap))
+            }
+            (MessageKind::Send | MessageKind::SendWithImm, _) => (None, (0, 0)),
+            _ => (wr.rdma, (0, 0)),
         };
         if let Some(engine) = self.engine.as_mut() {
             engine.post_send(SendRequest {
                 handle: slot as u64,
                 kind,
                 len,
-                imm,
-                remote,
+                imm: wr.imm_data,
+                remote: remote.map(|(va, key)| (va, Rkey::new(key.0))),
+                atomic,
+                fence: wr.send_flags.contains(SendFlags::FENCE),
             });
         }
         Ok(())
@@ -216,10 +229,13 @@ impl RcState {
                     let status = wc_status(status);
                     if s.signaled || status != WcStatus::Success {
                         let opcode = match s.opcode {
+                            SendOpcode::Send | SendOpcode::SendWithImm => WcOpcode::Send,
                             SendOpcode::RdmaWrite | SendOpcode::RdmaWriteWithImm => {
                                 WcOpcode::RdmaWrite
                             }
-                            _ => WcOpcode::Send,
+                            SendOpcode::RdmaRead => WcOpcode::RdmaRead,
+                            SendOpcode::AtomicCmpAndSwp => WcOpcode::CompSwap,
+                            SendOpcode::AtomicFetchAndAdd => WcOpcode::FetchAdd,
                         };
                         let wc = WorkCompletion {
                             wr_id: s.wr_id,
@@ -362,6 +378,27 @@ fn walk(
     len == 0
 }
 
+/// Copies `data` into the bytes of `sges` from `offset`, each checked for local write
+/// against the PD's regions; false if a check fails.
+fn store(mrs: &MrTable, pd: PdHandle, sges: &[Sge], offset: usize, data: &[u8]) -> bool {
+    let mut at = 0;
+    walk(
+        mrs,
+        pd,
+        sges,
+        offset,
+        data.len(),
+        AccessFlags::LOCAL_WRITE,
+        |ptr, n| {
+            // SAFETY: the range lies in a region registered for local write in this PD
+            // (checked by walk), which the poster keeps valid until the request completes
+            // (post_recv's and post_send's contract).
+            unsafe { std::ptr::copy_nonoverlapping(data[at..].as_ptr(), ptr as *mut u8, n) };
+            at += n;
+        },
+    )
+}
+
 impl Memory for RcMemory<'_> {
     fn gather(&mut self, handle: u64, offset: usize, buf: &mut [u8]) -> bool {
         let Some(Some(s)) = self.sends.get(handle as usize) else {
@@ -407,52 +444,82 @@ impl Memory for RcMemory<'_> {
         if offset + data.len() > room {
             return false;
         }
-        let mut at = 0;
-        walk(
-            self.mrs,
-            self.pd,
-            &a.sges[..a.n],
-            offset,
-            data.len(),
-            AccessFlags::LOCAL_WRITE,
-            |ptr, n| {
-                // SAFETY: the range lies in a region registered for local write in this PD
-                // (checked by walk), kept valid until the receive completes (post_recv's
-                // contract).
-                unsafe { std::ptr::copy_nonoverlapping(data[at..].as_ptr(), ptr as *mut u8, n) };
-                at += n;
-            },
-        )
+        store(self.mrs, self.pd, &a.sges[..a.n], offset, data)
     }
 
     fn remote_write(&mut self, rkey: Rkey, va: u64, data: &[u8]) -> Result<(), NakCode> {
-        if !self.access.contains(AccessFlags::REMOTE_WRITE) {
+        let Some(ptr) = self.remote(rkey, va, data.len(), AccessFlags::REMOTE_WRITE)? else {
+            return Ok(());
+        };
+        // SAFETY: the range lies in a region registered in this PD with remote write access
+        // (checked by `remote`); the region's owner keeps it valid while registered.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, data.len()) };
+        Ok(())
+    }
+
+    fn check_remote_read(&mut self, rkey: Rkey, va: u64, len: usize) -> Result<(), NakCode> {
+        self.remote(rkey, va, len, AccessFlags::REMOTE_READ)
+            .map(|_| ())
+    }
+
+    fn remote_read(&mut self, rkey: Rkey, va: u64, buf: &mut [u8]) -> Result<(), NakCode> {
+        let Some(ptr) = self.remote(rkey, va, buf.len(), AccessFlags::REMOTE_READ)? else {
+            return Ok(());
+        };
+        // SAFETY: the range lies in a region registered in this PD with remote read access
+        // (checked by `remote`); the region's owner keeps it valid while registered.
+        unsafe { std::ptr::copy_nonoverlapping(ptr, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    fn remote_atomic(&mut self, rkey: Rkey, va: u64, op: AtomicOp) -> Result<u64, NakCode> {
+        let ptr = self
+            .remote(rkey, va, 8, AccessFlags::REMOTE_ATOMIC)?
+            .ok_or(NakCode::InvalidRequest)?;
+        // SAFETY: 8 bytes at an 8-aligned address (both checked by `remote` for atomics) in a
+        // region registered in this PD with remote atomic access, valid while registered.
+        // The application may touch them concurrently only with atomics, as on a real HCA.
+        let target = unsafe { AtomicU64::from_ptr(ptr.cast::<u64>()) };
+        Ok(match op {
+            AtomicOp::CompareSwap { compare, swap } => {
+                match target.compare_exchange(compare, swap, Ordering::SeqCst, Ordering::SeqCst) {
+                    Ok(v) | Err(v) => v,
+                }
+            }
+            AtomicOp::FetchAdd { add } => target.fetch_add(add, Ordering::SeqCst),
+        })
+    }
+
+    fn read_response(&mut self, handle: u64, offset: usize, data: &[u8]) -> bool {
+        let Some(Some(s)) = self.sends.get(handle as usize) else {
+            return false;
+        };
+        store(self.mrs, self.pd, &s.sges[..s.n], offset, data)
+    }
+}
+
+impl RcMemory<'_> {
+    /// Where `len` bytes at `va` of the region with key `rkey` are, if this QP and that
+    /// region allow a peer `need`; `None` for an empty range.
+    fn remote(
+        &self,
+        rkey: Rkey,
+        va: u64,
+        len: usize,
+        need: AccessFlags,
+    ) -> Result<Option<*mut u8>, NakCode> {
+        if !self.access.contains(need) {
             return Err(NakCode::RemoteAccessError);
         }
         let rkey = super::mr::Rkey(rkey.value());
-        match self.mrs.check_remote(
-            self.pd,
-            rkey,
-            va,
-            data.len() as u64,
-            AccessFlags::REMOTE_WRITE,
-        ) {
+        match self.mrs.check_remote(self.pd, rkey, va, len as u64, need) {
             Ok(Some(mr)) => {
                 let off = mr
-                    .range_offset(va, data.len() as u64)
+                    .range_offset(va, len as u64)
                     .ok_or(NakCode::RemoteAccessError)?;
-                // SAFETY: the range lies in a region registered in this PD with remote write
-                // access (checked above); the region's owner keeps it valid while registered.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        data.as_ptr(),
-                        (mr.addr() + off) as *mut u8,
-                        data.len(),
-                    )
-                };
-                Ok(())
+                Ok(Some((mr.addr() + off) as *mut u8))
             }
-            Ok(None) => Ok(()),
+            Ok(None) => Ok(None),
             Err(RemoteAccessError::InvalidRequest | RemoteAccessError::MisalignedAtomic) => {
                 Err(NakCode::InvalidRequest)
             }

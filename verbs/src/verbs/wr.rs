@@ -108,8 +108,26 @@ pub struct SendWr<'a> {
     pub imm_data: u32,
     /// Destination, for UD QPs.
     pub ud: Option<UdDest<'a>>,
-    /// Target of an RDMA WRITE (RC QPs): the peer's address and the region's remote key.
+    /// Target of an RDMA WRITE or READ (RC QPs): the peer's address and the region's
+    /// remote key.
     pub rdma: Option<(u64, Rkey)>,
+    /// Target and operands of an atomic (RC QPs).
+    pub atomic: Option<AtomicWr>,
+}
+
+/// An atomic's target and operands (the `atomic` member of `ibv_send_wr`'s union). The
+/// value the target held goes to the request's single 8-byte scatter/gather element, in
+/// host byte order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AtomicWr {
+    /// The peer's address: 8-byte aligned.
+    pub remote_addr: u64,
+    /// The region's remote key.
+    pub rkey: Rkey,
+    /// The value compared (compare and swap) or added (fetch and add).
+    pub compare_add: u64,
+    /// The value stored if the comparison matched (compare and swap only).
+    pub swap: u64,
 }
 
 /// A receive work request.

@@ -2,7 +2,14 @@
 //! requester (segmentation, PSNs, retransmission from the oldest unacknowledged packet,
 //! RNR waits, retry counts, completions in posting order) and the responder (expected PSN,
 //! ACK coalescing, NAK on sequence errors, duplicates re-ACKed, RNR NAKs, remote access
-//! checks) for SEND and RDMA WRITE (with immediate data).
+//! checks) for SEND and RDMA WRITE (with immediate data), RDMA READ, and the atomics
+//! (compare and swap, fetch and add).
+//!
+//! A READ request takes one packet but as many PSNs as its responses; each response
+//! acknowledges everything before it, and an ACK beyond a READ or atomic whose response
+//! never arrived means that response was lost, so the requester asks again from there. The
+//! responder keeps its last `max_dest_rd_atomic` READs and atomics, to answer a duplicate
+//! READ again and to replay a duplicate atomic's result without executing it twice.
 //!
 //! # Call order
 //!
@@ -25,7 +32,8 @@ use std::time::{Duration, Instant};
 use self::segment::{MessageKind, packet_count, segment};
 use super::timer::{Timer, TimerTable};
 use crate::wire::{
-    AethRepr, BthRepr, Msn, NakCode, Opcode, Psn, Qpn, RethRepr, Rkey, Syndrome, TransportRepr,
+    AethRepr, AtomicAckEthRepr, AtomicEthRepr, BthRepr, Msn, NakCode, Opcode, Psn, Qpn, RethRepr,
+    Rkey, Syndrome, TransportRepr,
 };
 
 /// At most this many PSNs are outstanding (unacknowledged) at once, as rxe allows.
@@ -50,6 +58,10 @@ pub struct RcConfig {
     pub rnr_retry: u8,
     /// The RNR timer code we send in our RNR NAKs.
     pub min_rnr_timer: u8,
+    /// READs and atomics we may have outstanding at the peer at once.
+    pub max_rd_atomic: u8,
+    /// READs and atomics of the peer we keep, to answer their duplicates.
+    pub max_dest_rd_atomic: u8,
 }
 
 /// How a message ended, as the requester or responder completes it.
@@ -105,14 +117,36 @@ pub enum RcCompletion {
 pub struct SendRequest {
     /// The owner's handle: given back in the completion and to `Memory::gather`.
     pub handle: u64,
-    /// SEND or RDMA WRITE, with or without immediate data.
+    /// SEND, RDMA WRITE (with or without immediate data), RDMA READ or an atomic.
     pub kind: MessageKind,
-    /// Message bytes.
+    /// Message bytes (8 for the atomics).
     pub len: usize,
     /// Immediate data, for the `*WithImm` kinds.
     pub imm: u32,
-    /// Target of an RDMA WRITE: address and key.
+    /// Target of an RDMA WRITE, READ or atomic: address and key.
     pub remote: Option<(u64, Rkey)>,
+    /// The atomics' operands: (compare, swap) for compare and swap, (add, unused) for
+    /// fetch and add.
+    pub atomic: (u64, u64),
+    /// Start only once every earlier READ and atomic has completed (`IBV_SEND_FENCE`).
+    pub fence: bool,
+}
+
+/// An atomic operation on 8 bytes of a peer's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtomicOp {
+    /// If the value is `compare`, replace it with `swap`.
+    CompareSwap {
+        /// Value expected.
+        compare: u64,
+        /// Value stored if it matched.
+        swap: u64,
+    },
+    /// Add `add` (wrapping).
+    FetchAdd {
+        /// Addend.
+        add: u64,
+    },
 }
 
 /// Application memory, as the QP owner exposes it to the engine.
@@ -127,6 +161,18 @@ pub trait Memory {
     fn scatter(&mut self, handle: u64, offset: usize, data: &[u8]) -> bool;
     /// Writes `data` at `va` of the region with key `rkey`, for a peer's RDMA WRITE.
     fn remote_write(&mut self, rkey: Rkey, va: u64, data: &[u8]) -> Result<(), NakCode>;
+    /// Checks that a peer may RDMA READ `len` bytes at `va` of the region with key `rkey`.
+    fn check_remote_read(&mut self, rkey: Rkey, va: u64, len: usize) -> Result<(), NakCode>;
+    /// Copies `buf.len()` bytes at `va` of the region with key `rkey` into `buf`, for a
+    /// response to a peer's RDMA READ.
+    fn remote_read(&mut self, rkey: Rkey, va: u64, buf: &mut [u8]) -> Result<(), NakCode>;
+    /// Performs `op` on the 8 bytes at `va` of the region with key `rkey`, atomically
+    /// against other atomics (ours and the CPU's); returns the value before.
+    fn remote_atomic(&mut self, rkey: Rkey, va: u64, op: AtomicOp) -> Result<u64, NakCode>;
+    /// Stores response bytes (READ data at `offset`, or an atomic's original value as 8
+    /// native-endian bytes at 0) into send request `handle`'s own buffers; false if they
+    /// cannot be written.
+    fn read_response(&mut self, handle: u64, offset: usize, data: &[u8]) -> bool;
 }
 
 /// A queued send request and where its packets are.
@@ -140,6 +186,10 @@ struct Wqe {
 impl Wqe {
     fn last_psn(&self) -> Psn {
         self.first_psn + (self.packets - 1)
+    }
+
+    fn holds(&self, psn: Psn) -> bool {
+        psn >= self.first_psn && psn <= self.last_psn()
     }
 }
 
@@ -157,6 +207,9 @@ struct Requester {
     rnr_retries: u8,
     /// True while an RNR wait holds transmission.
     rnr_wait: bool,
+    /// The oldest unacknowledged PSN when a gap in READ responses last sent us back to it:
+    /// go back once per gap, not once per packet after it.
+    gap_at: Option<Psn>,
     failed: bool,
 }
 
@@ -166,6 +219,31 @@ enum InProgress {
     None,
     Send { handle: u64, offset: usize },
     Write { va: u64, rkey: Rkey, offset: usize },
+}
+
+/// A READ or atomic the responder executed, kept to answer its duplicates.
+#[derive(Debug, Clone, Copy)]
+enum Resource {
+    /// A READ's PSN range.
+    Read { first_psn: Psn, last_psn: Psn },
+    /// An atomic's PSN and the value it found.
+    Atomic { psn: Psn, orig: u64 },
+}
+
+/// Responses the responder owes, sent in order before any ACK.
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    /// READ responses for `len` bytes at `va` whose first response has PSN `first_psn`;
+    /// `next` is the PSN of the next one to send.
+    Read {
+        first_psn: Psn,
+        next: Psn,
+        va: u64,
+        rkey: Rkey,
+        len: usize,
+    },
+    /// An atomic's acknowledgement with the value it found.
+    Atomic { psn: Psn, orig: u64 },
 }
 
 /// The responder half.
@@ -178,6 +256,9 @@ struct Responder {
     pending: Option<(Syndrome, Psn)>,
     /// A sequence NAK was sent and no in-order packet arrived since (send only one).
     nak_sent: bool,
+    replies: VecDeque<Reply>,
+    /// The last `max_dest_rd_atomic` READs and atomics, oldest first.
+    resources: VecDeque<Resource>,
 }
 
 /// One RC QP's transport state. See the [module documentation](self).
@@ -213,6 +294,7 @@ impl RcEngine {
                 retries: config.retry_cnt,
                 rnr_retries: config.rnr_retry,
                 rnr_wait: false,
+                gap_at: None,
                 failed: false,
             },
             resp: Responder {
@@ -221,6 +303,8 @@ impl RcEngine {
                 in_progress: InProgress::None,
                 pending: None,
                 nak_sent: false,
+                replies: VecDeque::new(),
+                resources: VecDeque::new(),
             },
             timers: TimerTable::default(),
             completions: VecDeque::new(),
@@ -236,7 +320,10 @@ impl RcEngine {
             });
             return;
         }
-        let packets = packet_count(req.len, self.config.mtu) as u32;
+        let packets = match req.kind {
+            MessageKind::CompareSwap | MessageKind::FetchAdd => 1,
+            _ => packet_count(req.len, self.config.mtu) as u32,
+        };
         let wqe = Wqe {
             req,
             first_psn: self.req.new_psn,
@@ -301,10 +388,23 @@ impl RcEngine {
         }
     }
 
-    /// Completes the requests acknowledged up to and including `psn`.
+    /// Completes the requests acknowledged up to and including `psn`. An ACK cannot
+    /// complete a READ or atomic whose responses did not all arrive: they were lost, so
+    /// the requester goes back to ask again from the first one missing.
     fn acknowledge(&mut self, psn: Psn, now: Instant) {
+        let mut una = psn + 1;
+        let mut lost_response = false;
         while let Some(w) = self.req.queue.front() {
             if w.last_psn() > psn {
+                break;
+            }
+            if w.req.kind.is_read_or_atomic() && self.req.una <= w.last_psn() {
+                una = if self.req.una > w.first_psn {
+                    self.req.una
+                } else {
+                    w.first_psn
+                };
+                lost_response = true;
                 break;
             }
             let w = self.req.queue.pop_front().expect("front exists");
@@ -313,12 +413,15 @@ impl RcEngine {
                 status: RcStatus::Success,
             });
         }
-        if psn + 1 > self.req.una {
-            self.req.una = psn + 1;
+        if una > self.req.una {
+            self.req.una = una;
             self.req.retries = self.config.retry_cnt;
             if self.req.next_psn < self.req.una {
                 self.req.next_psn = self.req.una;
             }
+        }
+        if lost_response {
+            self.req.next_psn = self.req.una;
         }
         match (self.req.una < self.req.next_psn, self.config.timeout) {
             (true, Some(t)) => self.timers.set(Timer::Retransmit, now + t),
@@ -331,22 +434,108 @@ impl RcEngine {
         let Ok((repr, payload)) = TransportRepr::parse(packet) else {
             return;
         };
-        let op = repr.bth.opcode;
-        if op == Opcode::RC_ACKNOWLEDGE {
-            if let Some(aeth) = repr.aeth {
-                self.handle_ack(now, repr.bth.psn, aeth);
+        match repr.bth.opcode {
+            Opcode::RC_ACKNOWLEDGE => {
+                if let Some(aeth) = repr.aeth {
+                    self.handle_ack(now, repr.bth.psn, aeth);
+                }
+            }
+            Opcode::RC_RDMA_READ_RESPONSE_FIRST
+            | Opcode::RC_RDMA_READ_RESPONSE_MIDDLE
+            | Opcode::RC_RDMA_READ_RESPONSE_LAST
+            | Opcode::RC_RDMA_READ_RESPONSE_ONLY
+            | Opcode::RC_ATOMIC_ACKNOWLEDGE => {
+                // A NAK comes as an ACKNOWLEDGE; a response with a NAK syndrome is bogus.
+                if repr
+                    .aeth
+                    .is_none_or(|a| matches!(a.syndrome, Syndrome::Ack { .. }))
+                {
+                    self.handle_response(now, &repr, payload, mem);
+                }
+            }
+            _ => self.handle_request(&repr, payload, mem),
+        }
+    }
+
+    /// A READ response or atomic acknowledgement: in order, it acknowledges everything
+    /// before it and lands its data in the request's buffers.
+    fn handle_response(
+        &mut self,
+        now: Instant,
+        repr: &TransportRepr,
+        payload: &[u8],
+        mem: &mut dyn Memory,
+    ) {
+        let psn = repr.bth.psn;
+        if self.req.failed || psn < self.req.una || psn >= self.req.new_psn {
+            return; // a duplicate, or not ours
+        }
+        let Some(w) = self.req.queue.iter().find(|w| w.holds(psn)).copied() else {
+            return;
+        };
+        let atomic_ack = repr.bth.opcode == Opcode::RC_ATOMIC_ACKNOWLEDGE;
+        let fits = match w.req.kind {
+            MessageKind::Read => !atomic_ack,
+            MessageKind::CompareSwap | MessageKind::FetchAdd => atomic_ack,
+            _ => false,
+        };
+        if !fits {
+            return;
+        }
+        if psn != self.req.una {
+            // The first response of a request implicitly acknowledges what came before.
+            if psn == w.first_psn {
+                self.acknowledge(psn - 1, now);
+            }
+            if psn != self.req.una {
+                // Responses before this one were lost: ask again from the first missing.
+                if self.req.gap_at != Some(self.req.una) {
+                    self.req.gap_at = Some(self.req.una);
+                    self.req.next_psn = self.req.una;
+                }
+                return;
+            }
+        }
+        let stored = if atomic_ack {
+            match repr.atomic_ack {
+                Some(ack) => mem.read_response(w.req.handle, 0, &ack.orig.to_ne_bytes()),
+                None => return,
             }
         } else {
-            self.handle_request(&repr, payload, mem);
+            let index = (psn - w.first_psn) as usize;
+            let offset = index * self.config.mtu;
+            let want = (w.req.len - offset).min(self.config.mtu);
+            let ends = repr
+                .bth
+                .opcode
+                .info()
+                .is_some_and(|i| i.position.ends_message());
+            if payload.len() != want || ends != (psn == w.last_psn()) {
+                return; // malformed: drop it, the request is asked again on timeout
+            }
+            mem.read_response(w.req.handle, offset, payload)
+        };
+        if !stored {
+            self.fail(RcStatus::LocalProtection);
+            return;
         }
+        self.req.una = psn + 1;
+        self.req.gap_at = None;
+        self.req.retries = self.config.retry_cnt;
+        if self.req.next_psn < self.req.una {
+            self.req.next_psn = self.req.una;
+        }
+        self.acknowledge(psn, now);
     }
 
     fn handle_ack(&mut self, now: Instant, psn: Psn, aeth: AethRepr) {
         if self.req.failed || self.req.queue.is_empty() {
             return;
         }
-        // Ignore ACKs for PSNs not sent (stale or bogus).
-        if psn >= self.req.new_psn {
+        // Ignore ACKs for PSNs not sent (bogus), and NAKs from before what is already
+        // acknowledged (overtaken on the way).
+        let nak = !matches!(aeth.syndrome, Syndrome::Ack { .. });
+        if psn >= self.req.new_psn || (nak && psn < self.req.una) {
             return;
         }
         match aeth.syndrome {
@@ -363,7 +552,8 @@ impl RcEngine {
                     }
                     self.req.rnr_retries -= 1;
                 }
-                self.req.next_psn = psn;
+                // From `psn`, or from an earlier READ or atomic response found lost.
+                self.req.next_psn = self.req.una;
                 self.req.rnr_wait = true;
                 // Waiting out the RNR delay is not a lost packet: no retransmission timeout
                 // meanwhile (sending again re-arms it).
@@ -371,9 +561,10 @@ impl RcEngine {
                 self.timers.set(Timer::Rnr, now + rnr_delay(timer));
             }
             Syndrome::Nak(NakCode::PsnSequenceError) => {
-                // Everything before `psn` arrived; resend from it.
+                // Everything before `psn` arrived; resend from it (or from an earlier READ
+                // or atomic response found lost).
                 self.acknowledge(psn - 1, now);
-                self.req.next_psn = psn;
+                self.req.next_psn = self.req.una;
             }
             Syndrome::Nak(code) => {
                 self.acknowledge(psn - 1, now);
@@ -389,19 +580,61 @@ impl RcEngine {
 
     fn handle_request(&mut self, repr: &TransportRepr, payload: &[u8], mem: &mut dyn Memory) {
         let psn = repr.bth.psn;
+        let op = repr.bth.opcode;
         let r = &mut self.resp;
         if psn != r.epsn {
             if psn < r.epsn {
-                // A duplicate: the requester missed our ACK. Say again how far we got.
-                r.pending = Some((Syndrome::Ack { credit: 31 }, r.epsn - 1));
+                match op {
+                    Opcode::RC_RDMA_READ_REQUEST => Self::duplicate_read(r, repr, mem),
+                    Opcode::RC_COMPARE_SWAP | Opcode::RC_FETCH_ADD => {
+                        Self::duplicate_atomic(r, psn);
+                    }
+                    // A duplicate: the requester missed our ACK. Say again how far we got.
+                    _ => r.pending = Some((Syndrome::Ack { credit: 31 }, r.epsn - 1)),
+                }
             } else if !r.nak_sent {
                 r.nak_sent = true;
                 r.pending = Some((Syndrome::Nak(NakCode::PsnSequenceError), r.epsn));
             }
             return;
         }
-        let op = repr.bth.opcode;
         let Some(info) = op.info() else { return };
+        if matches!(
+            op,
+            Opcode::RC_RDMA_READ_REQUEST | Opcode::RC_COMPARE_SWAP | Opcode::RC_FETCH_ADD
+        ) {
+            if !matches!(r.in_progress, InProgress::None) {
+                r.in_progress = InProgress::None;
+                r.pending = Some((Syndrome::Nak(NakCode::InvalidRequest), psn));
+                return;
+            }
+            let max = usize::from(self.config.max_dest_rd_atomic);
+            let mtu = self.config.mtu;
+            let r = &mut self.resp;
+            let outcome = if max == 0 {
+                Err(NakCode::InvalidRequest)
+            } else if op == Opcode::RC_RDMA_READ_REQUEST {
+                Self::new_read(r, repr, mtu, mem)
+            } else {
+                Self::new_atomic(r, repr, mem)
+            };
+            match outcome {
+                Ok(resource) => {
+                    if r.resources.len() == max {
+                        r.resources.pop_front();
+                    }
+                    r.resources.push_back(resource);
+                    r.epsn = match resource {
+                        Resource::Read { last_psn, .. } => last_psn + 1,
+                        Resource::Atomic { psn, .. } => psn + 1,
+                    };
+                    r.msn = r.msn.wrapping_add(1);
+                    r.nak_sent = false;
+                }
+                Err(code) => r.pending = Some((Syndrome::Nak(code), psn)),
+            }
+            return;
+        }
         let starts = info.position.starts_message();
         let ends = info.position.ends_message();
         let is_send = matches!(
@@ -537,6 +770,143 @@ impl RcEngine {
         }
     }
 
+    /// A new READ request at the expected PSN: checks the access and queues its responses.
+    fn new_read(
+        r: &mut Responder,
+        repr: &TransportRepr,
+        mtu: usize,
+        mem: &mut dyn Memory,
+    ) -> Result<Resource, NakCode> {
+        let reth = repr.reth.ok_or(NakCode::InvalidRequest)?;
+        let len = reth.dma_len as usize;
+        mem.check_remote_read(reth.rkey, reth.va, len)?;
+        let first_psn = repr.bth.psn;
+        let last_psn = first_psn + (packet_count(len, mtu) as u32 - 1);
+        r.replies.push_back(Reply::Read {
+            first_psn,
+            next: first_psn,
+            va: reth.va,
+            rkey: reth.rkey,
+            len,
+        });
+        Ok(Resource::Read {
+            first_psn,
+            last_psn,
+        })
+    }
+
+    /// A new atomic at the expected PSN: performs it and queues its acknowledgement.
+    fn new_atomic(
+        r: &mut Responder,
+        repr: &TransportRepr,
+        mem: &mut dyn Memory,
+    ) -> Result<Resource, NakCode> {
+        let eth = repr.atomic.ok_or(NakCode::InvalidRequest)?;
+        let op = if repr.bth.opcode == Opcode::RC_COMPARE_SWAP {
+            AtomicOp::CompareSwap {
+                compare: eth.compare,
+                swap: eth.swap_add,
+            }
+        } else {
+            AtomicOp::FetchAdd { add: eth.swap_add }
+        };
+        let orig = mem.remote_atomic(eth.rkey, eth.va, op)?;
+        let psn = repr.bth.psn;
+        r.replies.push_back(Reply::Atomic { psn, orig });
+        Ok(Resource::Atomic { psn, orig })
+    }
+
+    /// A READ request again (its responses were lost): answers it again from its PSN, if
+    /// it lies in a READ we executed; earlier responses to it still queued are dropped.
+    fn duplicate_read(r: &mut Responder, repr: &TransportRepr, mem: &mut dyn Memory) {
+        let psn = repr.bth.psn;
+        let Some(reth) = repr.reth else { return };
+        let known = r.resources.iter().any(|res| {
+            matches!(*res, Resource::Read { first_psn, last_psn }
+                if psn >= first_psn && psn <= last_psn)
+        });
+        let len = reth.dma_len as usize;
+        if !known || mem.check_remote_read(reth.rkey, reth.va, len).is_err() {
+            return;
+        }
+        r.replies.retain(|reply| match *reply {
+            Reply::Read {
+                next, first_psn, ..
+            } => !(psn >= first_psn && next >= psn),
+            Reply::Atomic { .. } => true,
+        });
+        r.replies.push_back(Reply::Read {
+            first_psn: psn,
+            next: psn,
+            va: reth.va,
+            rkey: reth.rkey,
+            len,
+        });
+    }
+
+    /// An atomic again (its acknowledgement was lost): replays the value it found, without
+    /// performing it twice.
+    fn duplicate_atomic(r: &mut Responder, psn: Psn) {
+        let orig = r.resources.iter().find_map(|res| match *res {
+            Resource::Atomic { psn: p, orig } if p == psn => Some(orig),
+            _ => None,
+        });
+        if let Some(orig) = orig {
+            r.replies.push_back(Reply::Atomic { psn, orig });
+        }
+    }
+
+    /// Writes the next owed READ response or atomic acknowledgement into `buf`.
+    fn poll_reply(&mut self, buf: &mut [u8], mem: &mut dyn Memory) -> Option<usize> {
+        let mtu = self.config.mtu;
+        let dest = self.config.dest_qpn;
+        let msn = self.resp.msn;
+        let ack = AethRepr {
+            syndrome: Syndrome::Ack { credit: 31 },
+            msn,
+        };
+        let reply = self.resp.replies.front_mut()?;
+        match reply {
+            Reply::Atomic { psn, orig } => {
+                let repr = TransportRepr {
+                    aeth: Some(ack),
+                    atomic_ack: Some(AtomicAckEthRepr { orig: *orig }),
+                    ..TransportRepr::new(BthRepr::new(Opcode::RC_ATOMIC_ACKNOWLEDGE, dest, *psn))
+                };
+                self.resp.replies.pop_front();
+                repr.emit(&[], buf).ok()
+            }
+            Reply::Read {
+                first_psn,
+                next,
+                va,
+                rkey,
+                len,
+            } => {
+                let index = (*next - *first_psn) as usize;
+                let seg = segment(MessageKind::ReadResponse, *len, mtu, index)?;
+                let info = seg.opcode.info()?;
+                let mut repr = TransportRepr::new(BthRepr::new(seg.opcode, dest, *next));
+                if info.headers.contains(crate::wire::ExtHeaders::AETH) {
+                    repr.aeth = Some(ack);
+                }
+                let (va, rkey) = (*va + seg.offset as u64, *rkey);
+                *next += 1;
+                if seg.is_last() {
+                    self.resp.replies.pop_front();
+                }
+                let at = repr.emit_headers(seg.len, buf).ok()?;
+                if let Err(code) = mem.remote_read(rkey, va, &mut buf[at..at + seg.len]) {
+                    // The region went away since the request was checked.
+                    self.resp.replies.clear();
+                    self.resp.pending = Some((Syndrome::Nak(code), repr.bth.psn));
+                    return None;
+                }
+                Some(repr.buffer_len(seg.len))
+            }
+        }
+    }
+
     /// Writes the next packet to send into `buf` and returns its length; `None` when
     /// there is nothing to send now.
     pub fn poll_transmit(
@@ -545,7 +915,13 @@ impl RcEngine {
         buf: &mut [u8],
         mem: &mut dyn Memory,
     ) -> Option<usize> {
-        // The responder's ACKs and NAKs go first: they unblock the peer.
+        // The responder's responses, ACKs and NAKs go first: they unblock the peer. READ
+        // responses and atomic acknowledgements come before any later ACK, in PSN order.
+        if !self.resp.replies.is_empty() {
+            if let Some(len) = self.poll_reply(buf, mem) {
+                return Some(len);
+            }
+        }
         if let Some((syndrome, psn)) = self.resp.pending.take() {
             let repr = TransportRepr {
                 aeth: Some(AethRepr {
@@ -570,10 +946,29 @@ impl RcEngine {
         }
         // The request holding `next_psn`, and which of its packets that is.
         let psn = req.next_psn;
-        let w = *req
-            .queue
-            .iter()
-            .find(|w| psn >= w.first_psn && psn <= w.last_psn())?;
+        let w = *req.queue.iter().find(|w| w.holds(psn))?;
+        if w.req.kind.is_read_or_atomic() || w.req.fence {
+            // Earlier READs and atomics still outstanding: at most max_rd_atomic at once,
+            // and a fenced request waits for all of them.
+            let earlier = req
+                .queue
+                .iter()
+                .take_while(|x| x.first_psn < w.first_psn)
+                .filter(|x| x.req.kind.is_read_or_atomic())
+                .count();
+            let limit = if w.req.fence {
+                0
+            } else {
+                usize::from(self.config.max_rd_atomic).saturating_sub(1)
+            };
+            if earlier > limit || (w.req.kind.is_read_or_atomic() && self.config.max_rd_atomic == 0)
+            {
+                return None;
+            }
+        }
+        if w.req.kind.is_read_or_atomic() {
+            return self.transmit_read_or_atomic(now, w, psn, buf);
+        }
         let index = (psn - w.first_psn) as usize;
         let seg = segment(w.req.kind, w.req.len, self.config.mtu, index)?;
         let with_imm = matches!(
@@ -603,11 +998,79 @@ impl RcEngine {
         }
         let len = repr.buffer_len(seg.len);
         self.req.next_psn = psn + 1;
+        self.arm_retransmit(now);
+        Some(len)
+    }
+
+    /// The requester's position and the timers, for test failures.
+    #[cfg(test)]
+    fn summary(&self) -> String {
+        let r = &self.req;
+        format!(
+            "una {:?} next {:?} new {:?} rnr_wait {} failed {} gap_at {:?} front {:?} timers {:?}",
+            r.una,
+            r.next_psn,
+            r.new_psn,
+            r.rnr_wait,
+            r.failed,
+            r.gap_at,
+            r.queue.front(),
+            self.timers
+        )
+    }
+
+    /// Arms the retransmission timer if it is not running.
+    fn arm_retransmit(&mut self, now: Instant) {
         if !self.timers.is_armed(Timer::Retransmit) {
             if let Some(t) = self.config.timeout {
                 self.timers.set(Timer::Retransmit, now + t);
             }
         }
+    }
+
+    /// Sends the READ request or atomic of `w`, from `psn`: a READ asked again after lost
+    /// responses asks only for the bytes from the first one missing.
+    fn transmit_read_or_atomic(
+        &mut self,
+        now: Instant,
+        w: Wqe,
+        psn: Psn,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        let (va, rkey) = w.req.remote.unwrap_or((0, Rkey::new(0)));
+        let dest = self.config.dest_qpn;
+        let repr = match w.req.kind {
+            MessageKind::Read => {
+                let offset = ((psn - w.first_psn) as usize * self.config.mtu).min(w.req.len);
+                TransportRepr {
+                    reth: Some(RethRepr {
+                        va: va + offset as u64,
+                        rkey,
+                        dma_len: (w.req.len - offset) as u32,
+                    }),
+                    ..TransportRepr::new(BthRepr::new(Opcode::RC_RDMA_READ_REQUEST, dest, psn))
+                }
+            }
+            kind => {
+                let (opcode, swap_add, compare) = if kind == MessageKind::CompareSwap {
+                    (Opcode::RC_COMPARE_SWAP, w.req.atomic.1, w.req.atomic.0)
+                } else {
+                    (Opcode::RC_FETCH_ADD, w.req.atomic.0, 0)
+                };
+                TransportRepr {
+                    atomic: Some(AtomicEthRepr {
+                        va,
+                        rkey,
+                        swap_add,
+                        compare,
+                    }),
+                    ..TransportRepr::new(BthRepr::new(opcode, dest, psn))
+                }
+            }
+        };
+        let len = repr.emit(&[], buf).ok()?;
+        self.req.next_psn = w.last_psn() + 1;
+        self.arm_retransmit(now);
         Some(len)
     }
 }

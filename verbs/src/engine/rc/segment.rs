@@ -3,7 +3,8 @@
 
 use crate::wire::Opcode;
 
-/// The kinds of RC messages that span packets.
+/// The kinds of RC messages: those that span packets (SEND, WRITE, READ responses) and
+/// those that are one request packet (READ, the atomics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
     /// SEND.
@@ -16,12 +17,28 @@ pub enum MessageKind {
     WriteWithImm,
     /// The responses to an RDMA READ.
     ReadResponse,
+    /// RDMA READ: one request packet; its responses take a PSN each.
+    Read,
+    /// Atomic compare and swap of 8 bytes.
+    CompareSwap,
+    /// Atomic fetch and add of 8 bytes.
+    FetchAdd,
 }
 
 impl MessageKind {
-    /// Opcodes for (first, middle, last, only).
-    fn opcodes(self) -> [Opcode; 4] {
-        match self {
+    /// True for RDMA READ and the atomics: requests the responder answers with data, which
+    /// count against `max_rd_atomic` and which a fence waits for.
+    pub fn is_read_or_atomic(self) -> bool {
+        matches!(
+            self,
+            MessageKind::Read | MessageKind::CompareSwap | MessageKind::FetchAdd
+        )
+    }
+
+    /// Opcodes for (first, middle, last, only) of the kinds whose packets carry the
+    /// message's bytes.
+    fn opcodes(self) -> Option<[Opcode; 4]> {
+        Some(match self {
             MessageKind::Send => [
                 Opcode::RC_SEND_FIRST,
                 Opcode::RC_SEND_MIDDLE,
@@ -52,7 +69,8 @@ impl MessageKind {
                 Opcode::RC_RDMA_READ_RESPONSE_LAST,
                 Opcode::RC_RDMA_READ_RESPONSE_ONLY,
             ],
-        }
+            MessageKind::Read | MessageKind::CompareSwap | MessageKind::FetchAdd => return None,
+        })
     }
 }
 
@@ -84,14 +102,14 @@ pub fn packet_count(len: usize, mtu: usize) -> usize {
 }
 
 /// Packet `index` of a `len`-byte message of `kind` at path MTU `mtu`; `None` past the
-/// last one.
+/// last one, and for READ and atomic requests (one packet without payload each).
 pub fn segment(kind: MessageKind, len: usize, mtu: usize, index: usize) -> Option<Segment> {
     let mtu = mtu.max(1);
     let count = packet_count(len, mtu);
     if index >= count {
         return None;
     }
-    let [first, middle, last, only] = kind.opcodes();
+    let [first, middle, last, only] = kind.opcodes()?;
     let opcode = match (index, count) {
         (_, 1) => only,
         (0, _) => first,
@@ -192,5 +210,6 @@ mod tests {
             }
         }
         assert_eq!(segment(MessageKind::Send, 10, 4, 3), None);
+        assert_eq!(segment(MessageKind::Read, 10, 4, 0), None);
     }
 }

@@ -1,6 +1,6 @@
-//! Two RC engines on a seeded lossy wire with virtual time: every message arrives intact,
-//! in order, once, with the right completions, for loss, duplication and reordering; a
-//! bounded drive catches livelock.
+//! Two RC engines on a seeded lossy wire with virtual time: every operation (SEND, WRITE,
+//! READ, atomics) lands intact, in order, once, with the right completions, for loss,
+//! duplication and reordering; a bounded drive catches livelock.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -12,13 +12,15 @@ const MTU: usize = 256;
 const REGION: usize = 1 << 20;
 
 /// Application memory of one end: send buffers by handle, posted receives, a region that
-/// peers write into with key `RKEY`.
+/// peers write into, read and update atomically with key `RKEY`, and the buffers READ
+/// responses and atomic results land in.
 struct FakeMem {
     sends: HashMap<u64, Vec<u8>>,
     recvs: VecDeque<u64>,
     recv_bufs: HashMap<u64, Vec<u8>>,
     recv_cap: usize,
     region: Vec<u8>,
+    responses: HashMap<u64, Vec<u8>>,
 }
 
 const RKEY: u32 = 0x1234;
@@ -31,7 +33,19 @@ impl FakeMem {
             recv_bufs: HashMap::new(),
             recv_cap: 4 * MTU,
             region: vec![0; REGION],
+            responses: HashMap::new(),
         }
+    }
+
+    /// The region's range `va..va + len`, if the key is ours and it fits.
+    fn range(&self, rkey: Rkey, va: u64, len: usize) -> Result<std::ops::Range<usize>, NakCode> {
+        let end = (va as usize)
+            .checked_add(len)
+            .ok_or(NakCode::RemoteAccessError)?;
+        if rkey != Rkey::new(RKEY) || end > self.region.len() {
+            return Err(NakCode::RemoteAccessError);
+        }
+        Ok(va as usize..end)
     }
 
     fn post_recv(&mut self, handle: u64) {
@@ -63,14 +77,50 @@ impl Memory for FakeMem {
     }
 
     fn remote_write(&mut self, rkey: Rkey, va: u64, data: &[u8]) -> Result<(), NakCode> {
-        let end = (va as usize)
-            .checked_add(data.len())
-            .ok_or(NakCode::RemoteAccessError)?;
-        if rkey != Rkey::new(RKEY) || end > self.region.len() {
-            return Err(NakCode::RemoteAccessError);
-        }
-        self.region[va as usize..end].copy_from_slice(data);
+        let r = self.range(rkey, va, data.len())?;
+        self.region[r].copy_from_slice(data);
         Ok(())
+    }
+
+    fn check_remote_read(&mut self, rkey: Rkey, va: u64, len: usize) -> Result<(), NakCode> {
+        self.range(rkey, va, len).map(|_| ())
+    }
+
+    fn remote_read(&mut self, rkey: Rkey, va: u64, buf: &mut [u8]) -> Result<(), NakCode> {
+        let r = self.range(rkey, va, buf.len())?;
+        buf.copy_from_slice(&self.region[r]);
+        Ok(())
+    }
+
+    fn remote_atomic(&mut self, rkey: Rkey, va: u64, op: AtomicOp) -> Result<u64, NakCode> {
+        if !va.is_multiple_of(8) {
+            return Err(NakCode::InvalidRequest);
+        }
+        let r = self.range(rkey, va, 8)?;
+        let orig = u64::from_ne_bytes(self.region[r.clone()].try_into().unwrap());
+        let new = match op {
+            AtomicOp::CompareSwap { compare, swap } => {
+                if orig == compare {
+                    swap
+                } else {
+                    orig
+                }
+            }
+            AtomicOp::FetchAdd { add } => orig.wrapping_add(add),
+        };
+        self.region[r].copy_from_slice(&new.to_ne_bytes());
+        Ok(orig)
+    }
+
+    fn read_response(&mut self, handle: u64, offset: usize, data: &[u8]) -> bool {
+        let Some(buf) = self.responses.get_mut(&handle) else {
+            return false;
+        };
+        if offset + data.len() > buf.len() {
+            return false;
+        }
+        buf[offset..offset + data.len()].copy_from_slice(data);
+        true
     }
 }
 
@@ -131,6 +181,8 @@ fn config(timeout_us: u64, retry_cnt: u8, rnr_retry: u8, psns: (u32, u32)) -> Rc
         retry_cnt,
         rnr_retry,
         min_rnr_timer: 1,
+        max_rd_atomic: 4,
+        max_dest_rd_atomic: 4,
     }
 }
 
@@ -229,41 +281,104 @@ fn pattern(id: u64, len: usize) -> Vec<u8> {
     (0..len).map(|i| (id as usize * 31 + i * 7) as u8).collect()
 }
 
-/// `count` messages a -> b of random kinds and sizes; checks every completion and byte.
+/// Where the mixed-operation runs put things in the responder's region: WRITEs land in
+/// 1 KiB slots below `ATOMICS`, atomics work on eight counters there, and READs read the
+/// upper half, which nothing changes.
+const SLOTS: u64 = 500;
+const ATOMICS: u64 = SLOTS * 1024;
+const READ_AREA: usize = REGION / 2;
+
+/// A request of the mixed runs (every field but the handle).
+fn request(handle: u64, kind: MessageKind, len: usize) -> SendRequest {
+    SendRequest {
+        handle,
+        kind,
+        len,
+        imm: handle as u32,
+        remote: None,
+        atomic: (0, 0),
+        fence: false,
+    }
+}
+
+/// `count` operations a -> b of random kinds and sizes (SEND and WRITE with and without
+/// immediate data, READ, compare and swap, fetch and add); checks every completion, every
+/// byte landed, every READ's bytes and every atomic's original value.
 fn run(seed: u64, loss: f64, duplicate: f64, reorder: f64, count: u64) {
     let mut p = Pair::new(seed, loss, duplicate, reorder, 7);
     let mut rng = Rng::seed_from_u64(seed ^ 0xabcdef);
+    let read_area: Vec<u8> = (0..READ_AREA).map(|i| (i * 13 + i / 251) as u8).collect();
+    p.ends[1].1.region[READ_AREA..].copy_from_slice(&read_area);
+    // What b's region must hold at the end, applying a's operations in posting order.
+    let mut shadow = p.ends[1].1.region.clone();
     let mut expected_recvs = Vec::new();
-    let mut writes = Vec::new();
+    // (handle, bytes the response buffer must hold)
+    let mut expected_responses = Vec::new();
     for id in 0..count {
-        let len = rng.below(3 * MTU as u64 + 10) as usize;
         let kind = [
             MessageKind::Send,
             MessageKind::SendWithImm,
             MessageKind::Write,
             MessageKind::WriteWithImm,
-        ][rng.below(4) as usize];
-        let data = pattern(id, len);
-        p.ends[0].1.sends.insert(id, data.clone());
-        let va = id * 1024;
-        let remote = matches!(kind, MessageKind::Write | MessageKind::WriteWithImm)
-            .then_some((va, Rkey::new(RKEY)));
-        if matches!(kind, MessageKind::Write | MessageKind::WriteWithImm) {
-            writes.push((va as usize, data.clone()));
+            MessageKind::Read,
+            MessageKind::CompareSwap,
+            MessageKind::FetchAdd,
+        ][rng.below(7) as usize];
+        let mut req = request(id, kind, rng.below(3 * MTU as u64 + 10) as usize);
+        match kind {
+            MessageKind::Send | MessageKind::SendWithImm => {
+                p.ends[1].1.post_recv(1_000_000 + id);
+                expected_recvs.push((1_000_000 + id, kind, pattern(id, req.len), id as u32));
+            }
+            MessageKind::Write | MessageKind::WriteWithImm => {
+                let va = rng.below(SLOTS) * 1024;
+                req.remote = Some((va, Rkey::new(RKEY)));
+                let data = pattern(id, req.len);
+                shadow[va as usize..va as usize + req.len].copy_from_slice(&data);
+                if kind == MessageKind::WriteWithImm {
+                    p.ends[1].1.post_recv(1_000_000 + id);
+                    expected_recvs.push((1_000_000 + id, kind, data, id as u32));
+                }
+            }
+            MessageKind::Read => {
+                req.len = rng.below(4 * MTU as u64 + 10) as usize;
+                let from = READ_AREA + rng.below((READ_AREA - req.len) as u64) as usize;
+                req.remote = Some((from as u64, Rkey::new(RKEY)));
+                p.ends[0].1.responses.insert(id, vec![0; req.len]);
+                expected_responses.push((id, shadow[from..from + req.len].to_vec()));
+            }
+            _ => {
+                req.len = 8;
+                let va = ATOMICS + rng.below(8) * 8;
+                req.remote = Some((va, Rkey::new(RKEY)));
+                let at = va as usize..va as usize + 8;
+                let orig = u64::from_ne_bytes(shadow[at.clone()].try_into().unwrap());
+                let new = if kind == MessageKind::FetchAdd {
+                    req.atomic = (id * 3 + 1, 0);
+                    orig.wrapping_add(id * 3 + 1)
+                } else {
+                    // Compare with the right value half the time.
+                    let compare = if rng.chance(0.5) { orig } else { orig ^ 1 };
+                    req.atomic = (compare, id);
+                    if compare == orig { id } else { orig }
+                };
+                shadow[at].copy_from_slice(&new.to_ne_bytes());
+                p.ends[0].1.responses.insert(id, vec![0; 8]);
+                expected_responses.push((id, orig.to_ne_bytes().to_vec()));
+            }
         }
-        if kind != MessageKind::Write {
-            p.ends[1].1.post_recv(1000 + id);
-            expected_recvs.push((1000 + id, kind, data, id as u32));
-        }
-        p.ends[0].0.post_send(SendRequest {
-            handle: id,
+        if matches!(
             kind,
-            len,
-            imm: id as u32,
-            remote,
-        });
+            MessageKind::Send
+                | MessageKind::SendWithImm
+                | MessageKind::Write
+                | MessageKind::WriteWithImm
+        ) {
+            p.ends[0].1.sends.insert(id, pattern(id, req.len));
+        }
+        p.ends[0].0.post_send(req);
     }
-    p.drive_bounded(2_000_000);
+    p.drive_bounded(20 * count as usize * 1000);
 
     let sends: Vec<(u64, RcStatus)> = p.completions[0]
         .iter()
@@ -272,12 +387,20 @@ fn run(seed: u64, loss: f64, duplicate: f64, reorder: f64, count: u64) {
             other => panic!("unexpected completion at the requester: {other:?}"),
         })
         .collect();
+    let want = (0..count).map(|id| (id, RcStatus::Success));
+    if let Some((i, (got, want))) = sends
+        .iter()
+        .zip(want)
+        .enumerate()
+        .find(|(_, (g, w))| **g != *w)
+    {
+        panic!("seed {seed} loss {loss}: completion {i} is {got:?}, not {want:?}");
+    }
     assert_eq!(
-        sends,
-        (0..count)
-            .map(|id| (id, RcStatus::Success))
-            .collect::<Vec<_>>(),
-        "seed {seed} loss {loss}"
+        sends.len(),
+        count as usize,
+        "seed {seed} loss {loss}: requests completed (the rest are stuck: {})",
+        p.ends[0].0.summary()
     );
 
     assert_eq!(
@@ -311,26 +434,124 @@ fn run(seed: u64, loss: f64, duplicate: f64, reorder: f64, count: u64) {
             );
         }
     }
-    for (va, data) in writes {
+    for (handle, want) in expected_responses {
         assert_eq!(
-            &p.ends[1].1.region[va..va + data.len()],
-            &data[..],
-            "seed {seed} loss {loss}: WRITE bytes"
+            p.ends[0].1.responses[&handle], want,
+            "seed {seed} loss {loss}: READ bytes or atomic value of {handle}"
         );
+    }
+    assert!(
+        p.ends[1].1.region == shadow,
+        "seed {seed} loss {loss}: the responder's region after WRITEs and atomics"
+    );
+}
+
+#[test]
+fn operations_land_intact_and_in_order_on_a_clean_wire() {
+    run(1, 0.0, 0.0, 0.0, 10_000);
+}
+
+#[test]
+fn operations_survive_loss_duplication_and_reordering() {
+    for seed in 0..3 {
+        for loss in [0.0, 0.01, 0.1, 0.3] {
+            run(seed, loss, 0.05, 0.1, 10_000);
+        }
+    }
+}
+
+/// Opcodes of the packets on the wire towards end `to`.
+fn in_flight_opcodes(p: &Pair, to: usize) -> Vec<Opcode> {
+    p.wire
+        .in_flight
+        .iter()
+        .filter(|f| f.2 == to)
+        .map(|f| TransportRepr::parse(&f.3).unwrap().0.bth.opcode)
+        .collect()
+}
+
+#[test]
+fn max_rd_atomic_bounds_outstanding_reads_and_a_fence_waits_for_them() {
+    for (max, fence, want) in [(1, false, 1), (4, false, 3), (4, true, 3)] {
+        let mut p = Pair::new(11, 0.0, 0.0, 0.0, 7);
+        p.ends[0].0.config.max_rd_atomic = max;
+        p.ends[0].1.sends.insert(9, vec![7; 10]);
+        for id in 0..3 {
+            let mut req = request(id, MessageKind::Read, 100);
+            req.remote = Some((READ_AREA as u64, Rkey::new(RKEY)));
+            p.ends[0].1.responses.insert(id, vec![0; 100]);
+            p.ends[0].0.post_send(req);
+        }
+        // A SEND that a fence holds back until the READs completed.
+        let mut send = request(9, MessageKind::Send, 10);
+        send.fence = fence;
+        p.ends[0].0.post_send(send);
+        p.ends[1].1.post_recv(1);
+        p.step();
+        let ops = in_flight_opcodes(&p, 1);
+        let reads = ops
+            .iter()
+            .filter(|o| **o == Opcode::RC_RDMA_READ_REQUEST)
+            .count();
+        assert_eq!(reads, want, "max_rd_atomic {max} fence {fence}: {ops:?}");
+        let sends = ops.iter().filter(|o| **o == Opcode::RC_SEND_ONLY).count();
+        assert_eq!(sends, usize::from(!fence && max > 3), "{ops:?}");
+        p.drive_bounded(10_000);
+        let done: Vec<u64> = p.completions[0]
+            .iter()
+            .map(|c| match c {
+                RcCompletion::Send {
+                    handle,
+                    status: RcStatus::Success,
+                } => *handle,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(done, vec![0, 1, 2, 9]);
     }
 }
 
 #[test]
-fn messages_arrive_intact_and_in_order_on_a_clean_wire() {
-    run(1, 0.0, 0.0, 0.0, 300);
-}
-
-#[test]
-fn messages_survive_loss_duplication_and_reordering() {
-    for seed in 0..3 {
-        for loss in [0.01, 0.1, 0.3] {
-            run(seed, loss, 0.05, 0.1, 200);
-        }
+fn a_bad_read_or_a_misaligned_atomic_fails_at_the_requester() {
+    for (kind, va, key, status) in [
+        (
+            MessageKind::Read,
+            READ_AREA as u64,
+            RKEY + 1,
+            RcStatus::RemoteAccess,
+        ),
+        (
+            MessageKind::Read,
+            (REGION - 10) as u64,
+            RKEY,
+            RcStatus::RemoteAccess,
+        ),
+        (
+            MessageKind::FetchAdd,
+            ATOMICS + 4,
+            RKEY,
+            RcStatus::RemoteInvalidRequest,
+        ),
+        (
+            MessageKind::CompareSwap,
+            ATOMICS,
+            RKEY + 1,
+            RcStatus::RemoteAccess,
+        ),
+    ] {
+        let mut p = Pair::new(12, 0.0, 0.0, 0.0, 7);
+        let mut req = request(1, kind, if kind == MessageKind::Read { 100 } else { 8 });
+        req.remote = Some((va, Rkey::new(key)));
+        p.ends[0].1.responses.insert(1, vec![0; req.len]);
+        p.ends[0].0.post_send(req);
+        p.drive_bounded(10_000);
+        assert_eq!(
+            p.completions[0],
+            vec![RcCompletion::Send { handle: 1, status }],
+            "{kind:?} at {va:#x} key {key:#x}"
+        );
+        assert!(p.ends[0].0.is_failed());
+        assert!(p.ends[0].1.responses[&1].iter().all(|b| *b == 0));
     }
 }
 
@@ -346,6 +567,8 @@ fn a_vanished_peer_ends_in_retry_exceeded_then_flushes() {
             len: 10,
             imm: 0,
             remote: None,
+            atomic: (0, 0),
+            fence: false,
         });
     }
     let start = p.now;
@@ -384,6 +607,8 @@ fn receiver_not_ready_delays_until_a_receive_is_posted() {
         len: 100,
         imm: 0,
         remote: None,
+        atomic: (0, 0),
+        fence: false,
     });
     for _ in 0..50 {
         p.step();
@@ -416,6 +641,8 @@ fn a_bad_rkey_is_a_remote_access_error() {
         len: 10,
         imm: 0,
         remote: bad,
+        atomic: (0, 0),
+        fence: false,
     });
     p.ends[0].0.post_send(SendRequest {
         handle: 2,
@@ -423,6 +650,8 @@ fn a_bad_rkey_is_a_remote_access_error() {
         len: 10,
         imm: 0,
         remote: bad,
+        atomic: (0, 0),
+        fence: false,
     });
     p.drive_bounded(10_000);
     assert_eq!(
