@@ -1,5 +1,5 @@
 //! `xrdma perf` as a user runs it: the built binary, a server and a client, between two
-//! namespaced hosts over `xdp`, and over loopback with `udp`.
+//! namespaced hosts over `xdp`, and over loopback with `udp`: every test, raw, UD and RC.
 
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -62,9 +62,29 @@ fn finish(server: Child, client: Output) -> String {
     last
 }
 
+/// The tests, and how many messages each runs.
+const TESTS: [(&str, u64); 11] = [
+    ("raw-lat", 2000),
+    ("raw-bw", 100_000),
+    ("ud-lat", 2000),
+    ("ud-bw", 100_000),
+    ("rc-send-lat", 2000),
+    ("rc-send-bw", 20_000),
+    ("rc-write-lat", 2000),
+    ("rc-write-bw", 20_000),
+    ("rc-read-lat", 2000),
+    ("rc-read-bw", 20_000),
+    ("rc-atomic-lat", 2000),
+];
+
 fn check_lat(json: &str, iters: u64) {
     assert_eq!(field(json, "iters") as u64, iters, "{json}");
-    assert_eq!(field(json, "size"), 64.0);
+    let size = if json.contains("rc-atomic-lat") {
+        8.0
+    } else {
+        64.0
+    };
+    assert_eq!(field(json, "size"), size, "{json}");
     let (p50, p99) = (field(json, "lat_us_p50"), field(json, "lat_us_p99"));
     assert!(p50 > 0.0 && p50 <= p99, "{json}");
     assert!(field(json, "msg_rate") > 0.0, "{json}");
@@ -73,8 +93,14 @@ fn check_lat(json: &str, iters: u64) {
 fn check_bw(json: &str, iters: u64) {
     let received = field(json, "iters") as u64;
     assert_eq!(field(json, "sent") as u64, iters, "{json}");
-    // Raw frames are unreliable; the receiver counts what arrived, never more than sent.
-    assert!(received > 0 && received <= iters, "{json}");
+    if json.contains("\"rc-") {
+        // RC is reliable: every message arrives.
+        assert_eq!(received, iters, "{json}");
+    } else {
+        // Raw frames and UD are unreliable; the receiver counts what arrived, never more
+        // than sent.
+        assert!(received > 0 && received <= iters, "{json}");
+    }
     assert!(
         field(json, "msg_rate") > 0.0 && field(json, "gbps") > 0.0,
         "{json}"
@@ -85,12 +111,7 @@ fn check_bw(json: &str, iters: u64) {
 fn perf_tests_run_between_two_hosts_over_xdp() {
     let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
     let (a, b) = (t.a(), t.b());
-    for (test, iters) in [
-        ("raw-lat", 2000u64),
-        ("raw-bw", 200_000),
-        ("ud-lat", 2000),
-        ("ud-bw", 200_000),
-    ] {
+    for (test, iters) in TESTS {
         let mut server = a.ns().command(XRDMA);
         server.args([
             "perf",
@@ -122,15 +143,7 @@ fn perf_tests_run_between_two_hosts_over_xdp() {
 fn perf_tests_run_over_loopback_with_udp() {
     // Each test gets its own ports, so it can run beside others.
     let port = 20000 + (std::process::id() % 20000) as u16;
-    for (i, (test, iters)) in [
-        ("raw-lat", 2000u64),
-        ("raw-bw", 100_000),
-        ("ud-lat", 2000),
-        ("ud-bw", 100_000),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, (test, iters)) in TESTS.into_iter().enumerate() {
         let (roce, oob) = (
             (port + 2 * i as u16).to_string(),
             (port + 2 * i as u16 + 1).to_string(),

@@ -102,7 +102,8 @@ impl BackendArgs {
 
 #[derive(Args)]
 struct PerfArgs {
-    /// Test to run: raw-lat, raw-bw, ud-lat or ud-bw.
+    /// Test to run: raw-lat, raw-bw, ud-lat, ud-bw, rc-send-lat, rc-send-bw, rc-write-lat,
+    /// rc-write-bw, rc-read-lat, rc-read-bw or rc-atomic-lat.
     test: Test,
     /// Wait for a client.
     #[arg(long, conflicts_with = "connect", required_unless_present = "connect")]
@@ -112,7 +113,7 @@ struct PerfArgs {
     connect: Option<IpAddr>,
     #[command(flatten)]
     backend: BackendArgs,
-    /// Payload bytes per message.
+    /// Payload bytes per message (RC tests: up to 1 GiB).
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Messages to send.

@@ -8,13 +8,20 @@
 //! - `raw-bw`: the client streams such frames as fast as the backend takes them; the server
 //!   counts what arrives. Rates are the receiver's.
 //!
+//! - `ud-lat`, `ud-bw`: the same with UD SENDs through the verbs.
+//! - `rc-send-lat`, `rc-send-bw`, `rc-write-lat`, `rc-write-bw`, `rc-read-lat`,
+//!   `rc-read-bw`, `rc-atomic-lat`: RC QPs, as perftest's `ib_*_lat`/`ib_*_bw` run them
+//!   (see the `rc` module), with messages up to 1 GiB.
+//!
 //! Raw frames have no reliability: a lost ping is resent after a timeout, a lost stream
 //! frame is simply not counted.
 
 pub mod oob;
 mod raw;
+mod rc;
 pub mod report;
 mod ud;
+mod verbs;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -39,7 +46,36 @@ pub enum Test {
     UdLat,
     /// UD SEND streaming bandwidth and message rate through the verbs.
     UdBw,
+    /// RC SEND ping-pong latency.
+    RcSendLat,
+    /// RC SEND streaming bandwidth, counted by the receiver.
+    RcSendBw,
+    /// RC RDMA WRITE ping-pong latency.
+    RcWriteLat,
+    /// RC RDMA WRITE streaming bandwidth.
+    RcWriteBw,
+    /// RC RDMA READ latency, one at a time.
+    RcReadLat,
+    /// RC RDMA READ streaming bandwidth.
+    RcReadBw,
+    /// RC fetch-and-add latency, one at a time.
+    RcAtomicLat,
 }
+
+/// Every test, in the order help texts list them.
+pub const TESTS: [Test; 11] = [
+    Test::RawLat,
+    Test::RawBw,
+    Test::UdLat,
+    Test::UdBw,
+    Test::RcSendLat,
+    Test::RcSendBw,
+    Test::RcWriteLat,
+    Test::RcWriteBw,
+    Test::RcReadLat,
+    Test::RcReadBw,
+    Test::RcAtomicLat,
+];
 
 impl Test {
     /// The test's name on the command line and in reports.
@@ -49,13 +85,22 @@ impl Test {
             Test::RawBw => "raw-bw",
             Test::UdLat => "ud-lat",
             Test::UdBw => "ud-bw",
+            Test::RcSendLat => "rc-send-lat",
+            Test::RcSendBw => "rc-send-bw",
+            Test::RcWriteLat => "rc-write-lat",
+            Test::RcWriteBw => "rc-write-bw",
+            Test::RcReadLat => "rc-read-lat",
+            Test::RcReadBw => "rc-read-bw",
+            Test::RcAtomicLat => "rc-atomic-lat",
         }
     }
 
     fn default_iters(self) -> u64 {
         match self {
-            Test::RawLat | Test::UdLat => 10_000,
             Test::RawBw | Test::UdBw => 1_000_000,
+            // Reliable streams carry every message: fewer by default, as perftest does.
+            Test::RcSendBw | Test::RcWriteBw | Test::RcReadBw => 100_000,
+            _ => 10_000,
         }
     }
 }
@@ -63,15 +108,10 @@ impl Test {
 impl FromStr for Test {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "raw-lat" => Ok(Test::RawLat),
-            "raw-bw" => Ok(Test::RawBw),
-            "ud-lat" => Ok(Test::UdLat),
-            "ud-bw" => Ok(Test::UdBw),
-            other => Err(format!(
-                "unknown test {other:?} (known: raw-lat, raw-bw, ud-lat, ud-bw)"
-            )),
-        }
+        TESTS.into_iter().find(|t| t.name() == s).ok_or_else(|| {
+            let known: Vec<&str> = TESTS.iter().map(|t| t.name()).collect();
+            format!("unknown test {s:?} (known: {})", known.join(", "))
+        })
     }
 }
 
@@ -150,6 +190,7 @@ pub fn run_on(opts: &Options, io: Box<dyn FrameIo>) -> Result<Report> {
     match opts.test {
         Test::RawLat | Test::RawBw => raw::run(opts, io),
         Test::UdLat | Test::UdBw => ud::run(opts, io),
+        _ => rc::run(opts, io),
     }
 }
 

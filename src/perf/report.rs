@@ -20,7 +20,9 @@ pub struct Report {
     pub sent: u64,
     /// Time between the first and the last message counted.
     pub elapsed: Duration,
-    /// One-way latency samples (round trip / 2), sorted; empty for bandwidth tests.
+    /// Latency samples, sorted: one way (half a round trip) for ping-pong tests, the whole
+    /// operation for rc-read-lat and rc-atomic-lat (as perftest reports them); empty for
+    /// bandwidth tests.
     pub latencies: Vec<Duration>,
 }
 

@@ -5,14 +5,14 @@ use std::time::{Duration, Instant};
 
 use xrdma_verbs::net::FrameIo;
 use xrdma_verbs::verbs::{
-    AccessFlags, AddressHandle, AhAttr, Context, ContextConfig, Cq, Gid, Mr, QpCap, QpInitAttr,
-    QueuePair, RecvWr, SendFlags, SendOpcode, SendWr, Sge, UdDest, WcOpcode, WcStatus,
-    WorkCompletion,
+    AccessFlags, AddressHandle, AhAttr, Context, Cq, Gid, Mr, QpType, QueuePair, SendFlags,
+    SendOpcode, SendWr, Sge, UdDest, WcOpcode, WorkCompletion,
 };
 use xrdma_verbs::wire::{Qkey, Qpn};
 
 use super::oob::Message;
-use super::{Limit, Options, PerfError, Report, Result, Role, Test, count_until_end, meet};
+use super::verbs::{self, check};
+use super::{Limit, Options, PerfError, Report, Result, Role, Test, meet};
 
 /// Receives kept posted, and the send signaling interval.
 const DEPTH: u32 = 512;
@@ -38,36 +38,9 @@ struct Ud {
     ctx: Context,
 }
 
-impl From<xrdma_verbs::verbs::Error> for PerfError {
-    fn from(e: xrdma_verbs::verbs::Error) -> Self {
-        PerfError(e.to_string())
-    }
-}
-
 impl Ud {
     fn new(io: Box<dyn FrameIo>, size: usize) -> Result<Ud> {
-        // Both ends spin on their CQ, so progress happens inline; no helper thread.
-        let ctx = Context::new(
-            io,
-            ContextConfig {
-                progress_thread: false,
-                ..ContextConfig::default()
-            },
-        )?;
-        let pd = ctx.alloc_pd()?;
-        let cq = ctx.create_cq(2 * DEPTH + 64, None)?;
-        let cap = QpCap {
-            max_send_wr: DEPTH,
-            max_recv_wr: DEPTH,
-            max_send_sge: 1,
-            max_recv_sge: 1,
-            max_inline_data: 64,
-        };
-        let qp = pd.create_qp(&QpInitAttr {
-            cap,
-            sq_sig_all: false,
-            ..QpInitAttr::ud(&cq, &cq, DEPTH)
-        })?;
+        let (ctx, pd, cq, qp) = verbs::open(io, QpType::Ud, DEPTH, 64, false)?;
         qp.bring_up_ud(QKEY, 0)?;
         let slot = GRH + size.max(8);
         let mut recv = vec![0u8; slot * DEPTH as usize];
@@ -108,13 +81,7 @@ impl Ud {
             lkey: self.recv_mr.lkey(),
         };
         // SAFETY: slot `i` of the registered receive buffer, which outlives the QP.
-        unsafe {
-            self.qp.post_recv(&RecvWr {
-                wr_id: i,
-                sg_list: &[sge],
-            })
-        }?;
-        Ok(())
+        unsafe { verbs::post_recv(&self.qp, i, sge) }
     }
 
     /// The sequence number at the start of receive slot `i`'s payload.
@@ -156,27 +123,8 @@ impl Ud {
         Ok(())
     }
 
-    fn report(&self, test: &str) -> Report {
-        let link = self.ctx.link();
-        Report {
-            test: test.into(),
-            backend: link.backend.to_string(),
-            mode: link.mode.to_string(),
-            size: self.size,
-            ..Report::default()
-        }
-    }
-}
-
-fn check(wc: &WorkCompletion) -> Result<()> {
-    if wc.status == WcStatus::Success {
-        Ok(())
-    } else {
-        Err(PerfError(format!(
-            "work request {} failed: {}",
-            wc.wr_id,
-            wc.status.as_str()
-        )))
+    fn report(&self, test: Test) -> Report {
+        verbs::report(&self.ctx, test, self.size)
     }
 }
 
@@ -264,7 +212,7 @@ fn lat_client(ud: &mut Ud, ctrl: &mut super::oob::Control, limit: Limit) -> Resu
     ctrl.send(&Message::new("END").with("sent", sent))?;
     ctrl.recv()?;
     samples.sort_unstable();
-    let mut r = ud.report("ud-lat");
+    let mut r = ud.report(Test::UdLat);
     r.iters = samples.len() as u64;
     r.sent = samples.len() as u64 + lost;
     r.elapsed = elapsed;
@@ -291,7 +239,7 @@ fn lat_server(ud: &mut Ud, ctrl: &mut super::oob::Control) -> Result<Report> {
             last_check = Instant::now();
             if let Some(end) = ctrl.try_recv()? {
                 ctrl.send(&Message::new("RESULT").with("received", echoed))?;
-                let mut r = ud.report("ud-lat");
+                let mut r = ud.report(Test::UdLat);
                 r.iters = echoed;
                 r.sent = end.parse("sent")?;
                 r.elapsed = first.map(|f| f.elapsed()).unwrap_or_default();
@@ -317,7 +265,7 @@ fn bw_client(ud: &mut Ud, ctrl: &mut super::oob::Control, limit: Limit) -> Resul
     }
     ctrl.send(&Message::new("END").with("sent", sent))?;
     let result = ctrl.recv()?;
-    let mut r = ud.report("ud-bw");
+    let mut r = ud.report(Test::UdBw);
     r.iters = result.parse("received")?;
     r.sent = sent;
     r.elapsed = Duration::from_nanos(result.parse("elapsed_ns")?);
@@ -325,22 +273,6 @@ fn bw_client(ud: &mut Ud, ctrl: &mut super::oob::Control, limit: Limit) -> Resul
 }
 
 fn bw_server(ud: &mut Ud, ctrl: &mut super::oob::Control) -> Result<Report> {
-    let mut wcs = [WorkCompletion::default(); 64];
-    let counted = count_until_end(ctrl, || {
-        let n = ud.cq.poll(&mut wcs);
-        let mut received = 0;
-        for wc in &wcs[..n] {
-            check(wc)?;
-            if wc.opcode == WcOpcode::Recv {
-                ud.post_recv(wc.wr_id)?;
-                received += 1;
-            }
-        }
-        Ok(received)
-    })?;
-    let mut r = ud.report("ud-bw");
-    r.iters = counted.received;
-    r.sent = counted.sent;
-    r.elapsed = counted.elapsed;
-    Ok(r)
+    let report = ud.report(Test::UdBw);
+    verbs::count_receives(&ud.cq, ctrl, |slot| ud.post_recv(slot), report)
 }

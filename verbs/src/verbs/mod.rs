@@ -82,7 +82,7 @@ pub use device::{AtomicCap, DeviceAttr, Gid, Mtu, PortAttr};
 pub use error::Error;
 pub use mr::{AccessFlags, Lkey, MemoryRegion, Rkey};
 pub use pd::{Mr, Pd};
-pub use qp::{QpAttr, QpCap, QpInitAttr, QueuePair};
+pub use qp::{QpAttr, QpCap, QpInitAttr, QueuePair, RcPeer};
 pub use qp_state::{AttrMask, QpState, QpType};
 pub use srq::{Srq, SrqAttr, SrqAttrMask};
 pub use txbuf::TxBufs;

@@ -86,6 +86,26 @@ impl<'a> QpInitAttr<'a> {
     }
 }
 
+/// What an RC QP needs to know of its peer (exchanged out of band, as ibv_rc_pingpong
+/// does) and of itself, for [`QueuePair::bring_up_rc`].
+#[derive(Debug, Clone, Copy)]
+pub struct RcPeer {
+    /// How to reach the peer: its GID, and which of ours to send from.
+    pub ah: AhAttr,
+    /// The peer's QP number.
+    pub qpn: u32,
+    /// The peer's first send PSN: the first we expect.
+    pub psn: u32,
+    /// Our first send PSN.
+    pub our_psn: u32,
+    /// Payload bytes per packet.
+    pub path_mtu: Mtu,
+    /// What the peer may do to our memory (REMOTE_WRITE, REMOTE_READ, REMOTE_ATOMIC).
+    pub access: AccessFlags,
+    /// READs and atomics outstanding at once, each way.
+    pub rd_atomic: u8,
+}
+
 /// QP attributes for `modify` and `query` (`struct ibv_qp_attr`); which ones a `modify`
 /// applies is said by its mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,6 +466,54 @@ impl QueuePair {
                 ..QpAttr::new(QpState::Rts)
             },
             AttrMask::STATE | AttrMask::SQ_PSN,
+        )
+    }
+
+    /// Moves an RC QP from RESET through INIT, RTR and RTS towards the peer `peer`
+    /// describes, with the timers ibv_rc_pingpong uses (ACK timeout 14, i.e. 67 ms,
+    /// seven retries, RNR retried for ever, RNR timer 12): the three `modify` calls every RC
+    /// application makes once it has the peer's GID, QPN and PSN, in one.
+    pub fn bring_up_rc(&self, peer: &RcPeer) -> Result<(), Error> {
+        self.modify(
+            &QpAttr {
+                qp_access_flags: peer.access,
+                ..QpAttr::new(QpState::Init)
+            },
+            AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS,
+        )?;
+        self.modify(
+            &QpAttr {
+                ah_attr: Some(peer.ah),
+                path_mtu: peer.path_mtu,
+                dest_qp_num: peer.qpn,
+                rq_psn: peer.psn,
+                max_dest_rd_atomic: peer.rd_atomic,
+                min_rnr_timer: 12,
+                ..QpAttr::new(QpState::Rtr)
+            },
+            AttrMask::STATE
+                | AttrMask::AV
+                | AttrMask::PATH_MTU
+                | AttrMask::DEST_QPN
+                | AttrMask::RQ_PSN
+                | AttrMask::MAX_DEST_RD_ATOMIC
+                | AttrMask::MIN_RNR_TIMER,
+        )?;
+        self.modify(
+            &QpAttr {
+                timeout: 14,
+                retry_cnt: 7,
+                rnr_retry: 7,
+                sq_psn: peer.our_psn,
+                max_rd_atomic: peer.rd_atomic,
+                ..QpAttr::new(QpState::Rts)
+            },
+            AttrMask::STATE
+                | AttrMask::TIMEOUT
+                | AttrMask::RETRY_CNT
+                | AttrMask::RNR_RETRY
+                | AttrMask::SQ_PSN
+                | AttrMask::MAX_QP_RD_ATOMIC,
         )
     }
 

@@ -38,6 +38,9 @@ use crate::wire::{
 
 /// At most this many PSNs are outstanding (unacknowledged) at once, as rxe allows.
 const WINDOW: u32 = 128;
+/// Within a long message, every packet whose PSN is a multiple of this (less one) asks for
+/// an ACK: a quarter of the window, so ACKs arrive before the window closes.
+const ACK_EVERY: u32 = WINDOW / 4;
 
 /// How an RC QP was set up (the attributes of its RTR and RTS transitions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -976,8 +979,10 @@ impl RcEngine {
             MessageKind::SendWithImm | MessageKind::WriteWithImm
         );
         let info = seg.opcode.info()?;
+        // An ACK for each message's end, and every ACK_EVERY packets within long ones so the
+        // window keeps moving.
         let mut repr = TransportRepr::new(BthRepr {
-            ack_req: seg.is_last(),
+            ack_req: seg.is_last() || psn.value() % ACK_EVERY == ACK_EVERY - 1,
             ..BthRepr::new(seg.opcode, self.config.dest_qpn, psn)
         });
         if info.headers.contains(crate::wire::ExtHeaders::RETH) {
