@@ -10,13 +10,15 @@ pub enum Timer {
     Retransmit = 0,
     /// The responder said Receiver Not Ready: resend when it expires.
     Rnr = 1,
-    /// Coalesced ACKs owed to the requester: send one at the latest then.
-    Ack = 2,
+    /// No ACK progress for a few round trips: resend from the oldest unacknowledged
+    /// packet, without counting a retry (a lost packet at the tail of a burst, or a lost
+    /// NAK, costs a few round trips rather than the whole ACK timeout).
+    Probe = 2,
 }
 
 impl Timer {
     /// Every timer, in table order.
-    pub const ALL: [Timer; 3] = [Timer::Retransmit, Timer::Rnr, Timer::Ack];
+    pub const ALL: [Timer; 3] = [Timer::Retransmit, Timer::Rnr, Timer::Probe];
 }
 
 /// Deadlines of a QP's timers; unarmed timers have none.
@@ -72,10 +74,10 @@ mod tests {
         let t0 = Instant::now();
         let mut table = TimerTable::default();
         assert_eq!(table.next_timeout(), None);
-        table.set(Timer::Ack, t0 + Duration::from_micros(30));
+        table.set(Timer::Probe, t0 + Duration::from_micros(30));
         table.set(Timer::Retransmit, t0 + Duration::from_micros(50));
         assert_eq!(table.next_timeout(), Some(t0 + Duration::from_micros(30)));
-        table.stop(Timer::Ack);
+        table.stop(Timer::Probe);
         assert_eq!(table.next_timeout(), Some(t0 + Duration::from_micros(50)));
         table.set(Timer::Retransmit, t0 + Duration::from_micros(10));
         assert_eq!(
@@ -91,12 +93,12 @@ mod tests {
         let mut table = TimerTable::default();
         table.set(Timer::Rnr, t0 + Duration::from_micros(5));
         table.set(Timer::Retransmit, t0 + Duration::from_micros(5));
-        table.set(Timer::Ack, t0 + Duration::from_micros(100));
+        table.set(Timer::Probe, t0 + Duration::from_micros(100));
         assert_eq!(table.take_expired(t0), None);
         let now = t0 + Duration::from_micros(5);
         assert_eq!(table.take_expired(now), Some(Timer::Retransmit));
         assert_eq!(table.take_expired(now), Some(Timer::Rnr));
         assert_eq!(table.take_expired(now), None);
-        assert!(table.is_armed(Timer::Ack) && !table.is_armed(Timer::Rnr));
+        assert!(table.is_armed(Timer::Probe) && !table.is_armed(Timer::Rnr));
     }
 }

@@ -11,6 +11,20 @@
 //! responder keeps its last `max_dest_rd_atomic` READs and atomics, to answer a duplicate
 //! READ again and to replay a duplicate atomic's result without executing it twice.
 //!
+//! # Loss and congestion
+//!
+//! Go-back-N, as the IBTA has it, with two additions for lossy paths:
+//! - a congestion window (AIMD): halved on each loss (a sequence NAK, a gap in READ
+//!   responses, a timer), grown by one packet per window acknowledged, between 4 and the
+//!   128-packet limit; ACKs are asked for every quarter window, so they come back before it
+//!   closes. Go-back-N resends everything in flight after a loss, so a smaller window on a
+//!   lossy path wastes less; on a clean path the window stays at 128.
+//! - a probe timer at four smoothed round trips (0.2 to 20 ms, never past the ACK timeout):
+//!   with no ACK progress by then the requester resends from the oldest unacknowledged
+//!   packet without counting a retry. A lost last packet or a lost NAK then costs a few
+//!   round trips, not the 67 ms ACK timeout ibv_rc_pingpong sets; only the ACK timeout
+//!   counts retries towards RETRY_EXC_ERR.
+//!
 //! # Call order
 //!
 //! Like quinn's `Connection`: time is always an argument, and the engine does nothing on
@@ -38,9 +52,13 @@ use crate::wire::{
 
 /// At most this many PSNs are outstanding (unacknowledged) at once, as rxe allows.
 const WINDOW: u32 = 128;
-/// Within a long message, every packet whose PSN is a multiple of this (less one) asks for
-/// an ACK: a quarter of the window, so ACKs arrive before the window closes.
-const ACK_EVERY: u32 = WINDOW / 4;
+/// The congestion window never closes below this many packets.
+const MIN_CWND: u32 = 4;
+/// Bounds of the probe timer: four smoothed round trips, within these.
+const MIN_PROBE: Duration = Duration::from_micros(200);
+const MAX_PROBE: Duration = Duration::from_millis(20);
+/// The round-trip estimate before the first sample.
+const INITIAL_RTT: Duration = Duration::from_micros(250);
 
 /// How an RC QP was set up (the attributes of its RTR and RTS transitions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +231,18 @@ struct Requester {
     /// The oldest unacknowledged PSN when a gap in READ responses last sent us back to it:
     /// go back once per gap, not once per packet after it.
     gap_at: Option<Psn>,
+    /// Congestion window, in packets: halved on each loss, grown by one per window of
+    /// packets acknowledged, between `MIN_CWND` and `WINDOW`.
+    cwnd: u32,
+    /// Packets acknowledged towards the next growth of `cwnd`.
+    cwnd_acked: u32,
+    /// The last packet sent that asked for an ACK.
+    ack_req_psn: Psn,
+    /// Smoothed round-trip time, from one timed packet at a time.
+    srtt: Duration,
+    /// The packet being timed, and when it was sent; dropped when packets are resent
+    /// (Karn: an ACK after a resend does not say which copy it answers).
+    timing: Option<(Psn, Instant)>,
     failed: bool,
 }
 
@@ -298,6 +328,11 @@ impl RcEngine {
                 rnr_retries: config.rnr_retry,
                 rnr_wait: false,
                 gap_at: None,
+                cwnd: WINDOW,
+                cwnd_acked: 0,
+                ack_req_psn: config.sq_psn - 1,
+                srtt: INITIAL_RTT,
+                timing: None,
                 failed: false,
             },
             resp: Responder {
@@ -367,10 +402,14 @@ impl RcEngine {
                         self.req.retries -= 1;
                     }
                     // Go back N: resend from the oldest unacknowledged packet.
-                    self.req.next_psn = self.req.una;
+                    self.go_back();
                 }
                 Timer::Rnr => self.req.rnr_wait = false,
-                Timer::Ack => {}
+                Timer::Probe => {
+                    if !self.req.queue.is_empty() && self.req.una < self.req.next_psn {
+                        self.go_back();
+                    }
+                }
             }
         }
     }
@@ -380,6 +419,7 @@ impl RcEngine {
         self.req.failed = true;
         self.timers.stop(Timer::Retransmit);
         self.timers.stop(Timer::Rnr);
+        self.timers.stop(Timer::Probe);
         let mut first = true;
         while let Some(w) = self.req.queue.pop_front() {
             let s = if first { status } else { RcStatus::Flushed };
@@ -417,19 +457,67 @@ impl RcEngine {
             });
         }
         if una > self.req.una {
-            self.req.una = una;
-            self.req.retries = self.config.retry_cnt;
-            if self.req.next_psn < self.req.una {
-                self.req.next_psn = self.req.una;
-            }
+            self.advance(una, now);
         }
         if lost_response {
-            self.req.next_psn = self.req.una;
+            self.go_back();
         }
-        match (self.req.una < self.req.next_psn, self.config.timeout) {
-            (true, Some(t)) => self.timers.set(Timer::Retransmit, now + t),
-            _ => self.timers.stop(Timer::Retransmit),
+        self.rearm(now);
+    }
+
+    /// Moves the oldest unacknowledged PSN up to `una`: progress, so the retry count is
+    /// whole again, the round trip may be sampled, and the congestion window grows.
+    fn advance(&mut self, una: Psn, now: Instant) {
+        let r = &mut self.req;
+        let acked = (una - r.una) as u32;
+        r.una = una;
+        r.retries = self.config.retry_cnt;
+        if r.next_psn < r.una {
+            r.next_psn = r.una;
         }
+        if let Some((psn, sent)) = r.timing {
+            if una > psn {
+                r.srtt = (r.srtt * 7 + now.saturating_duration_since(sent)) / 8;
+                r.timing = None;
+            }
+        }
+        r.cwnd_acked += acked;
+        while r.cwnd_acked >= r.cwnd && r.cwnd < WINDOW {
+            r.cwnd_acked -= r.cwnd;
+            r.cwnd += 1;
+        }
+        if r.cwnd >= WINDOW {
+            r.cwnd_acked = 0;
+        }
+    }
+
+    /// After an ACK: the timers run while packets are outstanding, from now.
+    fn rearm(&mut self, now: Instant) {
+        if self.req.una < self.req.next_psn {
+            match self.config.timeout {
+                Some(t) => self.timers.set(Timer::Retransmit, now + t),
+                None => self.timers.stop(Timer::Retransmit),
+            }
+            self.timers.set(Timer::Probe, now + self.probe_delay());
+        } else {
+            self.timers.stop(Timer::Retransmit);
+            self.timers.stop(Timer::Probe);
+        }
+    }
+
+    /// Four smoothed round trips, within bounds, and never past the ACK timeout.
+    fn probe_delay(&self) -> Duration {
+        let d = (self.req.srtt * 4).clamp(MIN_PROBE, MAX_PROBE);
+        self.config.timeout.map_or(d, |t| d.min(t))
+    }
+
+    /// A packet was lost: resend from the oldest unacknowledged one, with half the window.
+    fn go_back(&mut self) {
+        let r = &mut self.req;
+        r.next_psn = r.una;
+        r.timing = None;
+        r.cwnd = (r.cwnd / 2).max(MIN_CWND);
+        r.cwnd_acked = 0;
     }
 
     /// Handles one received transport packet addressed to this QP.
@@ -494,7 +582,7 @@ impl RcEngine {
                 // Responses before this one were lost: ask again from the first missing.
                 if self.req.gap_at != Some(self.req.una) {
                     self.req.gap_at = Some(self.req.una);
-                    self.req.next_psn = self.req.una;
+                    self.go_back();
                 }
                 return;
             }
@@ -522,12 +610,8 @@ impl RcEngine {
             self.fail(RcStatus::LocalProtection);
             return;
         }
-        self.req.una = psn + 1;
         self.req.gap_at = None;
-        self.req.retries = self.config.retry_cnt;
-        if self.req.next_psn < self.req.una {
-            self.req.next_psn = self.req.una;
-        }
+        self.advance(psn + 1, now);
         self.acknowledge(psn, now);
     }
 
@@ -561,13 +645,14 @@ impl RcEngine {
                 // Waiting out the RNR delay is not a lost packet: no retransmission timeout
                 // meanwhile (sending again re-arms it).
                 self.timers.stop(Timer::Retransmit);
+                self.timers.stop(Timer::Probe);
                 self.timers.set(Timer::Rnr, now + rnr_delay(timer));
             }
             Syndrome::Nak(NakCode::PsnSequenceError) => {
                 // Everything before `psn` arrived; resend from it (or from an earlier READ
                 // or atomic response found lost).
                 self.acknowledge(psn - 1, now);
-                self.req.next_psn = self.req.una;
+                self.go_back();
             }
             Syndrome::Nak(code) => {
                 self.acknowledge(psn - 1, now);
@@ -943,7 +1028,7 @@ impl RcEngine {
         if req.failed
             || req.rnr_wait
             || req.next_psn >= req.new_psn
-            || (req.next_psn - req.una) as u32 >= WINDOW
+            || (req.next_psn - req.una) as u32 >= req.cwnd
         {
             return None;
         }
@@ -979,10 +1064,15 @@ impl RcEngine {
             MessageKind::SendWithImm | MessageKind::WriteWithImm
         );
         let info = seg.opcode.info()?;
-        // An ACK for each message's end, and every ACK_EVERY packets within long ones so the
-        // window keeps moving.
+        // An ACK for each message's end, and every quarter window within long ones so ACKs
+        // arrive before the window closes.
+        let spacing = (self.req.cwnd / 4).max(1);
+        let ack_req = seg.is_last() || (psn - self.req.ack_req_psn) as u32 >= spacing;
+        if ack_req {
+            self.req.ack_req_psn = psn;
+        }
         let mut repr = TransportRepr::new(BthRepr {
-            ack_req: seg.is_last() || psn.value() % ACK_EVERY == ACK_EVERY - 1,
+            ack_req,
             ..BthRepr::new(seg.opcode, self.config.dest_qpn, psn)
         });
         if info.headers.contains(crate::wire::ExtHeaders::RETH) {
@@ -1003,7 +1093,7 @@ impl RcEngine {
         }
         let len = repr.buffer_len(seg.len);
         self.req.next_psn = psn + 1;
-        self.arm_retransmit(now);
+        self.arm_retransmit(now, psn);
         Some(len)
     }
 
@@ -1024,12 +1114,19 @@ impl RcEngine {
         )
     }
 
-    /// Arms the retransmission timer if it is not running.
-    fn arm_retransmit(&mut self, now: Instant) {
+    /// After sending packet `psn`: arms the retransmission and probe timers if they are
+    /// not running, and times the packet if none is being timed.
+    fn arm_retransmit(&mut self, now: Instant, psn: Psn) {
         if !self.timers.is_armed(Timer::Retransmit) {
             if let Some(t) = self.config.timeout {
                 self.timers.set(Timer::Retransmit, now + t);
             }
+        }
+        if !self.timers.is_armed(Timer::Probe) {
+            self.timers.set(Timer::Probe, now + self.probe_delay());
+        }
+        if self.req.timing.is_none() {
+            self.req.timing = Some((psn, now));
         }
     }
 
@@ -1075,7 +1172,7 @@ impl RcEngine {
         };
         let len = repr.emit(&[], buf).ok()?;
         self.req.next_psn = w.last_psn() + 1;
-        self.arm_retransmit(now);
+        self.arm_retransmit(now, w.last_psn());
         Some(len)
     }
 }

@@ -134,12 +134,23 @@ struct Wire {
     in_flight: Vec<(Instant, u64, usize, Vec<u8>)>,
     seq: u64,
     dead: [bool; 2],
+    /// Packets towards end 1 whose opcode is this are dropped (once each, while
+    /// `drop_count` lasts).
+    drop_opcode: Option<Opcode>,
+    drop_count: u32,
 }
 
 impl Wire {
     fn send(&mut self, now: Instant, to: usize, bytes: &[u8]) {
         if self.dead[to] || self.rng.chance(self.loss) {
             return;
+        }
+        if to == 1 && self.drop_count > 0 {
+            let op = TransportRepr::parse(bytes).map(|(r, _)| r.bth.opcode).ok();
+            if op.is_some() && op == self.drop_opcode {
+                self.drop_count -= 1;
+                return;
+            }
         }
         let copies = if self.rng.chance(self.duplicate) {
             2
@@ -212,6 +223,8 @@ impl Pair {
                 in_flight: Vec::new(),
                 seq: 0,
                 dead: [false; 2],
+                drop_opcode: None,
+                drop_count: 0,
             },
             now: Instant::now(),
             completions: [Vec::new(), Vec::new()],
@@ -671,4 +684,60 @@ fn a_bad_rkey_is_a_remote_access_error() {
         p.ends[1].1.region[..10].iter().all(|b| *b == 0),
         "nothing written"
     );
+}
+
+#[test]
+fn a_lost_last_packet_is_resent_after_a_probe_not_the_ack_timeout() {
+    let mut p = Pair::new(13, 0.0, 0.0, 0.0, 7);
+    // An ACK timeout of 100 ms; the round trip is 10 us.
+    for (eng, _) in &mut p.ends {
+        eng.config.timeout = Some(Duration::from_millis(100));
+    }
+    p.wire.drop_opcode = Some(Opcode::RC_SEND_LAST);
+    p.wire.drop_count = 1;
+    p.ends[0].1.sends.insert(1, pattern(1, 3 * MTU));
+    p.ends[0]
+        .0
+        .post_send(request(1, MessageKind::Send, 3 * MTU));
+    p.ends[1].1.post_recv(7);
+    let start = p.now;
+    p.drive_bounded(10_000);
+    assert_eq!(
+        p.completions[0],
+        vec![RcCompletion::Send {
+            handle: 1,
+            status: RcStatus::Success
+        }]
+    );
+    let took = p.now - start;
+    assert!(took < Duration::from_millis(5), "took {took:?}");
+    assert_eq!(p.ends[1].1.recv_bufs[&7], pattern(1, 3 * MTU));
+}
+
+#[test]
+fn loss_halves_the_congestion_window_and_acks_grow_it_back() {
+    let mut p = Pair::new(14, 0.0, 0.0, 0.0, 7);
+    assert_eq!(p.ends[0].0.req.cwnd, WINDOW);
+    // One lost packet in the middle of a long message: a sequence NAK, one halving.
+    p.wire.drop_opcode = Some(Opcode::RC_SEND_MIDDLE);
+    p.wire.drop_count = 1;
+    p.ends[0].1.sends.insert(1, pattern(1, 40 * MTU));
+    p.ends[0]
+        .0
+        .post_send(request(1, MessageKind::Send, 40 * MTU));
+    p.ends[1].1.recv_cap = 40 * MTU;
+    p.ends[1].1.post_recv(7);
+    p.drive_bounded(10_000);
+    assert_eq!(p.ends[0].0.req.cwnd, WINDOW / 2);
+    // A window's worth of packets acknowledged grows it by one.
+    let n = WINDOW as usize / 2;
+    p.ends[0].1.sends.insert(2, pattern(2, n * MTU));
+    p.ends[0]
+        .0
+        .post_send(request(2, MessageKind::Send, n * MTU));
+    p.ends[1].1.recv_cap = n * MTU;
+    p.ends[1].1.post_recv(8);
+    p.drive_bounded(10_000);
+    assert_eq!(p.ends[0].0.req.cwnd, WINDOW / 2 + 1);
+    assert_eq!(p.completions[0].len(), 2);
 }
