@@ -55,3 +55,20 @@ unsafe impl GlobalAlloc for CountingAlloc {
         unsafe { System.dealloc(ptr, layout) }
     }
 }
+
+/// Runs `round` 200 times to warm up (queues reach their working size), then `rounds`
+/// times more, and panics naming `what` if the calling thread allocated in those.
+pub fn assert_allocates_nothing(what: &str, rounds: u64, mut round: impl FnMut()) {
+    for _ in 0..200 {
+        round();
+    }
+    let before = allocations();
+    for _ in 0..rounds {
+        round();
+    }
+    let allocated = allocations() - before;
+    assert_eq!(
+        allocated, 0,
+        "{allocated} heap allocations in {rounds} rounds of {what}"
+    );
+}

@@ -115,7 +115,9 @@ fn connect_with(e: &End, peer: &End, timeout: u8, retry_cnt: u8, access: AccessF
     e.qp.modify(&rts, rts_mask).unwrap();
 }
 
-fn poll_n(ends: &[&End], cq_of: usize, n: usize) -> Vec<WorkCompletion> {
+/// Polls until `n` completions arrived on the CQ of `ends[cq_of]`, moving the network's
+/// (virtual) time on by 10 us each round.
+fn poll_n(net: &SimNetwork, ends: &[&End], cq_of: usize, n: usize) -> Vec<WorkCompletion> {
     let mut got = Vec::new();
     let mut wc = [WorkCompletion::default(); 16];
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -134,6 +136,7 @@ fn poll_n(ends: &[&End], cq_of: usize, n: usize) -> Vec<WorkCompletion> {
                 e.ctx.progress();
             }
         }
+        net.advance(Duration::from_micros(10));
     }
     got
 }
@@ -227,7 +230,7 @@ fn run(loss: f64, seed: u64) {
         unsafe { a.qp.post_send(&wr) }.unwrap();
         expect.push((i, opcode, src.length as usize));
     }
-    let sends = poll_n(&[&a, &b], 0, N as usize);
+    let sends = poll_n(&net, &[&a, &b], 0, N as usize);
     assert!(
         sends.iter().all(|w| w.status == WcStatus::Success),
         "{sends:?}"
@@ -247,6 +250,7 @@ fn run(loss: f64, seed: u64) {
         assert_eq!((wc.opcode, wc.byte_len as usize), (want, *len));
     }
     let recvs = poll_n(
+        &net,
         &[&a, &b],
         1,
         expect
@@ -344,7 +348,7 @@ fn a_vanished_rc_peer_ends_in_retry_exceeded() {
     };
     unsafe { a.qp.post_send(&read) }.unwrap();
     unsafe { a.qp.post_send(&wr(SendOpcode::Send, &src)) }.unwrap();
-    let wcs = poll_n(&[&a], 0, 2);
+    let wcs = poll_n(&net, &[&a], 0, 2);
     assert_eq!(
         (wcs[0].status, wcs[1].status),
         (WcStatus::RetryExcErr, WcStatus::WrFlushErr)
@@ -434,7 +438,7 @@ fn reads_and_atomics_need_the_qp_to_allow_them() {
             ..wr(opcode, &src)
         };
         unsafe { a.qp.post_send(&w) }.unwrap();
-        let wcs = poll_n(&[&a, &b], 0, 1);
+        let wcs = poll_n(&net, &[&a, &b], 0, 1);
         assert_eq!(wcs[0].status, WcStatus::RemAccessErr, "{opcode:?}");
         assert_eq!(b.buf[..8], [0; 8], "{opcode:?} left the target alone");
     }
@@ -483,7 +487,7 @@ fn atomics_are_atomic_against_the_cpu() {
             ..wr(SendOpcode::AtomicFetchAndAdd, &src)
         };
         unsafe { a.qp.post_send(&w) }.unwrap();
-        let wcs = poll_n(&[&a, &b], 0, 1);
+        let wcs = poll_n(&net, &[&a, &b], 0, 1);
         assert_eq!(wcs[0].status, WcStatus::Success);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use xrdma_testnet::Topology;
-use xrdma_testnet::alloc::{CountingAlloc, allocations};
+use xrdma_testnet::alloc::{CountingAlloc, allocations, assert_allocates_nothing};
 use xrdma_verbs::net::{
     FrameIo,
     sim::{self, SimConfig, SimNetwork},
@@ -72,7 +72,7 @@ fn ping(a_io: Box<dyn FrameIo>, b_io: Box<dyn FrameIo>, net: Option<&SimNetwork>
         }),
     };
     let mut wcs = [WorkCompletion::default(); 4];
-    let mut round = || {
+    let round = || {
         unsafe {
             qp_b.post_recv(&RecvWr {
                 wr_id: 2,
@@ -97,18 +97,7 @@ fn ping(a_io: Box<dyn FrameIo>, b_io: Box<dyn FrameIo>, net: Option<&SimNetwork>
             (1, WcStatus::Success, 104)
         );
     };
-    for _ in 0..200 {
-        round();
-    }
-    let before = allocations();
-    for _ in 0..10_000 {
-        round();
-    }
-    let allocated = allocations() - before;
-    assert_eq!(
-        allocated, 0,
-        "{allocated} heap allocations in 10,000 UD round trips"
-    );
+    assert_allocates_nothing("UD round trips", 10_000, round);
 }
 
 #[test]

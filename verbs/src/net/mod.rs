@@ -25,6 +25,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
+use std::time::Instant;
 
 use crate::wire;
 
@@ -341,6 +342,12 @@ pub trait FrameIo: Send {
 
     /// Counters.
     fn stats(&self) -> NetStats;
+
+    /// The time this medium runs on, which RC timers use: real time, except on the
+    /// simulator, whose time moves only when its owner advances it.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 }
 
 /// Transmit buffers set aside inside a backend's memory by [`FrameIo::reserve_tx`]: `count`

@@ -387,6 +387,10 @@ impl FrameIo for SimIo {
         &self.link
     }
 
+    fn now(&self) -> Instant {
+        self.shared.lock().now
+    }
+
     fn send(
         &mut self,
         meta: &TxMeta,

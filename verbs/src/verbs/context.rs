@@ -339,14 +339,16 @@ impl ContextShared {
         Ok(self.io.lock().flush()?)
     }
 
-    /// When the earliest RC timer of any QP is due.
-    fn next_rc_timeout(&self) -> Option<Instant> {
-        self.qps
+    /// How long until the earliest RC timer of any QP is due, on the backend's clock.
+    fn until_rc_timeout(&self) -> Option<Duration> {
+        let next = self
+            .qps
             .read()
             .values()
             .filter(|q| q.is_rc())
             .filter_map(|q| q.rc_timeout())
-            .min()
+            .min()?;
+        Some(next.saturating_duration_since(self.io.lock().now()))
     }
 
     /// How long ago the application last polled.
@@ -360,13 +362,13 @@ impl ContextShared {
             return 0;
         };
         let mut handled = 0;
+        let now = io.now();
         // A receive error leaves nothing to dispatch; the backend has counted what it could.
         let _ = io.recv(RX_BATCH, &mut |meta, packet| {
             handled += 1;
-            self.dispatch(meta, packet);
+            self.dispatch(meta, packet, now);
         });
         // RC QPs: answer what arrived, resend what timed out, send what was posted.
-        let now = Instant::now();
         // Under the table's read lock, without taking QP references of our own: a QP being
         // destroyed waits for this, and its CQs and PD are free the moment it is gone.
         for qp in self.qps.read().values().filter(|q| q.is_rc()) {
@@ -381,7 +383,7 @@ impl ContextShared {
         handled
     }
 
-    fn dispatch(&self, meta: &RxMeta, packet: &[u8]) {
+    fn dispatch(&self, meta: &RxMeta, packet: &[u8], now: Instant) {
         let class = BthPacket::new_checked(packet)
             .ok()
             .and_then(|b| b.opcode().class());
@@ -398,7 +400,7 @@ impl ContextShared {
                     .map(|b| b.dest_qp().value())
                     .unwrap_or(0);
                 match self.qps.read().get(&dest) {
-                    Some(qp) if qp.is_rc() => qp.receive_rc(self, packet),
+                    Some(qp) if qp.is_rc() => qp.receive_rc(self, packet, now),
                     _ => count(&self.drops.no_qp),
                 }
             }
@@ -524,12 +526,9 @@ fn progress_loop(
         // until the backend or the next RC timer needs us.
         let timeout = ctx
             .upgrade()
-            .and_then(|s| s.next_rc_timeout())
+            .and_then(|s| s.until_rc_timeout())
             .map_or(-1, |t| {
-                let ms = t
-                    .saturating_duration_since(Instant::now())
-                    .as_micros()
-                    .div_ceil(1000);
+                let ms = t.as_micros().div_ceil(1000);
                 ms.min(i32::MAX as u128) as i32
             });
         sleep_on(&[io_fd, wake.as_raw_fd()], timeout, wake);

@@ -652,7 +652,8 @@ impl QpShared {
         let rc = st.rc.as_mut().expect("RC QPs have RC state");
         rc.post(wr, signaled)
             .map_err(|_| Error::Full("send queue"))?;
-        self.rc_service(ctx, &mut **io, &mut st, Instant::now());
+        let now = io.now();
+        self.rc_service(ctx, &mut **io, &mut st, now);
         if !ctx.app_is_polling() {
             io.flush()?;
         }
@@ -691,20 +692,14 @@ impl QpShared {
     }
 
     /// Hands a received RC packet to the QP's engine (progress sends its answers).
-    pub(crate) fn receive_rc(&self, ctx: &ContextShared, packet: &[u8]) {
+    pub(crate) fn receive_rc(&self, ctx: &ContextShared, packet: &[u8], now: Instant) {
         let mut st = self.st.lock();
         if !matches!(st.state, QpState::Rtr | QpState::Rts | QpState::Sqd) {
             return count(&ctx.drops.qp_state);
         }
         let QpMut { rc, rq, .. } = &mut *st;
         if let Some(rc) = rc.as_mut() {
-            rc.receive(
-                Instant::now(),
-                packet,
-                &ctx.mrs.read(),
-                self.pd.handle(),
-                rq,
-            );
+            rc.receive(now, packet, &ctx.mrs.read(), self.pd.handle(), rq);
         }
     }
 

@@ -19,7 +19,7 @@
 //!   128-packet limit; ACKs are asked for every quarter window, so they come back before it
 //!   closes. Go-back-N resends everything in flight after a loss, so a smaller window on a
 //!   lossy path wastes less; on a clean path the window stays at 128.
-//! - a probe timer at four smoothed round trips (0.2 to 20 ms, never past the ACK timeout):
+//! - a probe timer at four smoothed round trips (0.5 to 20 ms, never past the ACK timeout):
 //!   with no ACK progress by then the requester resends from the oldest unacknowledged
 //!   packet without counting a retry. A lost last packet or a lost NAK then costs a few
 //!   round trips, not the 67 ms ACK timeout ibv_rc_pingpong sets; only the ACK timeout
@@ -55,7 +55,7 @@ const WINDOW: u32 = 128;
 /// The congestion window never closes below this many packets.
 const MIN_CWND: u32 = 4;
 /// Bounds of the probe timer: four smoothed round trips, within these.
-const MIN_PROBE: Duration = Duration::from_micros(200);
+const MIN_PROBE: Duration = Duration::from_micros(500);
 const MAX_PROBE: Duration = Duration::from_millis(20);
 /// The round-trip estimate before the first sample.
 const INITIAL_RTT: Duration = Duration::from_micros(250);
