@@ -6,6 +6,8 @@
 //!   through a completion channel.
 //! - `tests/c/srq_events.c`: an SRQ shared by two UD QPs, its limit event and a CQ overrun
 //!   read with `ibv_get_async_event`; `ibv_query_pkey` and the `*_str` helpers.
+//! - `tests/c/rc_loopback.c`: two RC QPs in one process, connected as ibv_rc_pingpong
+//!   connects them: SEND, WRITE with immediate, READ, compare-and-swap and fetch-and-add.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -138,4 +140,9 @@ fn c_ud_loopback_runs_linked_against_libxrdma() {
 #[test]
 fn c_srq_events_runs_linked_against_libxrdma() {
     compile_and_run("srq_events", 1);
+}
+
+#[test]
+fn c_rc_loopback_runs_linked_against_libxrdma() {
+    compile_and_run("rc_loopback", 2);
 }

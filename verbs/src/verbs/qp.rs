@@ -332,6 +332,7 @@ impl QueuePair {
             attr.rnr_retry = rc.rnr_retry;
             attr.max_rd_atomic = rc.max_rd_atomic;
             attr.max_dest_rd_atomic = rc.max_dest_rd_atomic;
+            attr.ah_attr = rc.ah;
         }
         attr
     }
@@ -380,6 +381,7 @@ impl QueuePair {
                     ));
                 }
                 rc.dest = Some(std::net::SocketAddr::new(ah.dgid.ip(), ctx.link.port));
+                rc.ah = Some(ah);
             }
             if mask.contains(AttrMask::PATH_MTU) {
                 if attr.path_mtu > ctx.port.active_mtu {

@@ -52,8 +52,9 @@ const NO_SGE: Sge = Sge {
 
 /// What an RC QP learns on its way to RTS, and its engine once there.
 pub(crate) struct RcState {
-    /// Where the peer is (RTR's address vector).
+    /// Where the peer is (RTR's address vector), and the vector as given.
     pub(crate) dest: Option<SocketAddr>,
+    pub(crate) ah: Option<super::ah::AhAttr>,
     pub(crate) dest_qpn: Qpn,
     pub(crate) rq_psn: Psn,
     pub(crate) path_mtu: Mtu,
@@ -76,6 +77,7 @@ impl RcState {
     pub(crate) fn new(max_send_wr: usize, mtu_bytes: usize) -> RcState {
         RcState {
             dest: None,
+            ah: None,
             dest_qpn: Qpn::new_masked(0),
             rq_psn: Psn::ZERO,
             path_mtu: Mtu::Mtu1024,
