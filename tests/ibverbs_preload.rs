@@ -1,12 +1,13 @@
 //! rdma-core's own, unmodified programs (Debian's ibverbs-utils) over xrdma: libxrdma.so
 //! preloaded under `ibv_devinfo`, `ibv_ud_pingpong` and `ibv_rc_pingpong` between two
-//! namespaced hosts, on the xdp and the udp backend.
+//! namespaced hosts, on the xdp and the udp backend; and the pingpongs against xrdma's Rust
+//! examples, each way.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use xrdma_testnet::{Host, Topology, wait_or_kill};
+use xrdma_testnet::{Host, Topology, built, wait_or_kill};
 
 /// How long one program may run before the test kills it and fails.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -14,15 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// libxrdma.so in the target directory this test was built in (target/<profile>/), where
 /// `cargo build` puts it; scripts/test.sh builds the workspace before testing.
 fn library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = profile_dir.join("libxrdma.so");
-    assert!(
-        path.exists(),
-        "{} missing: build it first with `cargo build -p xrdma-cabi` (scripts/test.sh does)",
-        path.display()
-    );
-    path
+    built("libxrdma.so")
 }
 
 /// `program` from ibverbs-utils, or a failure saying what to install.
@@ -220,4 +213,55 @@ fn ibv_rc_pingpong_runs_between_two_hosts() {
         }
     }
     pingpong("ibv_rc_pingpong", &t, ("udp", "xdp"), &["-e"], port + 1);
+}
+
+#[test]
+fn rdma_core_pingpongs_and_the_rust_examples_talk_to_each_other() {
+    let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    let (a, b) = (t.a(), t.b());
+    for (port, rust_serves, name) in [
+        (18631u16, true, "rc_pingpong"),
+        (18632, false, "rc_pingpong"),
+        (18633, true, "ud_pingpong"),
+        (18634, false, "ud_pingpong"),
+    ] {
+        let args = ["-n", "500", "-s", "1024", "-p", &port.to_string()].map(String::from);
+        let rdma_core_cmd = |host: &Host| {
+            let mut cmd = host.ns().command(rdma_core(&format!("ibv_{name}")));
+            cmd.args(["-g", "0"]).args(&args);
+            preloaded(cmd, host.iface(), "xdp")
+        };
+        let rust_cmd = |host: &Host| {
+            let mut cmd = host.ns().command(built(&format!("examples/{name}")));
+            cmd.args(["-d", host.iface()])
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cmd
+        };
+        let (mut server, mut client) = if rust_serves {
+            (rust_cmd(a), rdma_core_cmd(b))
+        } else {
+            (rdma_core_cmd(a), rust_cmd(b))
+        };
+        let server = server.spawn().unwrap();
+        wait_listening(a, port);
+        let client = client.arg(a.ipv4().to_string()).spawn().unwrap();
+        let client = finish(client, &format!("{name} client"));
+        let server = finish(server, &format!("{name} server"));
+        for (who, out) in [("server", &server), ("client", &client)] {
+            let (stdout, stderr) = text(out);
+            assert!(
+                out.status.success(),
+                "{name} {who} (rust serves: {rust_serves}) failed ({}): {stdout}{stderr}",
+                out.status
+            );
+            assert!(
+                stdout
+                    .lines()
+                    .any(|l| l.starts_with("500 iters in ") && l.ends_with(" usec/iter")),
+                "{name} {who} (rust serves: {rust_serves}): {stdout}{stderr}"
+            );
+        }
+    }
 }

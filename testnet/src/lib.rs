@@ -66,3 +66,21 @@ pub use child::wait_or_kill;
 pub use error::Error;
 pub use netns::Netns;
 pub use topology::{Host, Loss, Topology, TopologyBuilder};
+
+/// `relative` (say `examples/rc_pingpong` or `libxrdma.so`) in the target directory the
+/// running test binary was built in (`target/<profile>/`); fails saying how to build it if
+/// it is missing.
+pub fn built(relative: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lies in target/<profile>/deps");
+    let path = dir.join(relative);
+    assert!(
+        path.exists(),
+        "{} missing: cargo test builds the examples; scripts/test.sh builds the workspace first",
+        path.display()
+    );
+    path
+}

@@ -1,30 +1,20 @@
-//! examples/ud_pingpong between two namespaced hosts, as a user runs rdma-core's
-//! ibv_ud_pingpong: xdp on both ends, xdp against udp, with and without completion events.
+//! examples/ud_pingpong and examples/rc_pingpong between two namespaced hosts, as a user
+//! runs rdma-core's ibv_ud_pingpong and ibv_rc_pingpong: xdp on both ends, xdp against udp,
+//! with and without completion events.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 
-use xrdma_testnet::Topology;
+use xrdma_testnet::{Topology, built};
 
-/// The example binary, built by `cargo test` next to this test's own binary.
-fn example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = target.join("examples").join("ud_pingpong");
-    assert!(
-        path.exists(),
-        "{} missing: cargo test builds the examples",
-        path.display()
-    );
-    path
-}
-
-fn run(t: &Topology, server_backend: &str, client_backend: &str, extra: &[&str], port: u16) {
+/// Runs example `name` as server on host A and client on host B; checks both print
+/// rdma-core's address and result lines.
+fn run(name: &str, t: &Topology, backends: (&str, &str), extra: &[&str], port: u16) {
+    let (server_backend, client_backend) = backends;
     let (a, b) = (t.a(), t.b());
     let port = port.to_string();
     let server = a
         .ns()
-        .command(example())
+        .command(built(&format!("examples/{name}")))
         .args([
             "-d",
             a.iface(),
@@ -42,7 +32,7 @@ fn run(t: &Topology, server_backend: &str, client_backend: &str, extra: &[&str],
         .unwrap();
     let client = b
         .ns()
-        .command(example())
+        .command(built(&format!("examples/{name}")))
         .args([
             "-d",
             b.iface(),
@@ -75,10 +65,11 @@ fn run(t: &Topology, server_backend: &str, client_backend: &str, extra: &[&str],
             lines[1].starts_with("  remote address: LID 0x0000, QPN 0x"),
             "{who}: {text}"
         );
+        let default_size = if name == "rc_pingpong" { 4096 } else { 1024 };
         let size: usize = extra
             .iter()
             .position(|a| *a == "-s")
-            .map_or(1024, |i| extra[i + 1].parse().unwrap());
+            .map_or(default_size, |i| extra[i + 1].parse().unwrap());
         let bytes = format!("{} bytes in ", size * 500 * 2);
         assert!(
             lines
@@ -98,8 +89,29 @@ fn run(t: &Topology, server_backend: &str, client_backend: &str, extra: &[&str],
 #[test]
 fn ud_pingpong_runs_between_two_hosts() {
     let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
-    run(&t, "xdp", "xdp", &[], 18601);
-    run(&t, "xdp", "xdp", &["-e"], 18602);
-    run(&t, "udp", "xdp", &["-e"], 18603);
-    run(&t, "xdp", "udp", &["-s", "64"], 18604);
+    run("ud_pingpong", &t, ("xdp", "xdp"), &[], 18601);
+    run("ud_pingpong", &t, ("xdp", "xdp"), &["-e"], 18602);
+    run("ud_pingpong", &t, ("udp", "xdp"), &["-e"], 18603);
+    run("ud_pingpong", &t, ("xdp", "udp"), &["-s", "64"], 18604);
+}
+
+#[test]
+fn rc_pingpong_runs_between_two_hosts() {
+    let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    run("rc_pingpong", &t, ("xdp", "xdp"), &[], 18605);
+    run(
+        "rc_pingpong",
+        &t,
+        ("xdp", "xdp"),
+        &["-e", "-s", "65536"],
+        18606,
+    );
+    run("rc_pingpong", &t, ("udp", "xdp"), &["-e"], 18607);
+    run(
+        "rc_pingpong",
+        &t,
+        ("xdp", "udp"),
+        &["-s", "1", "-m", "256"],
+        18608,
+    );
 }
