@@ -14,21 +14,19 @@
 //!
 //! Each measurement runs `ROUNDS` times, alternating, and the median is reported.
 
-use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use xrdma::perf::{self, Options, Role, Test};
+mod common;
+
+use common::{BW_SECONDS, Sockperf, median, require_root, sockperf_p50, xrdma_perf};
+use xrdma::perf::Test;
 use xrdma_testnet::{Host, Topology};
-use xrdma_verbs::net::{
-    BackendConfig,
-    xdp::{XdpConfig, XdpIo, XdpMode, XdpRedirect},
-};
+use xrdma_verbs::net::xdp::{XdpConfig, XdpIo, XdpMode, XdpRedirect};
 use xrdma_verbs::verbs::{Context, ContextConfig};
 use xrdma_verbs::wire::{
     self, BthRepr, DethRepr, EtherType, EthernetRepr, FrameRepr, IpRepr, IpVersion, Ipv4Repr,
@@ -39,25 +37,19 @@ use xsk_rs::{Socket, Umem};
 
 const ROUNDS: usize = 3;
 const SIZE: usize = 64;
-const BW_SECONDS: u64 = 3;
-const LAT_ITERS: u64 = 20_000;
 
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("raw_path: needs root (network namespaces, XDP, AF_XDP); run it as root");
-        std::process::exit(1);
-    }
+    require_root("path");
     let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
     let mut rows: Vec<[f64; 7]> = Vec::new();
     for round in 0..ROUNDS {
-        let raw_bw = xrdma_perf(&t, Test::RawBw).msg_rate();
+        let raw_bw = xrdma_perf(&t, Test::RawBw, SIZE).msg_rate();
         let bare = bare_xsk_bw(&t);
-        let raw_lat = xrdma_perf(&t, Test::RawLat).latency_us(50.0).unwrap();
-        let kernel = sockperf_p50(&t, Sockperf::Default);
-        let spin = sockperf_p50(&t, Sockperf::Spinning);
-        let ud_bw = xrdma_perf(&t, Test::UdBw).msg_rate();
-        let ud_lat = xrdma_perf(&t, Test::UdLat).latency_us(50.0).unwrap();
+        let raw_lat = xrdma_perf(&t, Test::RawLat, SIZE).latency_us(50.0).unwrap();
+        let kernel = sockperf_p50(&t, Sockperf::Default, false);
+        let spin = sockperf_p50(&t, Sockperf::Spinning, false);
+        let ud_bw = xrdma_perf(&t, Test::UdBw, SIZE).msg_rate();
+        let ud_lat = xrdma_perf(&t, Test::UdLat, SIZE).latency_us(50.0).unwrap();
         println!(
             "round {round}: raw-bw {raw_bw:.0} msg/s, bare xsk-rs {bare:.0} msg/s, ud-bw {ud_bw:.0} msg/s; \
              p50 raw-lat {raw_lat:.2} us, ud-lat {ud_lat:.2} us, sockperf UDP {kernel:.2} us, \
@@ -136,41 +128,6 @@ fn progress_thread_ticks() -> u64 {
         }
     }
     panic!("no xrdma-progress thread");
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// One `xrdma perf` run over `xdp`, server on host A, client on host B, in this process.
-fn xrdma_perf(t: &Topology, test: Test) -> perf::Report {
-    let opts = |host: &Host, role| Options {
-        test,
-        role,
-        backend: BackendConfig::Xdp(XdpConfig::new(host.iface())),
-        size: SIZE,
-        iters: matches!(test, Test::RawLat | Test::UdLat).then_some(LAT_ITERS),
-        duration: matches!(test, Test::RawBw | Test::UdBw)
-            .then_some(Duration::from_secs(BW_SECONDS)),
-        oob_port: perf::DEFAULT_OOB_PORT,
-        timeout: Duration::from_secs(20),
-    };
-    let server_opts = opts(t.a(), Role::Server);
-    let client_opts = opts(t.b(), Role::Client(IpAddr::V4(t.a().ipv4())));
-    thread::scope(|s| {
-        let server = s.spawn(|| {
-            t.a()
-                .ns()
-                .run(|| perf::run(&server_opts).expect("perf server"))
-        });
-        let report = t
-            .b()
-            .ns()
-            .run(|| perf::run(&client_opts).expect("perf client"));
-        server.join().unwrap();
-        report
-    })
 }
 
 /// The frame raw-bw sends: Ethernet/IPv4/UDP, BTH, DETH, 64 bytes, ICRC.
@@ -375,65 +332,4 @@ impl WriteAllBytes for xsk_rs::umem::frame::Cursor<'_> {
     fn write_all_bytes(&mut self, bytes: &[u8]) {
         std::io::Write::write_all(self, bytes).unwrap();
     }
-}
-
-/// How sockperf waits for a message.
-#[derive(Clone, Copy)]
-enum Sockperf {
-    /// Its default: epoll with a 10 ms timeout, so an idle CPU sleeps between messages.
-    Default,
-    /// Non-blocking sockets polled with a zero timeout: it spins, as xrdma's tests do.
-    Spinning,
-}
-
-impl Sockperf {
-    fn args(self) -> &'static [&'static str] {
-        match self {
-            Sockperf::Default => &[],
-            Sockperf::Spinning => &["--nonblocked", "--timeout", "0"],
-        }
-    }
-}
-
-/// sockperf UDP ping-pong p50 (one-way, as sockperf reports it) between the two hosts.
-fn sockperf_p50(t: &Topology, mode: Sockperf) -> f64 {
-    let at = SocketAddr::new(IpAddr::V4(t.a().ipv4()), 11111);
-    let mut server = t
-        .a()
-        .ns()
-        .command("sockperf")
-        .args(["server", "-i", &at.ip().to_string(), "-p", "11111"])
-        .args(mode.args())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sockperf is needed: apt-get install sockperf (scripts/setup.sh does)");
-    thread::sleep(Duration::from_millis(300));
-    let out = t
-        .b()
-        .ns()
-        .command("sockperf")
-        .args([
-            "ping-pong",
-            "-i",
-            &at.ip().to_string(),
-            "-p",
-            "11111",
-            "-m",
-            "64",
-            "-t",
-            "3",
-        ])
-        .args(mode.args())
-        .output()
-        .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    text.lines()
-        .find(|l| l.contains("percentile 50.000"))
-        .and_then(|l| l.rsplit('=').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no p50 in sockperf output:\n{text}"))
 }

@@ -1,0 +1,160 @@
+//! What the benchmarks share: `xrdma perf` runs between the two test hosts in this process,
+//! sockperf's ping-pong and iperf3's throughput on the same hosts, and medians.
+// Each bench compiles this module and uses part of it.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::Stdio;
+use std::thread;
+use std::time::Duration;
+
+use xrdma::perf::{self, Options, Role, Test};
+use xrdma_testnet::{Host, Topology};
+use xrdma_verbs::net::{BackendConfig, xdp::XdpConfig};
+
+/// Messages per latency test.
+pub const LAT_ITERS: u64 = 20_000;
+/// Seconds per bandwidth test.
+pub const BW_SECONDS: u64 = 3;
+
+/// Exits saying why unless this runs as root (namespaces, XDP and AF_XDP need it).
+pub fn require_root(bench: &str) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("{bench}: needs root (network namespaces, XDP, AF_XDP); run it as root");
+        std::process::exit(1);
+    }
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// One `xrdma perf` run of `test` with `size`-byte messages over `xdp`, server on host A,
+/// client on host B, in this process.
+pub fn xrdma_perf(t: &Topology, test: Test, size: usize) -> perf::Report {
+    let latency = test.name().ends_with("-lat");
+    let opts = |host: &Host, role| Options {
+        test,
+        role,
+        backend: BackendConfig::Xdp(XdpConfig::new(host.iface())),
+        size,
+        iters: latency.then_some(LAT_ITERS),
+        duration: (!latency).then_some(Duration::from_secs(BW_SECONDS)),
+        oob_port: perf::DEFAULT_OOB_PORT,
+        timeout: Duration::from_secs(20),
+    };
+    let server_opts = opts(t.a(), Role::Server);
+    let client_opts = opts(t.b(), Role::Client(IpAddr::V4(t.a().ipv4())));
+    thread::scope(|s| {
+        let server = s.spawn(|| {
+            t.a()
+                .ns()
+                .run(|| perf::run(&server_opts).expect("perf server"))
+        });
+        let report = t
+            .b()
+            .ns()
+            .run(|| perf::run(&client_opts).expect("perf client"));
+        server.join().unwrap();
+        report
+    })
+}
+
+/// How sockperf waits for a message.
+#[derive(Clone, Copy)]
+pub enum Sockperf {
+    /// Its default: epoll with a 10 ms timeout, so an idle CPU sleeps between messages.
+    Default,
+    /// Non-blocking sockets polled with a zero timeout: it spins, as xrdma's tests do.
+    Spinning,
+}
+
+impl Sockperf {
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Sockperf::Default => &[],
+            Sockperf::Spinning => &["--nonblocked", "--timeout", "0"],
+        }
+    }
+}
+
+/// sockperf ping-pong p50 with 64-byte messages (one-way, as sockperf reports it) between
+/// the two hosts, over UDP or (`tcp`) TCP.
+pub fn sockperf_p50(t: &Topology, mode: Sockperf, tcp: bool) -> f64 {
+    let at = SocketAddr::new(IpAddr::V4(t.a().ipv4()), 11111);
+    let proto: &[&str] = if tcp { &["--tcp"] } else { &[] };
+    let mut server = t
+        .a()
+        .ns()
+        .command("sockperf")
+        .args(["server", "-i", &at.ip().to_string(), "-p", "11111"])
+        .args(proto)
+        .args(mode.args())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sockperf is needed: apt-get install sockperf (scripts/setup.sh does)");
+    thread::sleep(Duration::from_millis(300));
+    let out = t
+        .b()
+        .ns()
+        .command("sockperf")
+        .args([
+            "ping-pong",
+            "-i",
+            &at.ip().to_string(),
+            "-p",
+            "11111",
+            "-m",
+            "64",
+            "-t",
+            "3",
+        ])
+        .args(proto)
+        .args(mode.args())
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .find(|l| l.contains("percentile 50.000"))
+        .and_then(|l| l.rsplit('=').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no p50 in sockperf output:\n{text}"))
+}
+
+/// iperf3's TCP throughput from host B to host A over `BW_SECONDS`, in Gbit/s.
+pub fn iperf3_gbps(t: &Topology) -> f64 {
+    let at = t.a().ipv4().to_string();
+    let mut server = t
+        .a()
+        .ns()
+        .command("iperf3")
+        .args(["-s", "-1", "-B", &at, "-p", "5201"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 is needed: apt-get install iperf3 (scripts/setup.sh does)");
+    thread::sleep(Duration::from_millis(300));
+    let out = t
+        .b()
+        .ns()
+        .command("iperf3")
+        .args(["-c", &at, "-p", "5201", "-J", "-t", &BW_SECONDS.to_string()])
+        .output()
+        .unwrap();
+    let _ = server.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The JSON's end.sum_received.bits_per_second.
+    let at = text
+        .find("\"sum_received\"")
+        .and_then(|i| text[i..].find("\"bits_per_second\"").map(|j| i + j))
+        .unwrap_or_else(|| panic!("no sum_received in iperf3 output:\n{text}"));
+    let rest = &text[at + "\"bits_per_second\":".len()..];
+    let end = rest.find([',', '}', '\n']).unwrap();
+    rest[..end].trim().parse::<f64>().unwrap() / 1e9
+}
