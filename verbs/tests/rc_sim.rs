@@ -495,3 +495,102 @@ fn atomics_are_atomic_against_the_cpu() {
     let value = u64::from_ne_bytes(b.buf[..8].try_into().unwrap());
     assert_eq!(value, (REMOTE << 32) + local, "no update lost");
 }
+
+#[test]
+fn rc_qps_share_an_srq() {
+    let net = SimNetwork::new(SimConfig {
+        delay: Duration::ZERO,
+        ..SimConfig::default()
+    });
+    // Host 1 sends from two RC QPs; host 2's two RC QPs take their receives from one SRQ.
+    let (a, b) = (end(&net, 1), end(&net, 2));
+    let pd = b.qp.pd();
+    let srq = pd
+        .create_srq(&SrqAttr {
+            max_wr: 16,
+            max_sge: 1,
+            srq_limit: 0,
+        })
+        .unwrap();
+    let rc_qp = |pd: &Pd, cq: &Cq, srq: Option<&Srq>| {
+        pd.create_qp(&QpInitAttr {
+            qp_type: QpType::Rc,
+            srq,
+            cap: QpCap {
+                max_send_wr: 16,
+                max_recv_wr: 16,
+                max_send_sge: 1,
+                max_recv_sge: 1,
+                max_inline_data: 0,
+            },
+            ..QpInitAttr::ud(cq, cq, 16)
+        })
+        .unwrap()
+    };
+    let senders = [rc_qp(a.qp.pd(), &a.cq, None), rc_qp(a.qp.pd(), &a.cq, None)];
+    let receivers = [rc_qp(pd, &b.cq, Some(&srq)), rc_qp(pd, &b.cq, Some(&srq))];
+    for (s, r) in senders.iter().zip(&receivers) {
+        let peer = |ctx: &Context, qp: &QueuePair| RcPeer {
+            ah: AhAttr::new(ctx.gid(0).unwrap()),
+            qpn: qp.qpn().value(),
+            psn: 0x77,
+            our_psn: 0x77,
+            path_mtu: Mtu::Mtu1024,
+            access: AccessFlags::empty(),
+            rd_atomic: 1,
+        };
+        s.bring_up_rc(&peer(&b.ctx, r)).unwrap();
+        r.bring_up_rc(&peer(&a.ctx, s)).unwrap();
+    }
+    for i in 0..8u64 {
+        let sge = Sge {
+            addr: b.buf.as_ptr() as u64 + i * 4096,
+            length: 4096,
+            lkey: b.mr.lkey(),
+        };
+        unsafe {
+            srq.post_recv(&RecvWr {
+                wr_id: 100 + i,
+                sg_list: &[sge],
+            })
+        }
+        .unwrap();
+    }
+    // Three SENDs of 3000 bytes from each sender, interleaved.
+    for i in 0..6u64 {
+        let sge = [Sge {
+            addr: a.buf.as_ptr() as u64 + i * 4096,
+            length: 3000,
+            lkey: a.mr.lkey(),
+        }];
+        let wr = SendWr {
+            wr_id: i,
+            ..wr(SendOpcode::Send, &sge)
+        };
+        unsafe { senders[(i % 2) as usize].post_send(&wr) }.unwrap();
+    }
+    let recvs = poll_n(&net, &[&a, &b], 1, 6);
+    let sent = poll_n(&net, &[&a, &b], 0, 6);
+    assert!(
+        sent.iter().all(|w| w.status == WcStatus::Success),
+        "{sent:?}"
+    );
+    let mut per_qp = [0; 2];
+    for w in &recvs {
+        assert_eq!((w.status, w.byte_len), (WcStatus::Success, 3000), "{w:?}");
+        let q = receivers
+            .iter()
+            .position(|r| r.qpn().value() == w.qp_num)
+            .expect("a receiver's QP number");
+        per_qp[q] += 1;
+        // Receives are taken from the SRQ in posting order, across both QPs.
+        assert!(w.wr_id < 106, "{w:?}");
+        let slot = (w.wr_id - 100) as usize * 4096;
+        assert!(
+            (0..6).any(|i| a.buf[i * 4096..i * 4096 + 3000] == b.buf[slot..slot + 3000]),
+            "receive {} holds no SEND's bytes",
+            w.wr_id
+        );
+    }
+    assert_eq!(per_qp, [3, 3], "each receiver QP completed its three SENDs");
+}

@@ -23,7 +23,7 @@ use super::device::Mtu;
 use super::mr::{AccessFlags, MrTable, PdHandle};
 use super::pd::Pd;
 use super::qp_state::{AttrMask, QpState, QpType, check_transition};
-use super::rc::RcState;
+use super::rc::{RcState, Receives};
 use super::recv_queue::{RecvQueue, RecvSlot};
 use super::srq::Srq;
 use super::wr::{RecvWr, SendFlags, SendOpcode, SendWr, Sge};
@@ -672,7 +672,14 @@ impl QpShared {
             rc.handle_timeout(now);
         }
         let meta = TxMeta::to(dest, self.src_port);
-        rc.transmit(now, io, &ctx.mrs.read(), self.pd.handle(), &meta, rq);
+        rc.transmit(
+            now,
+            io,
+            &ctx.mrs.read(),
+            self.pd.handle(),
+            &meta,
+            self.receives(rq),
+        );
         let qp_num = self.qpn.value();
         rc.completions(qp_num, |wc, send| {
             if send {
@@ -693,6 +700,14 @@ impl QpShared {
         }
     }
 
+    /// Where this QP's receives come from: its SRQ, or its own queue `rq`.
+    fn receives<'a>(&'a self, rq: &'a mut RecvQueue) -> Receives<'a> {
+        match &self.srq {
+            Some(srq) => Receives::Shared(&srq.shared),
+            None => Receives::Own(rq),
+        }
+    }
+
     /// Hands a received RC packet to the QP's engine (progress sends its answers).
     pub(crate) fn receive_rc(&self, ctx: &ContextShared, packet: &[u8], now: Instant) {
         let mut st = self.st.lock();
@@ -701,7 +716,8 @@ impl QpShared {
         }
         let QpMut { rc, rq, .. } = &mut *st;
         if let Some(rc) = rc.as_mut() {
-            rc.receive(now, packet, &ctx.mrs.read(), self.pd.handle(), rq);
+            let rx = self.receives(rq);
+            rc.receive(now, packet, &ctx.mrs.read(), self.pd.handle(), rx);
         }
     }
 

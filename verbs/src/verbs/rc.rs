@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use super::completion::{ImmData, WcFlags, WcOpcode, WcStatus, WorkCompletion};
 use super::device::Mtu;
 use super::mr::{AccessFlags, MrTable, PdHandle, RemoteAccessError};
-use super::recv_queue::RecvQueue;
+use super::recv_queue::{RecvQueue, RecvSlot};
+use super::srq::SrqShared;
 use super::wr::{SendFlags, SendOpcode, SendWr, Sge};
 use crate::engine::rc::segment::MessageKind;
 use crate::engine::rc::{
@@ -167,9 +168,9 @@ impl RcState {
         mrs: &MrTable,
         pd: PdHandle,
         meta: &TxMeta,
-        rq: &mut RecvQueue,
+        rx: Receives<'_>,
     ) {
-        let Some((engine, mut mem, scratch)) = self.parts(mrs, pd, rq) else {
+        let Some((engine, mut mem, scratch)) = self.parts(mrs, pd, rx) else {
             return;
         };
         while let Some(len) = engine.poll_transmit(now, scratch, &mut mem) {
@@ -189,20 +190,20 @@ impl RcState {
         packet: &[u8],
         mrs: &MrTable,
         pd: PdHandle,
-        rq: &mut RecvQueue,
+        rx: Receives<'_>,
     ) {
-        if let Some((engine, mut mem, _)) = self.parts(mrs, pd, rq) {
+        if let Some((engine, mut mem, _)) = self.parts(mrs, pd, rx) {
             engine.handle_packet(now, packet, &mut mem);
         }
     }
 
-    /// The engine, the memory it reaches through `mrs` and `rq`, and the transmit scratch
+    /// The engine, the memory it reaches through `mrs` and `rx`, and the transmit scratch
     /// buffer, borrowed apart; `None` before RTS.
     fn parts<'a>(
         &'a mut self,
         mrs: &'a MrTable,
         pd: PdHandle,
-        rq: &'a mut RecvQueue,
+        rx: Receives<'a>,
     ) -> Option<(&'a mut RcEngine, RcMemory<'a>, &'a mut [u8])> {
         let engine = self.engine.as_mut()?;
         let mem = RcMemory {
@@ -210,7 +211,7 @@ impl RcState {
             pd,
             access: self.access,
             sends: &self.sends,
-            rq,
+            rx,
             active: &mut self.active_recv,
         };
         Some((engine, mem, &mut self.scratch))
@@ -333,14 +334,22 @@ fn wc_status(s: RcStatus) -> WcStatus {
     }
 }
 
-/// The engine's view of application memory: the posted sends, the receive queue, and the
-/// PD's registered regions.
+/// Where an RC QP's receives come from.
+pub(crate) enum Receives<'a> {
+    /// Its own receive queue (under the QP's lock).
+    Own(&'a mut RecvQueue),
+    /// A shared receive queue (under its own lock, taken after the QP's).
+    Shared(&'a SrqShared),
+}
+
+/// The engine's view of application memory: the posted sends, the receives, and the PD's
+/// registered regions.
 struct RcMemory<'a> {
     mrs: &'a MrTable,
     pd: PdHandle,
     access: AccessFlags,
     sends: &'a [Option<PostedSend>],
-    rq: &'a mut RecvQueue,
+    rx: Receives<'a>,
     active: &'a mut Option<ActiveRecv>,
 }
 
@@ -425,17 +434,26 @@ impl Memory for RcMemory<'_> {
     }
 
     fn take_recv(&mut self) -> Option<u64> {
-        let slot = self.rq.front()?;
-        let mut sges = [NO_SGE; MAX_SGE];
-        sges[..slot.len].copy_from_slice(&slot.sges[..slot.len]);
-        let active = ActiveRecv {
-            wr_id: slot.wr_id,
-            sges,
-            n: slot.len,
+        let active = |slot: &RecvSlot| {
+            let mut sges = [NO_SGE; MAX_SGE];
+            sges[..slot.len].copy_from_slice(&slot.sges[..slot.len]);
+            ActiveRecv {
+                wr_id: slot.wr_id,
+                sges,
+                n: slot.len,
+            }
         };
-        self.rq.pop();
-        *self.active = Some(active);
-        Some(active.wr_id)
+        let taken = match &mut self.rx {
+            Receives::Own(rq) => {
+                let taken = active(rq.front()?);
+                rq.pop();
+                taken
+            }
+            // The SRQ raises its limit event if this take crosses the armed limit.
+            Receives::Shared(srq) => srq.take(|_, slot| active(slot))?.1,
+        };
+        *self.active = Some(taken);
+        Some(taken.wr_id)
     }
 
     fn scatter(&mut self, handle: u64, offset: usize, data: &[u8]) -> bool {
