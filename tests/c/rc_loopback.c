@@ -5,7 +5,7 @@
  * device's own address) with INIT, RTR and RTS as ibv_rc_pingpong does it. QP A then does
  * each RC operation on QP B's memory and checks the completions and the bytes: SEND,
  * RDMA WRITE with immediate, RDMA READ, compare-and-swap (one that matches, one that does
- * not) and fetch-and-add. Also checks the device's atomic capability, what ibv_query_qp
+ * not), fetch-and-add and an inline SEND. Also checks the device's atomic capability, what ibv_query_qp
  * says of the read/atomic limits, and that an unaligned atomic is EINVAL with *bad_wr set.
  *
  *   cc -std=c99 -Wall -Wextra -Werror rc_loopback.c -L<dir> -lxrdma -Wl,-rpath,<dir>
@@ -49,6 +49,7 @@ static struct ibv_qp *create_qp(struct ibv_pd *pd, struct ibv_cq *cq)
 	init.cap.max_recv_wr = 8;
 	init.cap.max_send_sge = 1;
 	init.cap.max_recv_sge = 1;
+	init.cap.max_inline_data = 64;
 	return check_ptr(ibv_create_qp(pd, &init), "ibv_create_qp(RC)");
 }
 
@@ -252,6 +253,26 @@ int main(void)
 	expect_wc(cq, 100, IBV_WC_RECV, MSG, "SEND's receive");
 	if (memcmp(ab, bb, MSG) != 0)
 		fail("SEND: bytes differ");
+
+	/* An inline SEND from unregistered memory, overwritten right after posting. */
+	{
+		char text[] = "inline: copied when posted";
+		struct ibv_sge isge = { (uintptr_t)text, sizeof(text), 0 };
+
+		check_rc(ibv_post_recv(b.qp, &rwr, &rbad), "ibv_post_recv");
+		memset(&wr, 0, sizeof(wr));
+		wr.wr_id = 7;
+		wr.opcode = IBV_WR_SEND;
+		wr.send_flags = IBV_SEND_INLINE;
+		wr.sg_list = &isge;
+		wr.num_sge = 1;
+		post(a.qp, &wr, "ibv_post_send(SEND, INLINE)");
+		memset(text, 'x', sizeof(text) - 1);
+		expect_wc(cq, 7, IBV_WC_SEND, sizeof(text), "inline SEND");
+		expect_wc(cq, 100, IBV_WC_RECV, sizeof(text), "inline SEND's receive");
+		if (strcmp((char *)bb, "inline: copied when posted") != 0)
+			fail("inline SEND: received \"%s\"", (char *)bb);
+	}
 
 	/* WRITE with immediate to B's offset 4096: consumes a receive, bytes land. */
 	check_rc(ibv_post_recv(b.qp, &rwr, &rbad), "ibv_post_recv");

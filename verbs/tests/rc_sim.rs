@@ -34,7 +34,7 @@ fn end(net: &SimNetwork, n: u8) -> End {
         max_recv_wr: 128,
         max_send_sge: 2,
         max_recv_sge: 2,
-        max_inline_data: 0,
+        max_inline_data: 64,
     };
     let qp = pd
         .create_qp(&QpInitAttr {
@@ -593,4 +593,76 @@ fn rc_qps_share_an_srq() {
         );
     }
     assert_eq!(per_qp, [3, 3], "each receiver QP completed its three SENDs");
+}
+
+#[test]
+fn inline_sends_and_writes_copy_at_post_time() {
+    let net = SimNetwork::new(SimConfig {
+        delay: Duration::ZERO,
+        ..SimConfig::default()
+    });
+    let (a, b) = (end(&net, 1), end(&net, 2));
+    connect(&a, &b, 8, 7);
+    connect(&b, &a, 8, 7);
+    let rsge = [Sge {
+        addr: b.buf.as_ptr() as u64,
+        length: 64,
+        lkey: b.mr.lkey(),
+    }];
+    unsafe {
+        b.qp.post_recv(&RecvWr {
+            wr_id: 7,
+            sg_list: &rsge,
+        })
+    }
+    .unwrap();
+    // Unregistered memory, changed right after posting: the bytes sent are those at post
+    // time.
+    let mut data = *b"inline bytes, two SGEs, not registered anywhere!";
+    let (first, second) = data.split_at(20);
+    let sges = [
+        Sge {
+            addr: first.as_ptr() as u64,
+            length: first.len() as u32,
+            lkey: Lkey(0),
+        },
+        Sge {
+            addr: second.as_ptr() as u64,
+            length: second.len() as u32,
+            lkey: Lkey(0),
+        },
+    ];
+    let inline = |opcode, rdma| SendWr {
+        send_flags: SendFlags::SIGNALED | SendFlags::INLINE,
+        rdma,
+        ..wr(opcode, &sges)
+    };
+    unsafe { a.qp.post_send(&inline(SendOpcode::Send, None)) }.unwrap();
+    let target = Some((b.buf.as_ptr() as u64 + 4096, b.mr.rkey()));
+    unsafe { a.qp.post_send(&inline(SendOpcode::RdmaWrite, target)) }.unwrap();
+    let sent = data;
+    data.fill(b'x');
+    let wcs = poll_n(&net, &[&a, &b], 0, 2);
+    assert!(wcs.iter().all(|w| w.status == WcStatus::Success), "{wcs:?}");
+    let recv = poll_n(&net, &[&a, &b], 1, 1);
+    assert_eq!(recv[0].byte_len as usize, sent.len());
+    assert_eq!(&b.buf[..sent.len()], &sent[..]);
+    assert_eq!(&b.buf[4096..4096 + sent.len()], &sent[..]);
+
+    // Too long, or on a READ: EINVAL.
+    let long = [0u8; 65];
+    let long_sge = [Sge {
+        addr: long.as_ptr() as u64,
+        length: 65,
+        lkey: Lkey(0),
+    }];
+    let too_long = SendWr {
+        send_flags: SendFlags::INLINE,
+        ..wr(SendOpcode::Send, &long_sge)
+    };
+    let read = inline(SendOpcode::RdmaRead, target);
+    for (what, w) in [("65 inline bytes", too_long), ("an inline READ", read)] {
+        let err = unsafe { a.qp.post_send(&w) }.unwrap_err();
+        assert_eq!(err.errno(), libc::EINVAL, "{what}: {err}");
+    }
 }

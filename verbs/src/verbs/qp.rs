@@ -227,10 +227,6 @@ impl QueuePair {
         if attr.qp_type == QpType::Uc {
             return Err(Error::Unsupported("UC queue pairs"));
         }
-        if attr.qp_type == QpType::Rc && attr.cap.max_inline_data > 0 {
-            // Inline data would have to be copied at post time; RC gathers when it sends.
-            return Err(Error::invalid("RC QPs take no inline data"));
-        }
         if !same_context(pd, attr.send_cq) || !same_context(pd, attr.recv_cq) {
             return Err(Error::invalid("the CQs belong to another context"));
         }
@@ -273,7 +269,11 @@ impl QueuePair {
                 held: VecDeque::new(),
                 next_send: 0,
                 rc: (attr.qp_type == QpType::Rc).then(|| {
-                    RcState::new(cap.max_send_wr as usize, ctx.link.max_transport_len(true))
+                    RcState::new(
+                        cap.max_send_wr as usize,
+                        cap.max_inline_data as usize,
+                        ctx.link.max_transport_len(true),
+                    )
                 }),
                 rq: if attr.srq.is_some() {
                     RecvQueue::new(0, 0)
@@ -441,6 +441,7 @@ impl QueuePair {
                     let ctx = &q.pd.context().shared;
                     st.rc = Some(RcState::new(
                         q.cap.max_send_wr as usize,
+                        q.cap.max_inline_data as usize,
                         ctx.link.max_transport_len(true),
                     ));
                 }
@@ -612,7 +613,19 @@ impl QpShared {
             return Err(Error::invalid("more SGEs than max_send_sge"));
         }
         if wr.send_flags.contains(SendFlags::INLINE) {
-            return Err(Error::invalid("RC QPs take no inline data"));
+            let len: u64 = wr.sg_list.iter().map(|s| u64::from(s.length)).sum();
+            if len > u64::from(self.cap.max_inline_data) {
+                return Err(Error::invalid("inline data longer than max_inline_data"));
+            }
+            if !matches!(
+                wr.opcode,
+                SendOpcode::Send
+                    | SendOpcode::SendWithImm
+                    | SendOpcode::RdmaWrite
+                    | SendOpcode::RdmaWriteWithImm
+            ) {
+                return Err(Error::invalid("only SENDs and WRITEs carry inline data"));
+            }
         }
         match wr.opcode {
             SendOpcode::RdmaWrite | SendOpcode::RdmaWriteWithImm | SendOpcode::RdmaRead
@@ -652,8 +665,8 @@ impl QpShared {
             _ => return Err(Error::invalid("sends need the QP in RTS")),
         }
         let rc = st.rc.as_mut().expect("RC QPs have RC state");
-        rc.post(wr, signaled)
-            .map_err(|_| Error::Full("send queue"))?;
+        // SAFETY: post_send's contract: an INLINE request's bytes are readable now.
+        unsafe { rc.post(wr, signaled) }.map_err(|_| Error::Full("send queue"))?;
         let now = io.now();
         self.rc_service(ctx, &mut **io, &mut st, now);
         if !ctx.app_is_polling() {

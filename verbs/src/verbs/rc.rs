@@ -33,6 +33,8 @@ struct PostedSend {
     opcode: SendOpcode,
     signaled: bool,
     len: usize,
+    /// Its bytes were copied at post time into its slot of `RcState::inline`.
+    inline: bool,
     sges: [Sge; MAX_SGE],
     n: usize,
 }
@@ -70,12 +72,15 @@ pub(crate) struct RcState {
     /// Posted sends by engine handle (the slot index); `free` lists the empty slots.
     sends: Vec<Option<PostedSend>>,
     free: Vec<usize>,
+    /// Inline data of the posted sends: `max_inline` bytes per send slot.
+    inline: Box<[u8]>,
+    max_inline: usize,
     active_recv: Option<ActiveRecv>,
     scratch: Vec<u8>,
 }
 
 impl RcState {
-    pub(crate) fn new(max_send_wr: usize, mtu_bytes: usize) -> RcState {
+    pub(crate) fn new(max_send_wr: usize, max_inline: usize, mtu_bytes: usize) -> RcState {
         RcState {
             dest: None,
             ah: None,
@@ -92,6 +97,8 @@ impl RcState {
             engine: None,
             sends: vec![None; max_send_wr.max(1)],
             free: (0..max_send_wr.max(1)).rev().collect(),
+            inline: vec![0; max_send_wr.max(1) * max_inline].into_boxed_slice(),
+            max_inline,
             active_recv: None,
             scratch: vec![0; mtu_bytes + 128],
         }
@@ -116,17 +123,36 @@ impl RcState {
         }));
     }
 
-    /// Queues a send request (checked by the caller); `Err` when the send queue is full.
-    pub(crate) fn post(&mut self, wr: &SendWr<'_>, signaled: bool) -> Result<(), ()> {
+    /// Queues a send request (checked by the caller: an INLINE one carries at most
+    /// `max_inline` bytes); `Err` when the send queue is full.
+    ///
+    /// # Safety
+    ///
+    /// For an INLINE request, the SGEs' bytes must be readable now (`post_send`'s contract);
+    /// they are copied here and not touched again.
+    pub(crate) unsafe fn post(&mut self, wr: &SendWr<'_>, signaled: bool) -> Result<(), ()> {
         let slot = self.free.pop().ok_or(())?;
         let mut sges = [NO_SGE; MAX_SGE];
         sges[..wr.sg_list.len()].copy_from_slice(wr.sg_list);
         let len = wr.sg_list.iter().map(|s| s.length as usize).sum();
+        let inline = wr.send_flags.contains(SendFlags::INLINE);
+        if inline {
+            let mut at = slot * self.max_inline;
+            for s in wr.sg_list {
+                let n = s.length as usize;
+                // SAFETY: the caller's bytes, readable now (this function's contract); the
+                // caller checked that they fit the slot.
+                let src = unsafe { std::slice::from_raw_parts(s.addr as *const u8, n) };
+                self.inline[at..at + n].copy_from_slice(src);
+                at += n;
+            }
+        }
         self.sends[slot] = Some(PostedSend {
             wr_id: wr.wr_id,
             opcode: wr.opcode,
             signaled,
             len,
+            inline,
             sges,
             n: wr.sg_list.len(),
         });
@@ -211,6 +237,8 @@ impl RcState {
             pd,
             access: self.access,
             sends: &self.sends,
+            inline: &self.inline,
+            max_inline: self.max_inline,
             rx,
             active: &mut self.active_recv,
         };
@@ -349,6 +377,8 @@ struct RcMemory<'a> {
     pd: PdHandle,
     access: AccessFlags,
     sends: &'a [Option<PostedSend>],
+    inline: &'a [u8],
+    max_inline: usize,
     rx: Receives<'a>,
     active: &'a mut Option<ActiveRecv>,
 }
@@ -415,6 +445,16 @@ impl Memory for RcMemory<'_> {
         let Some(Some(s)) = self.sends.get(handle as usize) else {
             return false;
         };
+        if s.inline {
+            let start = handle as usize * self.max_inline + offset;
+            return match self.inline.get(start..start + buf.len()) {
+                Some(bytes) if offset + buf.len() <= s.len => {
+                    buf.copy_from_slice(bytes);
+                    true
+                }
+                _ => false,
+            };
+        }
         let mut at = 0;
         walk(
             self.mrs,
