@@ -387,9 +387,16 @@ fn open_queue(
 ) -> Result<(Queue, bool), NetError> {
     let frames = config.frames_per_queue;
     let ring = QueueSize::new(frames / 2).map_err(|e| NetError::InvalidConfig(e.to_string()))?;
+    // The fill ring holds twice the receive frames (half the UMEM). The kernel publishes
+    // its consumer index lazily: it may have taken every entry it peeked (and handed the
+    // frames back to us through the RX ring) while the ring still shows them as unread.
+    // Entries that look unread are then at most that peeked batch plus what we produced
+    // since, each at most the receive frames, so twice them always leaves room for a frame
+    // coming back. A fill ring the size of the receive frames ran full under load.
+    let fill_ring = QueueSize::new(frames).map_err(|e| NetError::InvalidConfig(e.to_string()))?;
     let umem_config = UmemConfig::builder()
         .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| NetError::InvalidConfig(e.to_string()))?)
-        .fill_queue_size(ring)
+        .fill_queue_size(fill_ring)
         .comp_queue_size(ring)
         .build()
         .map_err(|e| NetError::InvalidConfig(e.to_string()))?;
@@ -733,7 +740,7 @@ impl FrameIo for XdpIo {
             }
             if n > 0 {
                 // SAFETY: the frames just consumed are done with and go back to the kernel;
-                // the fill ring has room for every receive frame there is.
+                // the fill ring has room for them (see its size in `open_queue`).
                 let refilled = unsafe { q.fill.produce(&q.scratch[..n]) };
                 debug_assert_eq!(refilled, n);
             }
