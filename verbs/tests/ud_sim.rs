@@ -395,17 +395,24 @@ fn invalid_transitions_and_posts_in_the_wrong_state_give_einval() {
     }
     .unwrap_err();
     assert_eq!(err.errno(), libc::EINVAL);
-    // UC is not offered, and says so; RC takes no inline data.
+    // UC is not offered, and says so; inline room beyond the device's is EINVAL.
     let uc = e.pd.create_qp(&QpInitAttr {
         qp_type: QpType::Uc,
         ..QpInitAttr::ud(&e.cq, &e.cq, 4)
     });
     assert_eq!(uc.err().unwrap().errno(), libc::EOPNOTSUPP);
-    let rc = e.pd.create_qp(&QpInitAttr {
-        qp_type: QpType::Rc,
-        ..QpInitAttr::ud(&e.cq, &e.cq, 4)
-    });
-    assert_eq!(rc.err().unwrap().errno(), libc::EINVAL);
+    let max_inline = e.ctx.query_device().max_inline_data;
+    for qp_type in [QpType::Ud, QpType::Rc] {
+        let mut attr = QpInitAttr {
+            qp_type,
+            ..QpInitAttr::ud(&e.cq, &e.cq, 4)
+        };
+        attr.cap.max_inline_data = max_inline + 1;
+        let too_much = e.pd.create_qp(&attr);
+        assert_eq!(too_much.err().unwrap().errno(), libc::EINVAL, "{qp_type:?}");
+        attr.cap.max_inline_data = max_inline;
+        assert!(e.pd.create_qp(&attr).is_ok(), "{qp_type:?}");
+    }
 }
 
 #[test]
