@@ -246,6 +246,16 @@ struct Requester {
     failed: bool,
 }
 
+impl Requester {
+    /// The queued request whose PSNs include `psn`. The queue is in PSN order, so a binary
+    /// search finds it: a stream of small messages keeps a long queue, and this runs for
+    /// every packet sent.
+    fn holding(&self, psn: Psn) -> Option<Wqe> {
+        let at = self.queue.partition_point(|w| w.last_psn() < psn);
+        self.queue.get(at).filter(|w| w.holds(psn)).copied()
+    }
+}
+
 /// A SEND or RDMA WRITE arriving over several packets.
 #[derive(Debug, Clone, Copy)]
 enum InProgress {
@@ -561,7 +571,7 @@ impl RcEngine {
         if self.req.failed || psn < self.req.una || psn >= self.req.new_psn {
             return; // a duplicate, or not ours
         }
-        let Some(w) = self.req.queue.iter().find(|w| w.holds(psn)).copied() else {
+        let Some(w) = self.req.holding(psn) else {
             return;
         };
         let atomic_ack = repr.bth.opcode == Opcode::RC_ATOMIC_ACKNOWLEDGE;
@@ -1034,7 +1044,7 @@ impl RcEngine {
         }
         // The request holding `next_psn`, and which of its packets that is.
         let psn = req.next_psn;
-        let w = *req.queue.iter().find(|w| w.holds(psn))?;
+        let w = req.holding(psn)?;
         if w.req.kind.is_read_or_atomic() || w.req.fence {
             // Earlier READs and atomics still outstanding: at most max_rd_atomic at once,
             // and a fenced request waits for all of them.
