@@ -1,6 +1,6 @@
 //! RC over xdp between two hosts joined by a switch that drops 5 % of RoCEv2 packets at
-//! random (both ways): a 1 GiB RDMA WRITE and a 1 GiB stream of SENDs arrive intact, and
-//! every request completes in order.
+//! random (both ways): a 1 GiB RDMA WRITE, a 1 GiB RDMA READ of it back and a 1 GiB stream
+//! of SENDs arrive intact, and every request completes in order.
 
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,7 @@ fn end(host: &Host) -> End {
         })
         .unwrap();
     let mut buf = vec![0u8; GIB];
-    let access = AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE;
+    let access = AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE | AccessFlags::REMOTE_READ;
     let mr = unsafe { pd.reg_mr(buf.as_mut_ptr(), buf.len(), access) }.unwrap();
     End {
         qp,
@@ -69,7 +69,7 @@ fn connect(e: &End, peer: &End) {
         psn: 0x00_1000,
         our_psn: 0x00_1000,
         path_mtu: Mtu::Mtu1024,
-        access: AccessFlags::REMOTE_WRITE,
+        access: AccessFlags::REMOTE_WRITE | AccessFlags::REMOTE_READ,
         rd_atomic: 1,
     })
     .unwrap();
@@ -118,7 +118,7 @@ fn next_completion(cq: &Cq, deadline: Instant, what: &str) -> WorkCompletion {
 }
 
 #[test]
-fn a_gib_written_and_a_gib_sent_arrive_intact_through_5_percent_loss() {
+fn a_gib_written_read_and_sent_arrives_intact_through_5_percent_loss() {
     let t = Topology::switched(2, Loss::udp_port(0.05, 4791))
         .unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
     let (mut a, mut b) = (end(t.a()), end(t.b()));
@@ -149,6 +149,19 @@ fn a_gib_written_and_a_gib_sent_arrive_intact_through_5_percent_loss() {
     let write_time = started.elapsed();
     assert_eq!(first_difference(&b.buf, &a.buf), None, "the WRITE's bytes");
 
+    // One RDMA READ of the whole GiB back.
+    a.buf.fill(0);
+    let started = Instant::now();
+    let read = SendWr {
+        wr_id: 2,
+        opcode: SendOpcode::RdmaRead,
+        ..wr
+    };
+    unsafe { a.qp.post_send(&read) }.unwrap();
+    let wc = next_completion(&a.cq, deadline, "the 1 GiB READ");
+    assert_eq!((wc.wr_id, wc.byte_len as usize), (2, GIB));
+    let read_time = started.elapsed();
+    assert_eq!(first_difference(&a.buf, &b.buf), None, "the READ's bytes");
     // A GiB of SENDs, CHUNK each, into receives posted as the stream goes.
     fill(&mut a.buf, 2);
     b.buf.fill(0);
@@ -198,10 +211,13 @@ fn a_gib_written_and_a_gib_sent_arrive_intact_through_5_percent_loss() {
     let send_time = started.elapsed();
     assert_eq!(first_difference(&b.buf, &a.buf), None, "the SENDs' bytes");
     let dropped = t.drop_counter().unwrap();
+    let gbps = |t: Duration| 8.0 * 1.073_741_824 / t.as_secs_f64();
     println!(
-        "1 GiB WRITE in {write_time:.2?} ({:.2} Gb/s), 1 GiB of SENDs in {send_time:.2?} ({:.2} Gb/s); the switch dropped {dropped} packets",
-        8.0 / write_time.as_secs_f64() * 1.073_741_824,
-        8.0 / send_time.as_secs_f64() * 1.073_741_824,
+        "1 GiB WRITE in {write_time:.2?} ({:.2} Gb/s), READ in {read_time:.2?} ({:.2} Gb/s), \
+         SENDs in {send_time:.2?} ({:.2} Gb/s); the switch dropped {dropped} packets",
+        gbps(write_time),
+        gbps(read_time),
+        gbps(send_time),
     );
     assert!(
         dropped > 0,

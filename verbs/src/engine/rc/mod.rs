@@ -52,6 +52,11 @@ use crate::wire::{
 
 /// At most this many PSNs are outstanding (unacknowledged) at once, as rxe allows.
 const WINDOW: u32 = 128;
+/// READ responses sent per round of `poll_transmit` calls (a round ends when it returns
+/// `None`), at most. A long READ's responses then go out over many rounds, so a request
+/// arriving meanwhile, such as the requester asking again after a lost response, is heard
+/// before the rest of the stream is already on its way.
+const REPLY_BURST: usize = 64;
 /// The congestion window never closes below this many packets.
 const MIN_CWND: u32 = 4;
 /// Bounds of the probe timer: four smoothed round trips, within these.
@@ -302,6 +307,8 @@ struct Responder {
     replies: VecDeque<Reply>,
     /// The last `max_dest_rd_atomic` READs and atomics, oldest first.
     resources: VecDeque<Resource>,
+    /// Responses sent in this round of `poll_transmit` calls (see `REPLY_BURST`).
+    replies_this_round: usize,
 }
 
 /// One RC QP's transport state. See the [module documentation](self).
@@ -312,6 +319,8 @@ pub struct RcEngine {
     resp: Responder,
     timers: TimerTable,
     completions: VecDeque<RcCompletion>,
+    /// The latest time the owner gave, once it gave one.
+    now: Option<Instant>,
 }
 
 /// RNR NAK timer code to delay (IBTA table 45; code 0 is the longest).
@@ -353,9 +362,11 @@ impl RcEngine {
                 nak_sent: false,
                 replies: VecDeque::new(),
                 resources: VecDeque::new(),
+                replies_this_round: 0,
             },
             timers: TimerTable::default(),
             completions: VecDeque::new(),
+            now: None,
         }
     }
 
@@ -386,9 +397,14 @@ impl RcEngine {
         self.req.failed
     }
 
-    /// When [`RcEngine::handle_timeout`] is next due.
+    /// When [`RcEngine::handle_timeout`] is next due; while READ responses are queued,
+    /// the last time the engine was given (they are due at once: an owner that sends a
+    /// bounded number of packets per round learns from this to come back).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_timeout()
+        match self.now {
+            Some(now) if !self.resp.replies.is_empty() => Some(now),
+            _ => self.timers.next_timeout(),
+        }
     }
 
     /// Takes the next completion.
@@ -532,6 +548,7 @@ impl RcEngine {
 
     /// Handles one received transport packet addressed to this QP.
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8], mem: &mut dyn Memory) {
+        self.now = Some(now);
         let Ok((repr, payload)) = TransportRepr::parse(packet) else {
             return;
         };
@@ -928,9 +945,9 @@ impl RcEngine {
             return;
         }
         r.replies.retain(|reply| match *reply {
-            Reply::Read {
-                next, first_psn, ..
-            } => !(psn >= first_psn && next >= psn),
+            // The requester has everything before `psn`, and the new request covers the
+            // rest of this READ: the old stream is waste.
+            Reply::Read { first_psn, .. } => first_psn > psn,
             Reply::Atomic { .. } => true,
         });
         r.replies.push_back(Reply::Read {
@@ -1013,10 +1030,22 @@ impl RcEngine {
         buf: &mut [u8],
         mem: &mut dyn Memory,
     ) -> Option<usize> {
+        self.now = Some(now);
+        let sent = self.next_packet(now, buf, mem);
+        if sent.is_none() {
+            // The round is over: the next call may send another burst of responses.
+            self.resp.replies_this_round = 0;
+        }
+        sent
+    }
+
+    /// The packet `poll_transmit` sends next.
+    fn next_packet(&mut self, now: Instant, buf: &mut [u8], mem: &mut dyn Memory) -> Option<usize> {
         // The responder's responses, ACKs and NAKs go first: they unblock the peer. READ
         // responses and atomic acknowledgements come before any later ACK, in PSN order.
-        if !self.resp.replies.is_empty() {
+        if !self.resp.replies.is_empty() && self.resp.replies_this_round < REPLY_BURST {
             if let Some(len) = self.poll_reply(buf, mem) {
+                self.resp.replies_this_round += 1;
                 return Some(len);
             }
         }

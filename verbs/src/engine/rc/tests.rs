@@ -741,3 +741,58 @@ fn loss_halves_the_congestion_window_and_acks_grow_it_back() {
     assert_eq!(p.ends[0].0.req.cwnd, WINDOW / 2 + 1);
     assert_eq!(p.completions[0].len(), 2);
 }
+
+#[test]
+fn a_long_read_is_answered_a_burst_per_round() {
+    let mut p = Pair::new(15, 0.0, 0.0, 0.0, 7);
+    let len = 200 * MTU;
+    let mut req = request(1, MessageKind::Read, len);
+    req.remote = Some((READ_AREA as u64, Rkey::new(RKEY)));
+    p.ends[0].1.responses.insert(1, vec![0; len]);
+    p.ends[0].0.post_send(req);
+    // Round 1 sends the request; once it has arrived, each round of b's sends at most a
+    // burst of responses, and b says more are due at once.
+    p.step();
+    let mut rounds = 0;
+    while p.completions[0].is_empty() {
+        rounds += 1;
+        assert!(rounds < 100, "the READ did not complete");
+        let responses = |p: &Pair| {
+            in_flight_opcodes(p, 0)
+                .iter()
+                .filter(|o| {
+                    [
+                        Opcode::RC_RDMA_READ_RESPONSE_FIRST,
+                        Opcode::RC_RDMA_READ_RESPONSE_MIDDLE,
+                        Opcode::RC_RDMA_READ_RESPONSE_LAST,
+                        Opcode::RC_RDMA_READ_RESPONSE_ONLY,
+                    ]
+                    .contains(o)
+                })
+                .count()
+        };
+        let before = responses(&p);
+        p.step();
+        assert!(responses(&p) <= before + REPLY_BURST, "round {rounds}");
+        if !p.ends[1].0.resp.replies.is_empty() {
+            assert_eq!(
+                p.ends[1].0.poll_timeout(),
+                Some(p.now),
+                "responses still due"
+            );
+        }
+    }
+    assert!(
+        rounds >= 200 / REPLY_BURST,
+        "{rounds} rounds for 200 responses"
+    );
+    assert_eq!(
+        p.completions[0],
+        vec![RcCompletion::Send {
+            handle: 1,
+            status: RcStatus::Success
+        }]
+    );
+    let want = &p.ends[1].1.region[READ_AREA..READ_AREA + len];
+    assert_eq!(&p.ends[0].1.responses[&1][..], want);
+}
