@@ -13,7 +13,7 @@ use xrdma_verbs::wire::{Qkey, Qpn};
 
 use crate::objects::{XAh, XCq, XQp, XSrq};
 use crate::sys;
-use crate::{guard, wrapper};
+use crate::{guard, guard_errno, wrapper};
 
 /// Most SGEs one work request may carry (the device's `max_sge`).
 const MAX_SGE: usize = 32;
@@ -127,12 +127,9 @@ pub(crate) unsafe extern "C" fn post_send(
     wr: *mut sys::ibv_send_wr,
     bad_wr: *mut *mut sys::ibv_send_wr,
 ) -> c_int {
-    guard(libc::EIO, || {
+    guard_errno(|| {
         // SAFETY: the QP comes from ibv_create_qp.
-        let q = match unsafe { wrapper::<XQp, _>(qp) } {
-            Ok(q) => q,
-            Err(e) => return e,
-        };
+        let q = unsafe { wrapper::<XQp, _>(qp) }?;
         let mut cur = wr;
         while !cur.is_null() {
             // SAFETY: each request of the chain is a readable ibv_send_wr.
@@ -143,11 +140,11 @@ pub(crate) unsafe extern "C" fn post_send(
                     // SAFETY: the caller passes a writable pointer.
                     unsafe { bad_wr.write(cur) };
                 }
-                return e;
+                return Err(e);
             }
             cur = w.next;
         }
-        0
+        Ok(0)
     })
 }
 
@@ -193,19 +190,16 @@ pub(crate) unsafe extern "C" fn post_recv(
     wr: *mut sys::ibv_recv_wr,
     bad_wr: *mut *mut sys::ibv_recv_wr,
 ) -> c_int {
-    guard(libc::EIO, || {
+    guard_errno(|| {
         // SAFETY: the QP comes from ibv_create_qp.
-        let q = match unsafe { wrapper::<XQp, _>(qp) } {
-            Ok(q) => q,
-            Err(e) => return e,
-        };
+        let q = unsafe { wrapper::<XQp, _>(qp) }?;
         // SAFETY: as ibv_post_recv requires of its caller: the application keeps the
         // buffers valid until the completion.
-        unsafe {
+        Ok(unsafe {
             post_recv_chain(wr, bad_wr, |recv| {
                 q.inner.post_recv(recv).map_err(|e| e.errno())
             })
-        }
+        })
     })
 }
 
@@ -216,19 +210,16 @@ pub(crate) unsafe extern "C" fn post_srq_recv(
     wr: *mut sys::ibv_recv_wr,
     bad_wr: *mut *mut sys::ibv_recv_wr,
 ) -> c_int {
-    guard(libc::EIO, || {
+    guard_errno(|| {
         // SAFETY: the SRQ comes from ibv_create_srq.
-        let s = match unsafe { wrapper::<XSrq, _>(srq) } {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
+        let s = unsafe { wrapper::<XSrq, _>(srq) }?;
         // SAFETY: as ibv_post_srq_recv requires of its caller: the application keeps the
         // buffers valid until the completion.
-        unsafe {
+        Ok(unsafe {
             post_recv_chain(wr, bad_wr, |recv| {
                 s.inner.post_recv(recv).map_err(|e| e.errno())
             })
-        }
+        })
     })
 }
 

@@ -9,7 +9,7 @@ use xrdma_verbs::net::{self, BackendConfig, udp::UdpConfig, xdp::XdpConfig};
 use xrdma_verbs::verbs::{Context, ContextConfig, Gid};
 
 use crate::sys;
-use crate::{free, guard, into_ptr, set_errno, status, wrapper};
+use crate::{free, guard, guard_errno, into_ptr, set_errno, status, wrapper};
 
 /// Which backend a device opens.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -287,14 +287,11 @@ pub unsafe extern "C" fn ibv_query_device(
     context: *mut sys::ibv_context,
     attr: *mut sys::ibv_device_attr,
 ) -> c_int {
-    guard(libc::EIO, || {
+    guard_errno(|| {
         // SAFETY: the context comes from ibv_open_device.
-        let c = match unsafe { wrapper::<XContext, _>(context) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+        let c = unsafe { wrapper::<XContext, _>(context) }?;
         if attr.is_null() {
-            return libc::EINVAL;
+            return Err(libc::EINVAL);
         }
         let a = c.inner.query_device();
         let mut out = sys::ibv_device_attr {
@@ -328,7 +325,7 @@ pub unsafe extern "C" fn ibv_query_device(
         copy_str(&mut out.fw_ver, &a.fw_ver);
         // SAFETY: the caller passes a writable ibv_device_attr.
         unsafe { attr.write(out) };
-        0
+        Ok(0)
     })
 }
 
@@ -340,19 +337,13 @@ pub unsafe extern "C" fn ibv_query_port(
     port_num: u8,
     port_attr: *mut sys::_compat_ibv_port_attr,
 ) -> c_int {
-    guard(libc::EIO, || {
+    guard_errno(|| {
         // SAFETY: the context comes from ibv_open_device.
-        let c = match unsafe { wrapper::<XContext, _>(context) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+        let c = unsafe { wrapper::<XContext, _>(context) }?;
         if port_attr.is_null() {
-            return libc::EINVAL;
+            return Err(libc::EINVAL);
         }
-        let p = match c.inner.query_port(port_num) {
-            Ok(p) => p,
-            Err(e) => return e.errno(),
-        };
+        let p = c.inner.query_port(port_num).map_err(|e| e.errno())?;
         let full = sys::ibv_port_attr {
             state: if p.active {
                 sys::IBV_PORT_ACTIVE
@@ -381,7 +372,7 @@ pub unsafe extern "C" fn ibv_query_port(
                 offset_of!(sys::ibv_port_attr, port_cap_flags2),
             )
         };
-        0
+        Ok(0)
     })
 }
 

@@ -51,6 +51,7 @@ mod sys {
     include!(concat!(env!("OUT_DIR"), "/verbs.rs"));
 }
 
+use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// Sets the calling thread's errno.
@@ -68,6 +69,12 @@ fn guard<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
             on_panic
         }
     }
+}
+
+/// `guard` for the entry points that return 0 or an errno value: the body gives its return
+/// value as `Ok`, and can use `?` on the lookups that fail with an errno (a bad handle, say).
+fn guard_errno(body: impl FnOnce() -> Result<c_int, c_int>) -> c_int {
+    guard(libc::EIO, || body().unwrap_or_else(|errno| errno))
 }
 
 /// A constructor's result as libibverbs returns it: the new wrapper, or NULL with errno.

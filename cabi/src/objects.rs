@@ -12,7 +12,7 @@ use xrdma_verbs::verbs::{
 
 use crate::device::{Registry, XContext, context};
 use crate::sys;
-use crate::{free, guard, into_ptr, set_errno, status, wrapper};
+use crate::{free, guard, guard_errno, into_ptr, set_errno, status, wrapper};
 
 /// A protection domain.
 #[repr(C)]
@@ -91,16 +91,14 @@ pub unsafe extern "C" fn ibv_alloc_pd(ctx: *mut sys::ibv_context) -> *mut sys::i
 /// `ibv_dealloc_pd`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_dealloc_pd(pd: *mut sys::ibv_pd) -> c_int {
-    guard(libc::EIO, || {
+    guard_errno(|| {
         // SAFETY: the PD comes from ibv_alloc_pd.
-        match unsafe { wrapper::<XPd, _>(pd) } {
-            Err(e) => return e,
-            // Its MRs, QPs and AHs point at it: it stays until they are gone.
-            Ok(p) if p.inner.in_use() => return libc::EBUSY,
-            Ok(_) => {}
+        // Its MRs, QPs and AHs point at it: it stays until they are gone.
+        if unsafe { wrapper::<XPd, _>(pd) }?.inner.in_use() {
+            return Err(libc::EBUSY);
         }
         // SAFETY: the application does not use the PD after this call.
-        status(unsafe { free::<XPd, _>(pd) })
+        Ok(status(unsafe { free::<XPd, _>(pd) }))
     })
 }
 
@@ -286,22 +284,16 @@ pub unsafe extern "C" fn ibv_create_cq(
 /// `ibv_destroy_cq`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_destroy_cq(cq: *mut sys::ibv_cq) -> c_int {
-    guard(libc::EIO, || {
+    guard_errno(|| {
         // SAFETY: the CQ comes from ibv_create_cq.
-        let c = match unsafe { wrapper::<XCq, _>(cq) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+        let c = unsafe { wrapper::<XCq, _>(cq) }?;
         // SAFETY: the CQ's context outlives it.
-        let x = match unsafe { context(c.cq.context) } {
-            Ok(x) => x,
-            Err(e) => return e,
-        };
+        let x = unsafe { context(c.cq.context) }?;
         // Its asynchronous events must be acknowledged first: wait, as libibverbs does.
         let mut reg = wait_acked(x, &c.async_unacked);
         // QPs point at it: it stays until they are gone.
         if c.inner.in_use() {
-            return libc::EBUSY;
+            return Err(libc::EBUSY);
         }
         reg.cqs.retain(|p| *p != cq as usize);
         drop(reg);
@@ -314,7 +306,7 @@ pub unsafe extern "C" fn ibv_destroy_cq(cq: *mut sys::ibv_cq) -> c_int {
             }
         }
         // SAFETY: the application does not use the CQ after this call.
-        status(unsafe { free::<XCq, _>(cq) })
+        Ok(status(unsafe { free::<XCq, _>(cq) }))
     })
 }
 
@@ -548,14 +540,11 @@ pub unsafe extern "C" fn ibv_query_qp(
     _attr_mask: c_int,
     init_attr: *mut sys::ibv_qp_init_attr,
 ) -> c_int {
-    guard(libc::EIO, || {
+    guard_errno(|| {
         // SAFETY: the QP comes from ibv_create_qp.
-        let q = match unsafe { wrapper::<XQp, _>(qp) } {
-            Ok(q) => q,
-            Err(e) => return e,
-        };
+        let q = unsafe { wrapper::<XQp, _>(qp) }?;
         if attr.is_null() || init_attr.is_null() {
-            return libc::EINVAL;
+            return Err(libc::EINVAL);
         }
         let now = q.inner.query();
         let caps = cap(q.inner.cap());
@@ -603,7 +592,7 @@ pub unsafe extern "C" fn ibv_query_qp(
             attr.write(out);
             init_attr.write(init);
         }
-        0
+        Ok(0)
     })
 }
 
@@ -767,14 +756,11 @@ pub unsafe extern "C" fn ibv_modify_srq(
     attr: *mut sys::ibv_srq_attr,
     attr_mask: c_int,
 ) -> c_int {
-    guard(libc::EIO, || {
+    guard_errno(|| {
         // SAFETY: the SRQ comes from ibv_create_srq.
-        let s = match unsafe { wrapper::<XSrq, _>(srq) } {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
+        let s = unsafe { wrapper::<XSrq, _>(srq) }?;
         if attr.is_null() {
-            return libc::EINVAL;
+            return Err(libc::EINVAL);
         }
         // SAFETY: checked non-NULL; the caller passes a readable ibv_srq_attr.
         let a = unsafe { &*attr };
@@ -783,11 +769,11 @@ pub unsafe extern "C" fn ibv_modify_srq(
             max_sge: a.max_sge,
             srq_limit: a.srq_limit,
         };
-        status(
+        Ok(status(
             s.inner
                 .modify(&attr, SrqAttrMask(attr_mask as u32))
                 .map_err(|e| e.errno()),
-        )
+        ))
     })
 }
 
@@ -797,14 +783,11 @@ pub unsafe extern "C" fn ibv_query_srq(
     srq: *mut sys::ibv_srq,
     attr: *mut sys::ibv_srq_attr,
 ) -> c_int {
-    guard(libc::EIO, || {
+    guard_errno(|| {
         // SAFETY: the SRQ comes from ibv_create_srq.
-        let s = match unsafe { wrapper::<XSrq, _>(srq) } {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
+        let s = unsafe { wrapper::<XSrq, _>(srq) }?;
         if attr.is_null() {
-            return libc::EINVAL;
+            return Err(libc::EINVAL);
         }
         let now = s.inner.query();
         let out = sys::ibv_srq_attr {
@@ -814,7 +797,7 @@ pub unsafe extern "C" fn ibv_query_srq(
         };
         // SAFETY: checked non-NULL; the caller passes a writable ibv_srq_attr.
         unsafe { attr.write(out) };
-        0
+        Ok(0)
     })
 }
 
@@ -822,25 +805,19 @@ pub unsafe extern "C" fn ibv_query_srq(
 /// be acknowledged.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_destroy_srq(srq: *mut sys::ibv_srq) -> c_int {
-    guard(libc::EIO, || {
+    guard_errno(|| {
         // SAFETY: the SRQ comes from ibv_create_srq.
-        let s = match unsafe { wrapper::<XSrq, _>(srq) } {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
+        let s = unsafe { wrapper::<XSrq, _>(srq) }?;
         // SAFETY: the SRQ's context outlives it.
-        let c = match unsafe { context(s.srq.context) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+        let c = unsafe { context(s.srq.context) }?;
         let mut reg = wait_acked(c, &s.async_unacked);
         // QPs draw from it: it stays until they are gone.
         if s.inner.in_use() {
-            return libc::EBUSY;
+            return Err(libc::EBUSY);
         }
         reg.srqs.retain(|p| *p != srq as usize);
         drop(reg);
         // SAFETY: the application does not use the SRQ after this call.
-        status(unsafe { free::<XSrq, _>(srq) })
+        Ok(status(unsafe { free::<XSrq, _>(srq) }))
     })
 }
