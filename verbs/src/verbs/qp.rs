@@ -380,7 +380,6 @@ impl QueuePair {
                         "RoCE needs the peer's GID in the address vector",
                     ));
                 }
-                rc.dest = Some(std::net::SocketAddr::new(ah.dgid.ip(), ctx.link.port));
                 rc.ah = Some(ah);
             }
             if mask.contains(AttrMask::PATH_MTU) {
@@ -680,7 +679,8 @@ impl QpShared {
     fn rc_service(&self, ctx: &ContextShared, io: &mut dyn FrameIo, st: &mut QpMut, now: Instant) {
         let QpMut { rc, rq, state, .. } = st;
         let Some(rc) = rc.as_mut() else { return };
-        let Some(dest) = rc.dest else { return };
+        let Some(ah) = rc.ah else { return };
+        let dest = std::net::SocketAddr::new(ah.dgid.ip(), ctx.link.port);
         if rc.next_timeout().is_some_and(|t| t <= now) {
             rc.handle_timeout(now);
         }

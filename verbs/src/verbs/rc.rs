@@ -6,7 +6,6 @@
 //! atomics (compare and swap, fetch and add), which are atomic against each other and
 //! against the CPU's atomics on the same 8 bytes.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -55,8 +54,7 @@ const NO_SGE: Sge = Sge {
 
 /// What an RC QP learns on its way to RTS, and its engine once there.
 pub(crate) struct RcState {
-    /// Where the peer is (RTR's address vector), and the vector as given.
-    pub(crate) dest: Option<SocketAddr>,
+    /// Where the peer is: RTR's address vector.
     pub(crate) ah: Option<super::ah::AhAttr>,
     pub(crate) dest_qpn: Qpn,
     pub(crate) rq_psn: Psn,
@@ -82,7 +80,6 @@ pub(crate) struct RcState {
 impl RcState {
     pub(crate) fn new(max_send_wr: usize, max_inline: usize, mtu_bytes: usize) -> RcState {
         RcState {
-            dest: None,
             ah: None,
             dest_qpn: Qpn::new_masked(0),
             rq_psn: Psn::ZERO,
