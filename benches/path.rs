@@ -193,7 +193,8 @@ fn bare_xsk_bw(t: &Topology) -> f64 {
                 // SAFETY: `name` is a valid C string.
                 let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
                 let redirect =
-                    XdpRedirect::attach(&a_iface, ifindex, 1, wire::ROCEV2_PORT, XdpMode::Auto)
+                    // The generic hook, which xrdma picks on veth.
+                    XdpRedirect::attach(&a_iface, ifindex, 1, wire::ROCEV2_PORT, XdpMode::Skb)
                         .expect("attaching the redirect program");
                 let (umem, descs) =
                     Umem::new(UmemConfig::default(), NonZeroU32::new(2048).unwrap(), false)

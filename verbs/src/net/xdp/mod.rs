@@ -286,7 +286,7 @@ impl XdpIo {
             info.index,
             info.num_rx_queues,
             config.port,
-            config.mode,
+            auto_mode_for(&info, config.mode),
         )?;
         let attach_mode = redirect.mode();
 
@@ -375,6 +375,18 @@ fn attach(
                 .map(|l| (l, XdpMode::Skb))
                 .map_err(busy),
         },
+    }
+}
+
+/// The mode to attach in on `link` when `mode` is asked for: [`XdpMode::Auto`] on a veth
+/// device means the generic hook. veth's native hook copies each frame into an XDP buffer
+/// in a NAPI poll behind a ring, on top of the copy into the socket, and AF_XDP on veth is
+/// copy mode either way; the generic hook measured 7-15% more throughput and lower latency
+/// (`xrdma perf`, rc-write-bw, rc-send-bw, rc-send-lat, between two namespaces).
+fn auto_mode_for(link: &super::netlink::LinkInfo, mode: XdpMode) -> XdpMode {
+    match mode {
+        XdpMode::Auto if link.kind.as_deref() == Some("veth") => XdpMode::Skb,
+        mode => mode,
     }
 }
 
