@@ -1,6 +1,7 @@
 //! RC over xdp between two hosts joined by a switch that drops 5 % of RoCEv2 packets at
 //! random (both ways): a 1 GiB RDMA WRITE, a 1 GiB RDMA READ of it back and a 1 GiB stream
-//! of SENDs arrive intact, and every request completes in order.
+//! of SENDs arrive intact, and every request completes in order. Then the same on a
+//! jumbo-frame link at path MTU 4096, where every full packet spans two UMEM frames.
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ fn context(host: &Host) -> Context {
     })
 }
 
-/// One end: a QP, its CQ and a 1 GiB registered buffer. Field order is drop order.
+/// One end: a QP, its CQ and a registered buffer. Field order is drop order.
 struct End {
     qp: QueuePair,
     cq: Cq,
@@ -33,7 +34,7 @@ struct End {
     ctx: Context,
 }
 
-fn end(host: &Host) -> End {
+fn end(host: &Host, len: usize) -> End {
     let ctx = context(host);
     let pd = ctx.alloc_pd().unwrap();
     let cq = ctx.create_cq(4 * DEPTH, None).unwrap();
@@ -50,7 +51,7 @@ fn end(host: &Host) -> End {
             ..QpInitAttr::ud(&cq, &cq, DEPTH)
         })
         .unwrap();
-    let mut buf = vec![0u8; GIB];
+    let mut buf = vec![0u8; len];
     let access = AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE | AccessFlags::REMOTE_READ;
     let mr = unsafe { pd.reg_mr(buf.as_mut_ptr(), buf.len(), access) }.unwrap();
     End {
@@ -62,13 +63,13 @@ fn end(host: &Host) -> End {
     }
 }
 
-fn connect(e: &End, peer: &End) {
+fn connect(e: &End, peer: &End, path_mtu: Mtu) {
     e.qp.bring_up_rc(&RcPeer {
         ah: AhAttr::new(peer.ctx.gid(0).unwrap()),
         qpn: peer.qp.qpn().value(),
         psn: 0x00_1000,
         our_psn: 0x00_1000,
-        path_mtu: Mtu::Mtu1024,
+        path_mtu,
         access: AccessFlags::REMOTE_WRITE | AccessFlags::REMOTE_READ,
         rd_atomic: 1,
     })
@@ -121,9 +122,27 @@ fn next_completion(cq: &Cq, deadline: Instant, what: &str) -> WorkCompletion {
 fn a_gib_written_read_and_sent_arrives_intact_through_5_percent_loss() {
     let t = Topology::switched(2, Loss::udp_port(0.05, 4791))
         .unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
-    let (mut a, mut b) = (end(t.a()), end(t.b()));
-    connect(&a, &b);
-    connect(&b, &a);
+    through_loss(&t, Mtu::Mtu1024, GIB);
+}
+
+#[test]
+fn jumbo_frames_at_path_mtu_4096_arrive_intact_through_5_percent_loss() {
+    let t = Topology::builder()
+        .mtu(9000)
+        .switched(2, Loss::udp_port(0.05, 4791))
+        .unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    through_loss(&t, Mtu::Mtu4096, GIB / 4);
+}
+
+/// Writes `len` bytes from `t`'s first host to its second in one RDMA WRITE, reads them back
+/// in one RDMA READ, then sends `len` bytes more as SENDs of `CHUNK`, over RC at `path_mtu`;
+/// checks every byte and every completion.
+fn through_loss(t: &Topology, path_mtu: Mtu, len: usize) {
+    let (mut a, mut b) = (end(t.a(), len), end(t.b(), len));
+    for (x, peer) in [(&a, &b), (&b, &a)] {
+        assert_eq!(x.ctx.query_port(1).unwrap().active_mtu, path_mtu);
+        connect(x, peer, path_mtu);
+    }
     fill(&mut a.buf, 1);
     let deadline = Instant::now() + DEADLINE;
 
@@ -135,7 +154,7 @@ fn a_gib_written_read_and_sent_arrives_intact_through_5_percent_loss() {
         send_flags: SendFlags::SIGNALED,
         sg_list: &[Sge {
             addr: a.buf.as_ptr() as u64,
-            length: GIB as u32,
+            length: len as u32,
             lkey: a.mr.lkey(),
         }],
         imm_data: 0,
@@ -144,8 +163,8 @@ fn a_gib_written_read_and_sent_arrives_intact_through_5_percent_loss() {
         atomic: None,
     };
     unsafe { a.qp.post_send(&wr) }.unwrap();
-    let wc = next_completion(&a.cq, deadline, "the 1 GiB WRITE");
-    assert_eq!((wc.wr_id, wc.byte_len as usize), (1, GIB));
+    let wc = next_completion(&a.cq, deadline, "the WRITE");
+    assert_eq!((wc.wr_id, wc.byte_len as usize), (1, len));
     let write_time = started.elapsed();
     assert_eq!(first_difference(&b.buf, &a.buf), None, "the WRITE's bytes");
 
@@ -158,14 +177,14 @@ fn a_gib_written_read_and_sent_arrives_intact_through_5_percent_loss() {
         ..wr
     };
     unsafe { a.qp.post_send(&read) }.unwrap();
-    let wc = next_completion(&a.cq, deadline, "the 1 GiB READ");
-    assert_eq!((wc.wr_id, wc.byte_len as usize), (2, GIB));
+    let wc = next_completion(&a.cq, deadline, "the READ");
+    assert_eq!((wc.wr_id, wc.byte_len as usize), (2, len));
     let read_time = started.elapsed();
     assert_eq!(first_difference(&a.buf, &b.buf), None, "the READ's bytes");
     // A GiB of SENDs, CHUNK each, into receives posted as the stream goes.
     fill(&mut a.buf, 2);
     b.buf.fill(0);
-    let chunks = (GIB / CHUNK) as u64;
+    let chunks = (len / CHUNK) as u64;
     let sge = |e: &End, i: u64| Sge {
         addr: e.buf.as_ptr() as u64 + i * CHUNK as u64,
         length: CHUNK as u32,
@@ -211,10 +230,13 @@ fn a_gib_written_read_and_sent_arrives_intact_through_5_percent_loss() {
     let send_time = started.elapsed();
     assert_eq!(first_difference(&b.buf, &a.buf), None, "the SENDs' bytes");
     let dropped = t.drop_counter().unwrap();
-    let gbps = |t: Duration| 8.0 * 1.073_741_824 / t.as_secs_f64();
+    let gbps = |t: Duration| 8.0 * len as f64 / 1e9 / t.as_secs_f64();
     println!(
-        "1 GiB WRITE in {write_time:.2?} ({:.2} Gb/s), READ in {read_time:.2?} ({:.2} Gb/s), \
-         SENDs in {send_time:.2?} ({:.2} Gb/s); the switch dropped {dropped} packets",
+        "{} MiB at path MTU {}: WRITE in {write_time:.2?} ({:.2} Gb/s), READ in \
+         {read_time:.2?} ({:.2} Gb/s), SENDs in {send_time:.2?} ({:.2} Gb/s); the switch \
+         dropped {dropped} packets",
+        len >> 20,
+        path_mtu.bytes(),
         gbps(write_time),
         gbps(read_time),
         gbps(send_time),

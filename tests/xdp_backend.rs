@@ -19,10 +19,19 @@ fn pair() -> Topology {
 }
 
 fn open_xdp(host: &Host) -> XdpIo {
+    open_xdp_in(host, XdpMode::Auto)
+}
+
+fn open_xdp_in(host: &Host, mode: XdpMode) -> XdpIo {
     let iface = host.iface().to_string();
     host.ns()
-        .run(move || XdpIo::open(&XdpConfig::new(iface)))
-        .unwrap_or_else(|e| panic!("opening xdp: {e}"))
+        .run(move || {
+            XdpIo::open(&XdpConfig {
+                mode,
+                ..XdpConfig::new(iface)
+            })
+        })
+        .unwrap_or_else(|e| panic!("opening xdp ({mode:?}): {e}"))
 }
 
 fn open_udp(host: &Host) -> UdpIo {
@@ -50,10 +59,20 @@ fn packet(n: u32, len: usize) -> Vec<u8> {
 
 /// Receives until `n` packets arrived or `timeout` passed.
 fn recv_n(io: &mut dyn FrameIo, n: usize, timeout: Duration) -> Vec<(SocketAddr, Vec<u8>)> {
+    recv_n_batched(io, n, timeout, 64)
+}
+
+/// Receives until `n` packets arrived or `timeout` passed, asking for `batch` at a time.
+fn recv_n_batched(
+    io: &mut dyn FrameIo,
+    n: usize,
+    timeout: Duration,
+    batch: usize,
+) -> Vec<(SocketAddr, Vec<u8>)> {
     let mut got = Vec::new();
     let deadline = Instant::now() + timeout;
     while got.len() < n && Instant::now() < deadline {
-        io.recv(64, &mut |m, p| got.push((m.src, p.to_vec())))
+        io.recv(batch, &mut |m, p| got.push((m.src, p.to_vec())))
             .unwrap();
         if got.len() < n {
             std::thread::sleep(Duration::from_micros(100));
@@ -76,7 +95,10 @@ fn kernel_keeps_answering_ping_and_tcp_on_an_xdp_bound_interface() {
     let t = pair();
     let (a, b) = (t.a(), t.b());
     let mut xdp = open_xdp(a);
-    assert_eq!(xdp.link().mode, IoMode::SkbCopy, "the generic hook on veth");
+    assert!(matches!(
+        xdp.link().mode,
+        IoMode::DriverCopy | IoMode::ZeroCopy | IoMode::SkbCopy
+    ));
 
     b.ns()
         .sh(&format!("ping -c 3 -i 0.2 -W 2 {}", a.ipv4()))
@@ -122,6 +144,18 @@ fn one_way(
     to_addr: SocketAddr,
     what: &str,
 ) {
+    one_way_batched(from, from_addr, to, to_addr, what, 64);
+}
+
+/// [`one_way`], the receiver asking for `batch` packets at a time.
+fn one_way_batched(
+    from: &mut dyn FrameIo,
+    from_addr: SocketAddr,
+    to: &mut dyn FrameIo,
+    to_addr: SocketAddr,
+    what: &str,
+    batch: usize,
+) {
     let ipv6 = to_addr.is_ipv6();
     let largest = from
         .link()
@@ -132,7 +166,7 @@ fn one_way(
         .map(|n| packet(n, sizes[n as usize % sizes.len()]))
         .collect();
     send_all(from, to_addr, &packets);
-    let got = recv_n(to, packets.len(), Duration::from_secs(5));
+    let got = recv_n_batched(to, packets.len(), Duration::from_secs(5), batch);
     assert_eq!(
         got.len(),
         packets.len(),
@@ -162,6 +196,73 @@ fn two_xdp_endpoints_exchange_frames_both_ways() {
     let mut x = open_xdp(t.a());
     let mut y = open_xdp(t.b());
     exchange(&mut x, roce_addr(t.a()), &mut y, roce_addr(t.b()));
+}
+
+/// A veth pair whose links carry `mtu`-byte IP packets.
+fn jumbo_pair(mtu: u32) -> Topology {
+    Topology::builder()
+        .mtu(mtu)
+        .pair()
+        .unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"))
+}
+
+/// Two UMEM frames' worth of a datagram, less the Ethernet header: the most of a jumbo
+/// link's MTU an xdp endpoint uses (a frame holds 4096 - 256 bytes of headroom).
+const XDP_JUMBO_MTU: u32 = 2 * (4096 - 256) - 14;
+
+#[test]
+fn jumbo_frames_span_two_umem_frames_both_ways() {
+    let t = jumbo_pair(9000);
+    let mut x = open_xdp(t.a());
+    let mut y = open_xdp(t.b());
+    assert_eq!(x.link().mtu, XDP_JUMBO_MTU);
+    assert_eq!(x.link().mode, IoMode::SkbCopy, "the generic hook on veth");
+    exchange(&mut x, roce_addr(t.a()), &mut y, roce_addr(t.b()));
+    // Asking for one descriptor at a time splits every two-frame datagram across calls.
+    one_way_batched(
+        &mut x,
+        roce_addr(t.a()),
+        &mut y,
+        roce_addr(t.b()),
+        "x to y, one at a time",
+        1,
+    );
+    assert_eq!(x.stats().rx_dropped() + y.stats().rx_dropped(), 0);
+
+    // The kernel's UDP stack on the other side sends and takes them whole.
+    drop(y);
+    let mut u = open_udp(t.b());
+    exchange(&mut x, roce_addr(t.a()), &mut u, roce_addr(t.b()));
+    assert_eq!(x.stats().rx_dropped(), 0);
+}
+
+#[test]
+fn jumbo_frames_work_on_the_driver_hook_too() {
+    let t = jumbo_pair(9000);
+    let mut x = open_xdp_in(t.a(), XdpMode::DriverCopy);
+    assert_eq!(x.link().mode, IoMode::DriverCopy);
+    assert_eq!(x.link().mtu, XDP_JUMBO_MTU);
+    let mut u = open_udp(t.b());
+    exchange(&mut x, roce_addr(t.a()), &mut u, roce_addr(t.b()));
+}
+
+#[test]
+fn frames_longer_than_the_receive_buffers_are_dropped_and_counted() {
+    let t = jumbo_pair(16000);
+    let (a, b) = (t.a(), t.b());
+    let mut x = open_xdp(a);
+    // 15,000 bytes span four UMEM frames; a receiver holds three (a 9000-byte jumbo frame).
+    let huge = frame(b, a, &packet(1, 15_000));
+    let good = frame(b, a, &packet(2, 5_000));
+    inject(b, vec![huge, good]);
+    let got = recv_n(&mut x, 1, Duration::from_secs(2));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, packet(2, 5_000));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(recv_n(&mut x, 1, Duration::from_millis(200)).is_empty());
+    let s = x.stats();
+    assert_eq!((s.rx_packets, s.rx_oversize), (1, 1), "{s:?}");
+    assert_eq!(s.rx_dropped(), 1, "{s:?}");
 }
 
 /// Sends raw Ethernet frames out of `iface` with an AF_PACKET socket.
@@ -342,17 +443,7 @@ fn opening_reports_missing_interfaces_busy_interfaces_and_missing_privilege() {
 fn driver_hook_mode_works_too() {
     // On veth the automatic mode takes the generic hook; the driver's is there if asked for.
     let t = pair();
-    let iface = t.a().iface().to_string();
-    let mut x = t
-        .a()
-        .ns()
-        .run(move || {
-            XdpIo::open(&XdpConfig {
-                mode: XdpMode::DriverCopy,
-                ..XdpConfig::new(iface)
-            })
-        })
-        .unwrap();
+    let mut x = open_xdp_in(t.a(), XdpMode::DriverCopy);
     assert_eq!(x.link().mode, IoMode::DriverCopy);
     let mut u = open_udp(t.b());
     exchange(&mut x, roce_addr(t.a()), &mut u, roce_addr(t.b()));

@@ -172,6 +172,8 @@ pub struct NetStats {
     pub rx_bad_icrc: u64,
     /// Dropped: not addressed to our RoCEv2 port, or not UDP.
     pub rx_not_roce: u64,
+    /// Dropped: longer than a receive buffer holds (a jumbo frame beyond the link MTU we use).
+    pub rx_oversize: u64,
     /// Times a send found no free transmit buffer.
     pub tx_full: u64,
     /// Datagrams the medium refused (no route, too big); dropped as a NIC would.
@@ -188,6 +190,7 @@ impl NetStats {
             + self.rx_unsupported
             + self.rx_bad_icrc
             + self.rx_not_roce
+            + self.rx_oversize
     }
 
     /// Count one receive drop for `err`.

@@ -17,6 +17,8 @@ const BPF_LINK_CREATE: libc::c_int = 28;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
+/// `prog_flags`: the program handles multi-buffer frames (only reads the first buffer).
+const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
 
 /// `XDP_FLAGS_SKB_MODE`: the generic hook, which every device has.
 pub(crate) const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
@@ -83,15 +85,18 @@ pub(crate) fn xskmap_set(map: &OwnedFd, queue: u32, xsk_fd: i32) -> io::Result<(
     bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
 }
 
-/// Loads an XDP program. On rejection the verifier's log is returned in the error.
-pub(crate) fn load_xdp_program(insns: &[Insn]) -> io::Result<OwnedFd> {
+/// Loads an XDP program. With `frags` it is marked as understanding multi-buffer frames
+/// (`BPF_F_XDP_HAS_FRAGS`), which drivers require before they attach it to a link whose
+/// frames outgrow a page. On rejection the verifier's log is returned in the error.
+pub(crate) fn load_xdp_program(insns: &[Insn], frags: bool) -> io::Result<OwnedFd> {
     let license = c"Dual MIT/GPL";
     let load = |log: Option<&mut [u8]>| {
         let mut attr = Attr::new();
         attr.put_u32(0, BPF_PROG_TYPE_XDP)
             .put_u32(4, insns.len() as u32)
             .put_u64(8, insns.as_ptr() as u64)
-            .put_u64(16, license.as_ptr() as u64);
+            .put_u64(16, license.as_ptr() as u64)
+            .put_u32(44, if frags { BPF_F_XDP_HAS_FRAGS } else { 0 });
         if let Some(log) = log {
             attr.put_u32(24, 1)
                 .put_u32(28, log.len() as u32)

@@ -28,4 +28,22 @@ impl Frame {
     pub(crate) fn desc_mut(&mut self) -> &mut FrameDesc {
         &mut self.0
     }
+
+    /// The frame's data address in the UMEM.
+    pub(crate) fn addr(&self) -> usize {
+        self.0.addr()
+    }
+
+    /// Sets the descriptor's options (`XDP_PKT_CONTD`) for its next trip to the kernel.
+    pub(crate) fn set_options(&mut self, options: u32) {
+        self.0.set_options(options);
+    }
+}
+
+/// A transmit buffer: one frame, or, when the link's frames outgrow one, two frames side by
+/// side in the UMEM that a datagram spans as two descriptors (AF_XDP multi-buffer).
+#[derive(Debug)]
+pub(crate) struct TxSlot {
+    pub(crate) head: Frame,
+    pub(crate) tail: Option<Frame>,
 }

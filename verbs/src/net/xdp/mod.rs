@@ -12,6 +12,15 @@
 //! ICRC. Next-hop MACs come from the kernel's route and neighbour tables (`next_hop.rs`).
 //! Transmits go out on the first queue's socket.
 //!
+//! A UMEM frame is one page, so a datagram longer than a frame's room (a jumbo-frame link,
+//! which RoCE needs for path MTU 4096) needs multi-buffer sockets (`XDP_USE_SG`, Linux 6.6):
+//! - on transmit, each buffer is two adjacent frames written as one run of bytes; the part
+//!   past the first frame moves up by the second frame's headroom and goes as a second
+//!   descriptor;
+//! - on receive, a datagram spanning frames is copied together before it is parsed.
+//!
+//! Where the kernel refuses multi-buffer, the link is used up to one frame's room.
+//!
 //! The kernel pins UMEM pages when the UMEM is registered, so no page of a frame in flight
 //! can move. A frame's ownership is tracked by an owned token (`frames.rs`).
 
@@ -30,7 +39,7 @@ use xsk_rs::config::{
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
-use self::frames::Frame;
+use self::frames::{Frame, TxSlot};
 use self::next_hop::NextHops;
 use super::netlink::Netlink;
 use super::{
@@ -47,10 +56,21 @@ use crate::wire::{
     udp::{ROCEV2_PORT, UdpRepr},
 };
 
-/// UMEM frame size: one page.
+/// UMEM frame size: one page, the most the kernel allows.
 const FRAME_SIZE: u32 = 4096;
 /// Headroom the kernel reserves in front of each received frame (`XDP_PACKET_HEADROOM`).
 const XDP_HEADROOM: u32 = 256;
+/// Bytes of one frame a datagram can use: xsk-rs lays transmit frames out like received ones,
+/// behind the same headroom.
+const FRAME_ROOM: usize = (FRAME_SIZE - XDP_HEADROOM) as usize;
+/// Frames one transmitted datagram may span on a multi-buffer socket: two, so that a RoCE
+/// path MTU of 4096 fits.
+const TX_SPAN_MAX: usize = 2;
+/// Frames one received datagram may span before it is dropped as oversize: enough for a
+/// 9000-byte jumbo frame, the most a sender on the link can put there.
+const RX_FRAGS_MAX: usize = 3;
+/// `xdp_desc.options`: more descriptors of the same datagram follow.
+const XDP_PKT_CONTD: u32 = 1;
 /// Frames queued for transmit before `send` flushes by itself.
 const TX_BATCH: usize = 64;
 /// How long a bind that finds its queue busy keeps trying (see `open_queue`).
@@ -105,8 +125,18 @@ struct Queue {
     fill: FillQueue,
     comp: CompQueue,
     umem: Umem,
-    /// Transmit frames we own and may write.
-    free: Vec<Frame>,
+    /// Transmit buffers we own and may write.
+    free: Vec<TxSlot>,
+    /// Frames per transmit buffer: 2 on a multi-buffer socket, else 1.
+    span: usize,
+    /// Address of the first transmit buffer's head frame; buffer `i` is `span` frames on.
+    tx_first_addr: usize,
+    /// Multi-buffer: the frames of each transmit buffer that have come back, until all have.
+    returning: Vec<[Option<Frame>; TX_SPAN_MAX]>,
+    /// A received datagram whose descriptors have not all arrived, copied together.
+    rx_partial: Vec<u8>,
+    /// The datagram being gathered outgrew `rx_partial`: drop the rest of it.
+    rx_oversize: bool,
     /// Written frames not yet on the transmit ring.
     pending: Vec<FrameDesc>,
     /// Frames on the transmit ring, not yet completed.
@@ -135,24 +165,79 @@ impl Queue {
         let n = unsafe { self.comp.consume(&mut self.scratch) };
         let reserved = self.reserved_first_addr
             ..self.reserved_first_addr + self.reserved.len() * FRAME_SIZE as usize;
-        for desc in &self.scratch[..n] {
+        for i in 0..n {
+            let desc = self.scratch[i];
+            let frame = Frame::reclaimed(desc);
             if reserved.contains(&desc.addr()) {
                 let index = (desc.addr() - reserved.start) / FRAME_SIZE as usize;
-                self.reserved[index] = Some(Frame::reclaimed(*desc));
+                self.reserved[index] = Some(frame);
                 self.reserved_done.push(index);
+            } else if self.span == 1 {
+                self.free.push(TxSlot {
+                    head: frame,
+                    tail: None,
+                });
             } else {
-                self.free.push(Frame::reclaimed(*desc));
+                let frame_index = (desc.addr() - self.tx_first_addr) / FRAME_SIZE as usize;
+                self.give_back(frame_index / self.span, frame_index % self.span, frame);
             }
         }
         self.in_flight -= n.min(self.in_flight);
     }
 
+    /// Multi-buffer: frame `part` of transmit buffer `slot` is ours again; once both are,
+    /// the buffer goes back to the free pool.
+    fn give_back(&mut self, slot: usize, part: usize, frame: Frame) {
+        let parts = &mut self.returning[slot];
+        parts[part] = Some(frame);
+        if let [Some(_), Some(_)] = parts {
+            let [head, tail] = std::mem::take(parts);
+            self.free.push(TxSlot {
+                head: head.expect("checked"),
+                tail,
+            });
+        }
+    }
+
+    /// Queues transmit buffer `slot`, holding a `total`-byte frame (its part past the head
+    /// frame already moved to the tail frame's data), for the transmit ring.
+    fn queue_slot(&mut self, mut slot: TxSlot, total: usize) {
+        let head_len = total.min(FRAME_ROOM);
+        // SAFETY: the frame is ours until it goes on the ring below; only its length is set.
+        unsafe { self.umem.data_mut(slot.head.desc_mut()) }
+            .cursor()
+            .set_pos(head_len);
+        match slot.tail {
+            Some(mut tail) if total > FRAME_ROOM => {
+                slot.head.set_options(XDP_PKT_CONTD);
+                // SAFETY: as for the head.
+                unsafe { self.umem.data_mut(tail.desc_mut()) }
+                    .cursor()
+                    .set_pos(total - FRAME_ROOM);
+                self.pending.push(slot.head.into_desc());
+                self.pending.push(tail.into_desc());
+            }
+            Some(tail) => {
+                // Not sent: it waits for the head to come back.
+                let frame_index = (tail.addr() - self.tx_first_addr) / FRAME_SIZE as usize;
+                slot.head.set_options(0);
+                self.pending.push(slot.head.into_desc());
+                self.give_back(frame_index / self.span, 1, tail);
+            }
+            None => self.pending.push(slot.head.into_desc()),
+        }
+    }
+
     /// Puts pending frames on the transmit ring and kicks the kernel.
     fn submit(&mut self) -> Result<(), NetError> {
         if !self.pending.is_empty() {
-            // xsk-rs submits all or nothing, so offer only what the ring has room for.
+            // xsk-rs submits all or nothing, so offer only what the ring has room for, and
+            // only whole datagrams.
             let room = self.tx.nb_free(self.pending.len() as u32) as usize;
-            let count = room.min(self.pending.len());
+            let mut count = room.min(self.pending.len());
+            while count > 0 && self.pending[count - 1].options() & XDP_PKT_CONTD != 0 {
+                count -= 1;
+            }
             // SAFETY: every pending descriptor is a frame of this queue's UMEM that we
             // owned (a `Frame` consumed by `into_desc`), fully written, and not on any ring.
             let n = unsafe { self.tx.produce(&self.pending[..count]) };
@@ -179,6 +264,31 @@ impl Queue {
         }
         Ok(())
     }
+}
+
+/// The bytes of transmit buffer `slot`, from its head frame's data to its last frame's end.
+///
+/// # Safety
+///
+/// `slot` must be a transmit buffer of `umem`, owned by user space (not on any ring), and
+/// nothing else may hold a reference into its frames while the slice lives.
+unsafe fn slot_bytes<'a>(umem: &'a Umem, slot: &'a mut TxSlot) -> &'a mut [u8] {
+    // SAFETY: the caller's contract: the frame is ours and unaliased.
+    let mut head = unsafe { umem.data_mut(slot.head.desc_mut()) };
+    let mut cursor = head.cursor();
+    let capacity = cursor.buf_len();
+    cursor.set_pos(capacity);
+    let start = head.contents_mut().as_mut_ptr();
+    let Some(tail) = &slot.tail else {
+        // SAFETY: the head frame's data segment, ours as above, `capacity` bytes long.
+        return unsafe { std::slice::from_raw_parts_mut(start, capacity) };
+    };
+    debug_assert_eq!(tail.addr(), slot.head.addr() + FRAME_SIZE as usize);
+    // SAFETY: the tail frame is the UMEM frame right after the head (buffers are built from
+    // adjacent frames in `open_queue`, checked above), so the head's data segment, the tail's
+    // headroom and its data segment are one mapping; both frames are ours by the caller's
+    // contract.
+    unsafe { std::slice::from_raw_parts_mut(start, capacity + FRAME_SIZE as usize) }
 }
 
 /// xrdma's XDP program attached to one interface, with the XSKMAP it redirects into.
@@ -214,7 +324,15 @@ impl XdpRedirect {
                 NetError::Io("creating the XSKMAP", e)
             }
         })?;
-        let prog = bpf::load_xdp_program(&program::redirect_udp_port(port, map.as_raw_fd()))
+        // The program reads only the headers, which are in the first buffer, so it is marked
+        // as multi-buffer capable: a driver then attaches it to a jumbo-frame link too.
+        // Kernels before 5.18 do not know the flag; they get the program without it.
+        let insns = program::redirect_udp_port(port, map.as_raw_fd());
+        let prog = bpf::load_xdp_program(&insns, true)
+            .or_else(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => bpf::load_xdp_program(&insns, false),
+                _ => Err(e),
+            })
             .map_err(NetError::io("loading the XDP program"))?;
         let (link, mode) = attach(&prog, ifindex, iface, mode)?;
         Ok(XdpRedirect {
@@ -290,13 +408,16 @@ impl XdpIo {
         )?;
         let attach_mode = redirect.mode();
 
+        // Frames longer than one UMEM frame need multi-buffer sockets, which span a datagram
+        // over several frames.
+        let multi_buffer = info.mtu as usize + wire::ethernet::HEADER_LEN > FRAME_ROOM;
         let queue_ids: Vec<u32> = (0..info.num_rx_queues.max(1)).collect();
         let mut queues = Vec::with_capacity(queue_ids.len());
         let mut zero_copy = true;
         for &id in &queue_ids {
             // The kernel allocates queues it does not use (veth: one per CPU, one active by
             // default); binding past the active ones fails with EINVAL.
-            let (queue, zc) = match open_queue(config, id, attach_mode) {
+            let (queue, zc) = match open_queue(config, id, attach_mode, multi_buffer) {
                 Ok(q) => q,
                 Err(e) if id > 0 && e.errno() == libc::EINVAL => break,
                 Err(e) => return Err(e),
@@ -312,7 +433,10 @@ impl XdpIo {
             (_, true) => IoMode::ZeroCopy,
             (_, false) => IoMode::DriverCopy,
         };
-        let max_frame = FRAME_SIZE - XDP_HEADROOM;
+        // What one transmit buffer holds; a multi-buffer socket refused by an older kernel
+        // leaves one frame, and the link's MTU is used only up to it.
+        let span = queues.iter().map(|q| q.span).min().unwrap_or(1);
+        let max_frame = (span * FRAME_ROOM) as u32;
         let link = LinkInfo {
             backend: BackendKind::Xdp,
             mode,
@@ -390,12 +514,14 @@ fn auto_mode_for(link: &super::netlink::LinkInfo, mode: XdpMode) -> XdpMode {
     }
 }
 
-/// Creates the UMEM and socket of one queue and primes its fill ring. Returns whether the
-/// socket is in zero-copy mode.
+/// Creates the UMEM and socket of one queue and primes its fill ring; with `multi_buffer`,
+/// asks for a socket whose datagrams may span frames, and settles for one whose do not.
+/// Returns whether the socket is in zero-copy mode.
 fn open_queue(
     config: &XdpConfig,
     id: u32,
     attach_mode: XdpMode,
+    multi_buffer: bool,
 ) -> Result<(Queue, bool), NetError> {
     let frames = config.frames_per_queue;
     let ring = QueueSize::new(frames / 2).map_err(|e| NetError::InvalidConfig(e.to_string()))?;
@@ -429,17 +555,24 @@ fn open_queue(
         .parse()
         .map_err(|_| NetError::InvalidConfig(format!("bad interface name {:?}", config.iface)))?;
 
-    let tries: &[BindFlags] = match attach_mode {
+    let modes: &[BindFlags] = match attach_mode {
         XdpMode::Skb | XdpMode::DriverCopy => &[BindFlags::XDP_COPY],
         XdpMode::ZeroCopy => &[BindFlags::XDP_ZEROCOPY],
         XdpMode::Auto => &[BindFlags::XDP_ZEROCOPY, BindFlags::XDP_COPY],
     };
+    let tries: Vec<BindFlags> = modes
+        .iter()
+        .flat_map(|&mode| {
+            let sg = multi_buffer.then_some(mode | BindFlags::XDP_USE_SG);
+            sg.into_iter().chain([mode])
+        })
+        .collect();
     // The kernel frees a closed socket's hold on its queue in deferred work, so a queue that
     // a process released a moment ago can still say EBUSY: retry that for a short while.
     let busy_until = Instant::now() + BUSY_RETRY;
     let mut last_err = None;
     'bind: loop {
-        for &bind in tries {
+        for &bind in &tries {
             let socket_config = SocketConfig::builder()
                 .rx_queue_size(ring)
                 .tx_queue_size(ring)
@@ -460,13 +593,27 @@ fn open_queue(
                             io::Error::other("fill ring too small"),
                         ));
                     }
-                    // A quarter of the frames transmit through the free pool; the last quarter
-                    // stays aside for in-place sends (`reserve_tx`).
+                    // A quarter of the frames transmit through the free pool, in buffers of
+                    // `span` adjacent frames; the last quarter stays aside for in-place
+                    // sends (`reserve_tx`), a frame each.
                     let quarter = frames as usize / 4;
+                    let span = if bind.contains(BindFlags::XDP_USE_SG) {
+                        TX_SPAN_MAX
+                    } else {
+                        1
+                    };
                     let free = descs[half..half + quarter]
-                        .iter()
-                        .map(|d| Frame::reclaimed(*d))
-                        .collect();
+                        .chunks_exact(span)
+                        .map(|pair| TxSlot {
+                            head: Frame::reclaimed(pair[0]),
+                            tail: pair.get(1).map(|d| Frame::reclaimed(*d)),
+                        })
+                        .collect::<Vec<_>>();
+                    let returning = if span > 1 {
+                        (0..free.len()).map(|_| Default::default()).collect()
+                    } else {
+                        Vec::new()
+                    };
                     let reserved: Vec<Option<Frame>> = descs[half + quarter..]
                         .iter()
                         .map(|d| Some(Frame::reclaimed(*d)))
@@ -480,6 +627,11 @@ fn open_queue(
                         comp,
                         umem,
                         free,
+                        span,
+                        tx_first_addr: descs[half].addr(),
+                        returning,
+                        rx_partial: Vec::with_capacity(RX_FRAGS_MAX * FRAME_ROOM),
+                        rx_oversize: false,
                         pending: Vec::with_capacity(half),
                         in_flight: 0,
                         scratch: vec![FrameDesc::default(); half],
@@ -638,6 +790,45 @@ fn finish_frame(
     Ok(total)
 }
 
+/// Checks a received frame and hands its transport packet to `deliver`, or counts why it
+/// was dropped. Returns how many it delivered (0 or 1).
+fn deliver_frame(
+    stats: &mut NetStats,
+    port: u16,
+    frame: &[u8],
+    deliver: &mut dyn FnMut(&RxMeta, &[u8]),
+) -> usize {
+    let f = match wire::frame::parse_frame(frame) {
+        Ok(f) if f.udp.dst_port != port => {
+            stats.rx_not_roce += 1;
+            return 0;
+        }
+        Ok(f) => f,
+        Err(e) => {
+            stats.count_drop(e);
+            return 0;
+        }
+    };
+    if let Err(e) = datagram::check_transport(f.transport) {
+        stats.count_drop(e);
+        return 0;
+    }
+    let (src, dst) = match f.ip {
+        IpRepr::V4(ip) => (IpAddr::V4(ip.src), IpAddr::V4(ip.dst)),
+        IpRepr::V6(ip) => (IpAddr::V6(ip.src), IpAddr::V6(ip.dst)),
+    };
+    stats.rx_packets += 1;
+    stats.rx_bytes += f.transport.len() as u64;
+    deliver(
+        &RxMeta {
+            src: SocketAddr::new(src, f.udp.src_port),
+            dst,
+        },
+        f.transport,
+    );
+    1
+}
+
 impl FrameIo for XdpIo {
     fn link(&self) -> &LinkInfo {
         &self.link
@@ -666,25 +857,28 @@ impl FrameIo for XdpIo {
                 }
             }
         }
-        let mut frame = q.free.pop().expect("checked non-empty");
-        // SAFETY: `frame` belongs to this queue's UMEM and we own it (it came off the free
-        // pool), so neither the kernel nor any other reference touches its memory.
-        let mut data = unsafe { q.umem.data_mut(frame.desc_mut()) };
-        let mut cursor = data.cursor();
-        let capacity = cursor.buf_len();
-        cursor.set_pos(capacity);
-        let buf = data.contents_mut();
+        let mut slot = q.free.pop().expect("checked non-empty");
+        // SAFETY: the buffer's frames belong to this queue's UMEM and we own them (they came
+        // off the free pool), so neither the kernel nor any other reference touches them.
+        let buf = unsafe { slot_bytes(&q.umem, &mut slot) };
+        // A datagram spanning two frames is written as one run of bytes from the head
+        // frame's data on; its part past the head frame then moves up by the tail frame's
+        // headroom, to where the tail descriptor starts. So the run may be that much longer
+        // than what is sent.
+        let capacity = buf.len() - (q.span - 1) * XDP_HEADROOM as usize;
         let room = max.min(capacity - header_len - icrc::ICRC_LEN);
         let len = write(&mut buf[header_len..header_len + room]);
         let result = if len > room {
             Err(NetError::TooLong { len, max: room })
         } else {
-            finish_frame(buf, src_mac, hop, meta, version, len)
+            finish_frame(&mut buf[..capacity], src_mac, hop, meta, version, len)
         };
         match result {
             Ok(total) => {
-                data.cursor().set_pos(total);
-                q.pending.push(frame.into_desc());
+                if total > FRAME_ROOM {
+                    buf.copy_within(FRAME_ROOM..total, FRAME_SIZE as usize);
+                }
+                q.queue_slot(slot, total);
                 self.stats.tx_packets += 1;
                 self.stats.tx_bytes += len as u64;
                 if q.pending.len() >= TX_BATCH {
@@ -693,7 +887,7 @@ impl FrameIo for XdpIo {
                 Ok(true)
             }
             Err(e) => {
-                q.free.push(frame);
+                q.free.push(slot);
                 Err(e)
             }
         }
@@ -726,28 +920,28 @@ impl FrameIo for XdpIo {
                 // SAFETY: as above; we only read, and only until the frame goes back on the
                 // fill ring below.
                 let data = unsafe { q.umem.data(desc) };
-                match wire::frame::parse_frame(data.contents()) {
-                    Ok(f) if f.udp.dst_port != port => self.stats.rx_not_roce += 1,
-                    Ok(f) => match datagram::check_transport(f.transport) {
-                        Ok(()) => {
-                            let (src, dst) = match f.ip {
-                                IpRepr::V4(ip) => (IpAddr::V4(ip.src), IpAddr::V4(ip.dst)),
-                                IpRepr::V6(ip) => (IpAddr::V6(ip.src), IpAddr::V6(ip.dst)),
-                            };
-                            self.stats.rx_packets += 1;
-                            self.stats.rx_bytes += f.transport.len() as u64;
-                            deliver(
-                                &RxMeta {
-                                    src: SocketAddr::new(src, f.udp.src_port),
-                                    dst,
-                                },
-                                f.transport,
-                            );
-                            delivered += 1;
-                        }
-                        Err(e) => self.stats.count_drop(e),
-                    },
-                    Err(e) => self.stats.count_drop(e),
+                let bytes = data.contents();
+                let more = desc.options() & XDP_PKT_CONTD != 0;
+                if !more && q.rx_partial.is_empty() && !q.rx_oversize {
+                    delivered += deliver_frame(&mut self.stats, port, bytes, deliver);
+                    continue;
+                }
+                // A datagram spanning frames (multi-buffer) is copied together.
+                if q.rx_partial.len() + bytes.len() > q.rx_partial.capacity() {
+                    q.rx_oversize = true;
+                    q.rx_partial.clear();
+                }
+                if !q.rx_oversize {
+                    q.rx_partial.extend_from_slice(bytes);
+                }
+                if !more {
+                    if q.rx_oversize {
+                        self.stats.rx_oversize += 1;
+                    } else {
+                        delivered += deliver_frame(&mut self.stats, port, &q.rx_partial, deliver);
+                    }
+                    q.rx_partial.clear();
+                    q.rx_oversize = false;
                 }
             }
             if n > 0 {
