@@ -22,8 +22,20 @@ fn field(json: &str, key: &str) -> f64 {
 
 /// Runs `server` in the background and `client` to completion, both `xrdma perf` commands
 /// with their arguments so far; checks both succeeded and returns the client's JSON line,
-/// after checking it as a `test` run of `iters` messages.
-fn run_pair(mut server: Command, mut client: Command, test: &str, iters: u64) -> String {
+/// after checking it as a `test` run of `iters` messages of the default size.
+fn run_pair(server: Command, client: Command, test: &str, iters: u64) -> String {
+    let size = if test == "rc-atomic-lat" { 8 } else { 64 };
+    run_pair_sized(server, client, test, iters, size)
+}
+
+/// [`run_pair`] for messages of `size` bytes, which only the client was told.
+fn run_pair_sized(
+    mut server: Command,
+    mut client: Command,
+    test: &str,
+    iters: u64,
+    size: u64,
+) -> String {
     let server = server
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -34,6 +46,7 @@ fn run_pair(mut server: Command, mut client: Command, test: &str, iters: u64) ->
         .output()
         .unwrap();
     let json = finish(server, client);
+    assert_eq!(field(&json, "size") as u64, size, "{json}");
     if test.ends_with("-lat") {
         check_lat(&json, iters)
     } else {
@@ -79,12 +92,6 @@ const TESTS: [(&str, u64); 11] = [
 
 fn check_lat(json: &str, iters: u64) {
     assert_eq!(field(json, "iters") as u64, iters, "{json}");
-    let size = if json.contains("rc-atomic-lat") {
-        8.0
-    } else {
-        64.0
-    };
-    assert_eq!(field(json, "size"), size, "{json}");
     let (p50, p99) = (field(json, "lat_us_p50"), field(json, "lat_us_p99"));
     assert!(p50 > 0.0 && p50 <= p99, "{json}");
     assert!(field(json, "msg_rate") > 0.0, "{json}");
@@ -136,6 +143,34 @@ fn perf_tests_run_between_two_hosts_over_xdp() {
         client.args(["--iface", b.iface(), "--timeout", "20"]);
         let json = run_pair(server, client, test, iters);
         assert!(json.contains("\"backend\":\"xdp\""), "{json}");
+    }
+}
+
+#[test]
+fn perf_tests_take_the_clients_message_size_on_a_jumbo_link() {
+    // At MTU 9000 the path MTU is 4096 and every full packet spans two UMEM frames.
+    let t = Topology::builder()
+        .mtu(9000)
+        .pair()
+        .unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    let (a, b) = (t.a(), t.b());
+    let sized = [
+        ("ud-lat", 1000, 4096),
+        ("ud-bw", 20_000, 4096),
+        ("rc-send-lat", 1000, 100_000),
+        ("rc-send-bw", 500, 1 << 20),
+        ("rc-write-bw", 500, 1 << 20),
+        ("rc-read-bw", 500, 1 << 20),
+    ];
+    for (test, iters, size) in sized {
+        let mut server = a.ns().command(XRDMA);
+        server.args(["perf", test, "--server", "--iface", a.iface()]);
+        server.args(["--timeout", "20"]);
+        let mut client = b.ns().command(XRDMA);
+        client.args(["perf", test, "--connect", &a.ipv4().to_string()]);
+        client.args(["--iface", b.iface(), "--timeout", "20"]);
+        client.args(["--size", &size.to_string()]);
+        run_pair_sized(server, client, test, iters, size);
     }
 }
 

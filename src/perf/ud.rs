@@ -34,17 +34,23 @@ struct Ud {
     recv_mr: Mr,
     send: Vec<u8>,
     send_mr: Mr,
+    /// Bytes per receive slot: the GRH and the largest message the link carries.
+    slot: usize,
+    /// Bytes per message, as the client asked (known once the two ends have met).
     size: usize,
     ctx: Context,
 }
 
 impl Ud {
-    fn new(io: Box<dyn FrameIo>, size: usize) -> Result<Ud> {
+    /// Opens the verbs objects, with receives posted for the largest message the link
+    /// carries: they are posted before the server learns the client's message size.
+    fn new(io: Box<dyn FrameIo>) -> Result<Ud> {
         let (ctx, pd, cq, qp) = verbs::open(io, QpType::Ud, DEPTH, 64, false)?;
         qp.bring_up_ud(QKEY, 0)?;
-        let slot = GRH + size.max(8);
+        let max = ctx.query_port(1)?.active_mtu.bytes();
+        let slot = GRH + max;
         let mut recv = vec![0u8; slot * DEPTH as usize];
-        let mut send = vec![0u8; size.max(8)];
+        let mut send = vec![0u8; max];
         // SAFETY: both buffers live in the returned struct, which drops the regions (and the
         // QP that could still write into them) before the buffers.
         let recv_mr =
@@ -60,7 +66,8 @@ impl Ud {
             recv_mr,
             send,
             send_mr,
-            size,
+            slot,
+            size: 0,
             ctx,
         };
         for i in 0..DEPTH as u64 {
@@ -69,12 +76,8 @@ impl Ud {
         Ok(ud)
     }
 
-    fn slot(&self) -> usize {
-        GRH + self.size.max(8)
-    }
-
     fn post_recv(&self, i: u64) -> Result<()> {
-        let slot = self.slot();
+        let slot = self.slot;
         let sge = Sge {
             addr: self.recv.as_ptr() as u64 + i * slot as u64,
             length: slot as u32,
@@ -86,7 +89,7 @@ impl Ud {
 
     /// The sequence number at the start of receive slot `i`'s payload.
     fn seq_in(&self, i: u64) -> u64 {
-        let at = i as usize * self.slot() + GRH;
+        let at = i as usize * self.slot + GRH;
         u64::from_le_bytes(self.recv[at..at + 8].try_into().expect("8 bytes"))
     }
 
@@ -130,7 +133,13 @@ impl Ud {
 
 /// Runs `ud-lat` or `ud-bw` as `opts` says.
 pub(super) fn run(opts: &Options, io: Box<dyn FrameIo>) -> Result<Report> {
-    let mut ud = Ud::new(io, opts.size)?;
+    if opts.size < 8 {
+        return Err(PerfError(format!(
+            "{} needs --size 8 or more: each message carries its sequence number",
+            opts.test
+        )));
+    }
+    let mut ud = Ud::new(io)?;
     let max = ud.ctx.query_port(1)?.active_mtu.bytes();
     let link = ud.ctx.link().clone();
     let mut s = meet(
@@ -139,6 +148,7 @@ pub(super) fn run(opts: &Options, io: Box<dyn FrameIo>) -> Result<Report> {
         max,
         &[("qpn", ud.qp.qpn().value().to_string())],
     )?;
+    ud.size = s.size;
     ud.peer_qpn = Qpn::new(s.peer_says.parse("qpn")?).ok_or(PerfError("bad peer QPN".into()))?;
     let sgid = link
         .addrs
