@@ -3,7 +3,8 @@
 # run: raw frames and UD against kernel UDP; RC latency, message rate and RDMA WRITE
 # bandwidth against kernel TCP; as root also rdma-core's unmodified ibv_rc_pingpong over
 # libxrdma.so against kernel TCP.
-#   as root:  two network namespaces joined by a veth pair, xdp backend (AF_XDP);
+#   as root:  two network namespaces joined by a veth pair with jumbo frames (MTU 9000, as
+#             RoCE's path MTU 4096 needs), xdp backend (AF_XDP);
 #   otherwise: two endpoints on loopback (127.0.0.1 and 127.0.0.2), udp backend.
 # Options are passed to every `xrdma perf` client, e.g. `scripts/demo.sh --duration 5`.
 set -euo pipefail
@@ -27,13 +28,15 @@ if [ "$(id -u)" -eq 0 ]; then
   ip netns add "$A"
   ip netns add "$B"
   ip -n "$A" link add xrdemo0 type veth peer name xrdemo1 netns "$B"
+  ip -n "$A" link set xrdemo0 mtu 9000
+  ip -n "$B" link set xrdemo1 mtu 9000
   ip -n "$A" addr add 198.18.0.1/24 dev xrdemo0
   ip -n "$B" addr add 198.18.0.2/24 dev xrdemo1
   for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
   ip -n "$A" link set xrdemo0 up
   ip -n "$B" link set xrdemo1 up
   ip netns exec "$B" ping -c 3 -i 0.2 -W 1 -q 198.18.0.1 >/dev/null
-  echo "== two hosts (network namespaces $A, $B), veth, xdp backend"
+  echo "== two hosts (network namespaces $A, $B), veth with MTU 9000, xdp backend"
   at_a=(ip netns exec "$A") at_b=(ip netns exec "$B")
   SERVER=198.18.0.1
   xa=(--iface xrdemo0 --backend xdp) xb=(--iface xrdemo1 --backend xdp)
