@@ -115,19 +115,20 @@ if [ "$(id -u)" -eq 0 ]; then
   # rdma-core's own ibv_rc_pingpong, unmodified, over libxrdma.so: RC SENDs both ways. Polling
   # is compared with sockperf's TCP ping-pong spinning, completion events (-e) with sockperf
   # blocking as it does by default. sockperf reports one-way latency; a round trip is twice it.
+  # Path MTU 4096 (-m; ibv_rc_pingpong's default is 1024), as the jumbo-frame link allows.
   rc_pingpong() { # ibv_rc_pingpong options -> the client's "... usec/iter" line
     "${at_a[@]}" env LD_PRELOAD="$LIB" XRDMA_IFACE=xrdemo0 \
-      ibv_rc_pingpong -g 0 -n 2000 "$@" >/dev/null &
+      ibv_rc_pingpong -g 0 -m 4096 -n 2000 "$@" >/dev/null &
     local pid=$!
     sleep 0.5
     "${at_b[@]}" env LD_PRELOAD="$LIB" XRDMA_IFACE=xrdemo1 \
-      ibv_rc_pingpong -g 0 -n 2000 "$@" "$SERVER" | grep 'usec/iter'
+      ibv_rc_pingpong -g 0 -m 4096 -n 2000 "$@" "$SERVER" | grep 'usec/iter'
     wait "$pid"
   }
   for size in 4096 65536; do
     for mode in polling events; do
       if [ "$mode" = polling ]; then rc=(); tcp=("${SPIN[@]}"); else rc=(-e); tcp=(); fi
-      echo "== ibv_rc_pingpong -s $size ($mode) over xrdma vs kernel TCP ping-pong"
+      echo "== ibv_rc_pingpong -m 4096 -s $size ($mode) over xrdma vs kernel TCP ping-pong"
       line=$(rc_pingpong -s "$size" "${rc[@]}")
       echo "$line"
       # sockperf's TCP messages are at most 65,000 bytes.

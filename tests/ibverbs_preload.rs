@@ -216,6 +216,21 @@ fn ibv_rc_pingpong_runs_between_two_hosts() {
 }
 
 #[test]
+fn rdma_core_pingpongs_run_at_path_mtu_4096_on_a_jumbo_link() {
+    let t = Topology::builder()
+        .mtu(9000)
+        .pair()
+        .unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    // ibv_ud_pingpong's default size, 2048, and the most a 4096 path MTU carries; RC with
+    // 64 KiB messages, each 16 full packets spanning two UMEM frames.
+    ud_pingpong(&t, ("xdp", "xdp"), &[], 18641);
+    ud_pingpong(&t, ("xdp", "udp"), &["-s", "4096"], 18642);
+    let rc = ["-m", "4096", "-s", "65536"];
+    pingpong("ibv_rc_pingpong", &t, ("xdp", "xdp"), &rc, 18643);
+    pingpong("ibv_rc_pingpong", &t, ("udp", "xdp"), &rc, 18644);
+}
+
+#[test]
 fn rdma_core_pingpongs_and_the_rust_examples_talk_to_each_other() {
     let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
     let (a, b) = (t.a(), t.b());
