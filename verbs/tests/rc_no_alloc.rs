@@ -51,7 +51,7 @@ impl Buf {
     }
 }
 
-fn rounds(a_io: Box<dyn FrameIo>, b_io: Box<dyn FrameIo>, net: Option<&SimNetwork>) {
+fn rounds(a_io: Box<dyn FrameIo>, b_io: Box<dyn FrameIo>, net: Option<&SimNetwork>, path_mtu: Mtu) {
     let config = || ContextConfig {
         progress_thread: false,
         ..ContextConfig::seeded(1)
@@ -84,7 +84,7 @@ fn rounds(a_io: Box<dyn FrameIo>, b_io: Box<dyn FrameIo>, net: Option<&SimNetwor
         qpn: qp.qpn().value(),
         psn: 0xff_ff00,
         our_psn: 0xff_ff00,
-        path_mtu: Mtu::Mtu1024,
+        path_mtu,
         access: AccessFlags::REMOTE_WRITE | AccessFlags::REMOTE_READ | AccessFlags::REMOTE_ATOMIC,
         rd_atomic: 4,
     };
@@ -156,17 +156,28 @@ fn rc_steady_state_allocates_nothing_on_the_simulator() {
     let net = SimNetwork::new(SimConfig::default());
     let a = Box::new(net.endpoint(sim::host_addr(1)).unwrap());
     let b = Box::new(net.endpoint(sim::host_addr(2)).unwrap());
-    rounds(a, b, Some(&net));
+    rounds(a, b, Some(&net), Mtu::Mtu1024);
 }
 
 #[test]
 fn rc_steady_state_allocates_nothing_over_xdp() {
-    let t = Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    over_xdp(Topology::pair(), Mtu::Mtu1024);
+}
+
+#[test]
+fn rc_steady_state_allocates_nothing_over_xdp_with_jumbo_frames() {
+    // Path MTU 4096: the 4 KiB SEND, WRITE and READ are one packet each, spanning two UMEM
+    // frames on the way out and copied together on the way in.
+    over_xdp(Topology::builder().mtu(9000).pair(), Mtu::Mtu4096);
+}
+
+fn over_xdp(t: Result<Topology, xrdma_testnet::Error>, path_mtu: Mtu) {
+    let t = t.unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
     let open = |host: &xrdma_testnet::Host| -> Box<dyn FrameIo> {
         let iface = host.iface().to_string();
         host.ns().run(move || {
             Box::new(XdpIo::open(&XdpConfig::new(iface)).expect("xdp")) as Box<dyn FrameIo>
         })
     };
-    rounds(open(t.a()), open(t.b()), None);
+    rounds(open(t.a()), open(t.b()), None, path_mtu);
 }
