@@ -1,9 +1,14 @@
 //! A global allocator that counts the allocations each thread makes, for tests that prove a
 //! path allocates nothing. A test binary installs it with
 //!
-//! ```ignore
+//! ```
 //! #[global_allocator]
 //! static ALLOC: xrdma_testnet::alloc::CountingAlloc = xrdma_testnet::alloc::CountingAlloc;
+//! # fn main() {
+//! # let before = xrdma_testnet::alloc::allocations();
+//! # let boxed = std::hint::black_box(Box::new(1u8));
+//! # assert!(xrdma_testnet::alloc::allocations() > before, "{boxed}");
+//! # }
 //! ```
 //!
 //! and compares [`allocations`] before and after the code under test. Only the calling
