@@ -104,6 +104,11 @@ for mode in default spinning; do
 done
 echo "== kernel TCP bulk throughput (iperf3, 3 s) on the same link"
 "${at_a[@]}" iperf3 -s -1 -B "$SERVER" -p 5202 >/dev/null 2>&1 &
+# The client must not race the server's listen (a refused connection ends the demo).
+for _ in $(seq 100); do
+  "${at_a[@]}" ss -ltn "sport = :5202" | grep -q LISTEN && break
+  sleep 0.05
+done
 tcp_gbps=$("${at_b[@]}" iperf3 -c "$SERVER" -p 5202 -t 3 -f g 2>&1 |
   awk '/receiver/ { for (i = 1; i < NF; i++) if ($(i + 1) == "Gbits/sec") print $i }')
 wait
