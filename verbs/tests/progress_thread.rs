@@ -1,4 +1,5 @@
-//! The helper thread: completes receives while nobody polls, and sleeps when idle.
+//! Progress nobody polls for: the helper thread completes receives while nobody polls, and
+//! a thread waiting for a CQ event makes the progress that brings it.
 
 use xrdma_verbs::net::udp::{UdpConfig, UdpIo};
 use xrdma_verbs::verbs::*;
@@ -45,38 +46,10 @@ fn receives_complete_and_wake_the_channel_with_nobody_polling() {
     let data = [1u8; 16];
     let mut wcs = [WorkCompletion::default(); 4];
     for round in 0..100u64 {
-        let sge = Sge {
-            addr: rx.as_ptr() as u64 + (round % 128) * 64,
-            length: 64,
-            lkey: rx_mr.lkey(),
-        };
-        unsafe {
-            qp_b.post_recv(&RecvWr {
-                wr_id: round,
-                sg_list: &[sge],
-            })
-        }
-        .unwrap();
+        let slot = (round % 128) as usize * 64;
+        post_recv(&qp_b, &rx_mr, &rx[slot..slot + 64], round);
         cq_b.req_notify(false).unwrap();
-        let wr = SendWr {
-            wr_id: round,
-            opcode: SendOpcode::Send,
-            send_flags: SendFlags::SIGNALED | SendFlags::INLINE,
-            sg_list: &[Sge {
-                addr: data.as_ptr() as u64,
-                length: 16,
-                lkey: Lkey(0),
-            }],
-            imm_data: 0,
-            rdma: None,
-            atomic: None,
-            ud: Some(UdDest {
-                ah: &ah,
-                remote_qpn: qp_b.qpn(),
-                remote_qkey: Qkey::new(QKEY),
-            }),
-        };
-        unsafe { qp_a.post_send(&wr) }.unwrap();
+        send(&qp_a, &ah, &qp_b, &data, round);
         assert_eq!(cq_a.poll(&mut wcs), 1);
         // Only the helper thread can receive now: wait on the channel's descriptor.
         let mut p = libc::pollfd {
@@ -93,4 +66,118 @@ fn receives_complete_and_wake_the_channel_with_nobody_polling() {
         assert_eq!((wcs[0].wr_id, wcs[0].status), (round, WcStatus::Success));
     }
     drop(rx_mr);
+}
+
+/// A signaled, inline UD send of 16 bytes from `qp` to `to` through `ah`.
+fn send(qp: &QueuePair, ah: &AddressHandle, to: &QueuePair, data: &[u8; 16], wr_id: u64) {
+    let wr = SendWr {
+        wr_id,
+        opcode: SendOpcode::Send,
+        send_flags: SendFlags::SIGNALED | SendFlags::INLINE,
+        sg_list: &[Sge {
+            addr: data.as_ptr() as u64,
+            length: 16,
+            lkey: Lkey(0),
+        }],
+        imm_data: 0,
+        rdma: None,
+        atomic: None,
+        ud: Some(UdDest {
+            ah,
+            remote_qpn: to.qpn(),
+            remote_qkey: Qkey::new(QKEY),
+        }),
+    };
+    unsafe { qp.post_send(&wr) }.unwrap();
+}
+
+fn post_recv(qp: &QueuePair, mr: &Mr, buf: &[u8], wr_id: u64) {
+    let sge = Sge {
+        addr: buf.as_ptr() as u64,
+        length: buf.len() as u32,
+        lkey: mr.lkey(),
+    };
+    unsafe {
+        qp.post_recv(&RecvWr {
+            wr_id,
+            sg_list: &[sge],
+        })
+    }
+    .unwrap();
+}
+
+#[test]
+fn a_thread_waiting_for_an_event_makes_the_progress_that_brings_it() {
+    // Neither context has a helper thread: B's event can only come from the thread waiting
+    // for it. While it waits, a send B's main thread posts must leave at once, although B
+    // polled a moment ago (which otherwise leaves the kick to the next poll).
+    let a = context("127.0.0.1", 47_923, false);
+    let b = context("127.0.0.2", 47_923, false);
+    let ch = b.create_comp_channel().unwrap();
+    let (pd_a, cq_a, qp_a) = ud(&a, None);
+    // B's sends complete on a CQ of their own, so that the channel's only event is the
+    // receive, and nothing but the waiting thread's own progress can bring it.
+    let pd_b = b.alloc_pd().unwrap();
+    let cq_b = b.create_cq(16, Some(&ch)).unwrap();
+    let send_cq_b = b.create_cq(64, None).unwrap();
+    let qp_b = pd_b
+        .create_qp(&QpInitAttr::ud(&send_cq_b, &cq_b, 16))
+        .unwrap();
+    qp_b.bring_up_ud(QKEY, 0).unwrap();
+    let mut rx_a = vec![0u8; 64];
+    let mut rx_b = vec![0u8; 64];
+    let mr_a = unsafe { pd_a.reg_mr(rx_a.as_mut_ptr(), 64, AccessFlags::LOCAL_WRITE) }.unwrap();
+    let mr_b = unsafe { pd_b.reg_mr(rx_b.as_mut_ptr(), 64, AccessFlags::LOCAL_WRITE) }.unwrap();
+    let to_a = pd_b.create_ah(&AhAttr::new(a.gid(0).unwrap())).unwrap();
+    let to_b = pd_a.create_ah(&AhAttr::new(b.gid(0).unwrap())).unwrap();
+    let data = [5u8; 16];
+    let mut wcs = [WorkCompletion::default(); 4];
+    for round in 0..20 {
+        post_recv(&qp_a, &mr_a, &rx_a, 1);
+        post_recv(&qp_b, &mr_b, &rx_b, 1);
+        cq_b.req_notify(false).unwrap();
+        // The waiter runs detached, so that a wait that never ends fails the test rather
+        // than hanging it.
+        let ready = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let (b2, ch2, cq_b2, ready2) = (b.clone(), ch.clone(), cq_b.clone(), ready.clone());
+        std::thread::spawn(move || {
+            let mut wcs = [WorkCompletion::default(); 4];
+            assert_eq!(cq_b2.poll(&mut wcs), 0);
+            ready2.wait();
+            let fired = b2.get_cq_event(&ch2).unwrap();
+            fired.ack_events(1).unwrap();
+            let n = cq_b2.poll(&mut wcs);
+            let _ = done_tx.send(wcs[..n].to_vec());
+        });
+        ready.wait();
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        send(&qp_b, &to_a, &qp_a, &data, 7);
+        // A echoes once B's message is in (A's own last send completes on the way).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: B's send never reached A"
+            );
+            let n = cq_a.poll(&mut wcs);
+            assert!(wcs[..n].iter().all(|w| w.status == WcStatus::Success));
+            if wcs[..n].iter().any(|w| w.opcode == WcOpcode::Recv) {
+                break;
+            }
+        }
+        send(&qp_a, &to_b, &qp_b, &data, 7);
+        // A polled a moment ago, so its send waits for its next progress.
+        a.progress();
+        let got = done
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("round {round}: B's waiting thread never got its event"));
+        assert_eq!(got.len(), 1, "round {round}: {got:?}");
+        assert_eq!(
+            (got[0].opcode, got[0].status),
+            (WcOpcode::Recv, WcStatus::Success)
+        );
+        assert_eq!(send_cq_b.poll(&mut wcs), 1);
+    }
+    drop((mr_a, mr_b));
 }

@@ -352,7 +352,28 @@ impl CompletionChannel {
     /// libibverbs does. The fd stops being readable when the last queued
     /// event is taken.
     pub fn get_event(&self) -> io::Result<u64> {
+        self.wait_event(None)
+    }
+
+    /// [`get_event`](Self::get_event), but while it waits it also watches `backend`:
+    /// whenever that is readable, or the timeout `drive` last returned (milliseconds, -1
+    /// for none) passes, it calls `drive`, which makes progress and may signal the event
+    /// waited for. The waiting thread then turns an arriving packet into its event itself,
+    /// instead of sleeping until another thread does.
+    pub(crate) fn get_event_driving(
+        &self,
+        backend: RawFd,
+        drive: &mut dyn FnMut() -> i32,
+    ) -> io::Result<u64> {
+        self.wait_event(Some((backend, drive)))
+    }
+
+    fn wait_event(&self, mut driving: Option<(RawFd, &mut dyn FnMut() -> i32)>) -> io::Result<u64> {
         let mut woken = false;
+        let mut timeout = match &mut driving {
+            Some((_, drive)) => drive(),
+            None => -1,
+        };
         loop {
             {
                 let mut st = self.state.lock();
@@ -375,8 +396,13 @@ impl CompletionChannel {
             if self.is_nonblocking()? {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            wait_readable(self.fd.as_fd(), -1)?;
-            woken = true;
+            match &mut driving {
+                None => woken = wait_readable(self.fd.as_fd(), -1)?,
+                Some((backend, drive)) => {
+                    woken = wait_either(self.fd.as_fd(), *backend, timeout)?;
+                    timeout = drive();
+                }
+            }
         }
     }
 
@@ -452,6 +478,24 @@ fn get_fl(fd: BorrowedFd<'_>) -> io::Result<i32> {
 
 /// Polls `fd` for `POLLIN` for up to `timeout_ms` (-1: forever). Returns
 /// whether it is readable; `EINTR` is returned as an error.
+/// Waits until `fd` or `other` is readable or `timeout_ms` passes (-1: no timeout);
+/// returns whether `fd` is readable.
+fn wait_either(fd: BorrowedFd<'_>, other: RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut pfd = [fd.as_raw_fd(), other].map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    // SAFETY: `pfd` holds two valid, exclusively borrowed pollfds and the count passed is
+    // 2, so poll writes only their `revents`; `fd` is borrowed for the call, and the caller
+    // keeps `other` open.
+    let r = unsafe { libc::poll(pfd.as_mut_ptr(), 2, timeout_ms) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pfd[0].revents & libc::POLLIN != 0)
+}
+
 fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),

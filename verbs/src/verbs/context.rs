@@ -1,10 +1,12 @@
 //! The device context: one backend, the tables of objects on it, and progress.
 //!
-//! Progress (receiving, dispatching to QPs, flushing transmits) happens in two places:
-//! inline, when an application polls a CQ, and on a helper thread that spins briefly after
-//! activity and then sleeps on the backend's descriptor and a wake-up eventfd, so an idle
-//! context burns no CPU. Whoever gets the backend's lock first does the work; the other
-//! returns at once.
+//! Progress (receiving, dispatching to QPs, flushing transmits) happens in three places:
+//! inline, when an application polls a CQ; in a thread waiting for a CQ event, which sleeps
+//! on the backend's descriptor as well as its channel's and makes the progress that brings
+//! its event; and on a helper thread that spins briefly after activity and then sleeps on
+//! the backend's descriptor and a wake-up eventfd, so an idle context burns no CPU. The
+//! helper keeps out of the way while an application polls or waits that way. Whoever gets
+//! the backend's lock first does the work; the others return at once.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -114,8 +116,8 @@ pub(crate) struct ContextShared {
     /// polls, it drives progress itself and the helper thread keeps out of its way.
     app_polled_us: AtomicU64,
     epoch: Instant,
-    /// Application threads blocked waiting for a CQ event: only the helper thread can make
-    /// progress for them, so it must not keep out of the way.
+    /// Application threads waiting for a CQ event in [`Context::get_cq_event`], which
+    /// make progress themselves while they wait: the helper thread keeps out of their way.
     app_waiting: AtomicU32,
 }
 
@@ -231,10 +233,31 @@ impl Context {
         let shared = &self.shared;
         // Sends deferred to the next poll must not wait behind a blocked application.
         shared.flush()?;
+        // Wait on the backend too, and make progress on every arrival and RC timer: the
+        // packet that brings the event wakes this thread, not the helper thread first
+        // (on a VM each wake-up costs tens of microseconds).
+        let backend = shared.io.lock().as_raw_fd();
         shared.app_waiting.fetch_add(1, Ordering::SeqCst);
-        shared.wake_deferring_thread();
-        let event = channel.get_event();
-        shared.app_waiting.fetch_sub(1, Ordering::AcqRel);
+        let event = channel.get_event_driving(backend, &mut || {
+            shared.progress();
+            // In-place sends complete when the medium hands their buffers back, which
+            // makes no descriptor readable (with zero-copy, some time after the kick).
+            if !shared.in_place.lock().is_empty() {
+                return 1;
+            }
+            shared.until_rc_timeout().map_or(-1, |t| {
+                t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            })
+        });
+        if shared.app_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // The helper thread may have parked while threads waited: the last one out
+            // wakes it (only then, so that a ping-pong does not wake it at every event).
+            if let Some(t) = shared.progress.lock().as_ref() {
+                if t.parked.load(Ordering::SeqCst) {
+                    t.wake();
+                }
+            }
+        }
         let id =
             event.map_err(|e| Error::Net(crate::net::NetError::Io("waiting for a CQ event", e)))?;
         // The channel has counted the event as delivered to this CQ.
@@ -308,30 +331,19 @@ impl ContextShared {
         self.progress()
     }
 
-    /// Ends the helper thread's pause if it is keeping out of the application's way (when
-    /// it sleeps on the backend, it needs no waking).
-    fn wake_deferring_thread(&self) {
-        if let Some(t) = self.progress.lock().as_ref() {
-            if t.deferring.load(Ordering::SeqCst) {
-                t.wake();
-            }
-        }
-    }
-
     /// How long the helper thread should keep out of the application's way: while the
-    /// application polls (and nobody waits for an event), it drives progress itself.
+    /// application polls, it drives progress itself.
     fn defer_to_app(&self) -> Option<Duration> {
-        if self.app_waiting.load(Ordering::SeqCst) > 0 {
-            return None;
-        }
         APP_POLLING
             .checked_sub(self.since_app_polled())
             .filter(|d| !d.is_zero())
     }
 
-    /// True while the application polls its CQs (and so drives progress, flushes included).
+    /// True while the application polls its CQs, so that its next poll drives progress,
+    /// flushes included. Not while one of its threads waits for a CQ event: that thread
+    /// sleeps until something arrives, so a send posted meanwhile must go out at once.
     pub(crate) fn app_is_polling(&self) -> bool {
-        self.since_app_polled() < APP_POLLING
+        self.app_waiting.load(Ordering::SeqCst) == 0 && self.since_app_polled() < APP_POLLING
     }
 
     /// Hands queued transmits to the medium.
@@ -432,8 +444,9 @@ impl Drop for ContextShared {
 /// The helper thread and how to stop it.
 struct ProgressThread {
     stop: Arc<AtomicBool>,
-    /// True while the thread pauses for a polling application.
-    deferring: Arc<AtomicBool>,
+    /// True while the thread sleeps until woken, because application threads wait for CQ
+    /// events and make progress themselves.
+    parked: Arc<AtomicBool>,
     wake: Arc<OwnedFd>,
     handle: Option<JoinHandle<()>>,
 }
@@ -451,17 +464,17 @@ impl ProgressThread {
         // SAFETY: `fd` is new and owned by nothing else.
         let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
         let stop = Arc::new(AtomicBool::new(false));
-        let deferring = Arc::new(AtomicBool::new(false));
         let weak = Arc::downgrade(shared);
         let io_fd = shared.io.lock().as_raw_fd();
-        let (stop2, wake2, deferring2) = (stop.clone(), wake.clone(), deferring.clone());
+        let parked = Arc::new(AtomicBool::new(false));
+        let (stop2, wake2, parked2) = (stop.clone(), wake.clone(), parked.clone());
         let handle = thread::Builder::new()
             .name("xrdma-progress".into())
-            .spawn(move || progress_loop(weak, io_fd, &wake2, &stop2, &deferring2, spin))
+            .spawn(move || progress_loop(weak, io_fd, &wake2, &stop2, &parked2, spin))
             .map_err(|_| Error::Full("cannot start the progress thread"))?;
         Ok(ProgressThread {
             stop,
-            deferring,
+            parked,
             wake,
             handle: Some(handle),
         })
@@ -494,24 +507,30 @@ fn progress_loop(
     io_fd: i32,
     wake: &OwnedFd,
     stop: &AtomicBool,
-    deferring: &AtomicBool,
+    parked: &AtomicBool,
     spin: Duration,
 ) {
     let mut last_work = Instant::now();
     while !stop.load(Ordering::Acquire) {
         let Some(shared) = ctx.upgrade() else { return };
-        // Announce the pause before checking whether anyone waits for an event: a thread
-        // starting to wait then either is seen here or sees `deferring` and wakes us.
-        deferring.store(true, Ordering::SeqCst);
-        if let Some(pause) = shared.defer_to_app() {
+        // Park while threads wait for CQ events: they make progress themselves. Announce
+        // it before looking, so that the last waiter to leave either is seen here or sees
+        // `parked` and wakes us (an eventfd stays readable: a wake-up written before we
+        // sleep is not lost).
+        parked.store(true, Ordering::SeqCst);
+        if shared.app_waiting.load(Ordering::SeqCst) > 0 {
             drop(shared);
-            // Sleep on the wake-up eventfd only: an application starting to wait for an
-            // event ends the pause early.
-            sleep_on(&[wake.as_raw_fd()], pause.as_millis().max(1) as i32, wake);
-            deferring.store(false, Ordering::SeqCst);
+            sleep_on(&[wake.as_raw_fd()], -1, wake);
+            parked.store(false, Ordering::SeqCst);
             continue;
         }
-        deferring.store(false, Ordering::SeqCst);
+        parked.store(false, Ordering::SeqCst);
+        if let Some(pause) = shared.defer_to_app() {
+            drop(shared);
+            // Sleep on the wake-up eventfd only (stopping ends the pause early).
+            sleep_on(&[wake.as_raw_fd()], pause.as_millis().max(1) as i32, wake);
+            continue;
+        }
         let handled = shared.progress();
         drop(shared);
         if handled > 0 {
