@@ -1,9 +1,12 @@
-//! An idle context burns no CPU: its helper thread sleeps in poll(2). Alone in its test
-//! binary, so that no other context's thread is around.
+//! An idle context burns no CPU: its helper thread sleeps in poll(2), and so do a thread
+//! blocked waiting for a CQ event and, meanwhile, the helper. Alone in its test binary, so
+//! that no other context's helper thread is around.
 
 use std::time::{Duration, Instant};
 
-use xrdma_verbs::net::udp::{UdpConfig, UdpIo};
+mod common;
+
+use common::{QKEY, lo_context as context, post_recv, send};
 use xrdma_verbs::verbs::*;
 
 /// State letter and CPU ticks of this process's thread named `name`.
@@ -27,47 +30,84 @@ fn thread_stat(name: &str) -> Option<(char, u64)> {
     None
 }
 
-fn context(ip: &str, port: u16) -> Context {
-    let io = UdpIo::open(&UdpConfig {
-        addr: Some(ip.parse().unwrap()),
-        port,
-        ..UdpConfig::new("lo")
-    })
-    .unwrap();
-    Context::new(Box::new(io), ContextConfig::seeded(3)).unwrap()
-}
-
-#[test]
-fn an_idle_context_sleeps() {
-    let ctx = context("127.0.0.3", 47_922);
-    let pd = ctx.alloc_pd().unwrap();
-    let cq = ctx.create_cq(16, None).unwrap();
-    let qp = pd.create_qp(&QpInitAttr::ud(&cq, &cq, 16)).unwrap();
-    // After its spin, the thread must be asleep (S) in poll, and stay asleep.
+/// Waits (up to 10 s) until every thread named in `names` is asleep, then checks that none
+/// of them is scheduled in the next half second.
+fn asleep_and_staying_asleep(names: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    // The thread names itself once it runs, so it may take a moment to show up.
+    // A thread names itself once it runs, so it may take a moment to show up.
     loop {
-        let state = thread_stat("xrdma-progress").map(|(s, _)| s);
-        if state == Some('S') {
+        let states: Vec<_> = names
+            .iter()
+            .map(|n| thread_stat(n).map(|(s, _)| s))
+            .collect();
+        if states.iter().all(|s| *s == Some('S')) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "progress thread {state:?} (not sleeping) after 10 s of idleness"
+            "threads {names:?} in states {states:?} (not all sleeping) after 10 s"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (_, ticks_before) = thread_stat("xrdma-progress").unwrap();
+    let before: Vec<_> = names.iter().map(|n| thread_stat(n).unwrap().1).collect();
     std::thread::sleep(Duration::from_millis(500));
-    let (state, ticks_after) = thread_stat("xrdma-progress").unwrap();
-    assert_eq!(state, 'S');
-    // Not a timing bound: a sleeping thread is not scheduled at all, so its CPU ticks
-    // do not move.
-    assert_eq!(
-        ticks_after, ticks_before,
-        "an idle progress thread used CPU"
-    );
-    drop((qp, cq, pd, ctx));
+    for (name, ticks_before) in names.iter().zip(before) {
+        let (state, ticks_after) = thread_stat(name).unwrap();
+        assert_eq!(state, 'S', "{name}");
+        // Not a timing bound: a sleeping thread is not scheduled at all, so its CPU ticks
+        // do not move.
+        assert_eq!(ticks_after, ticks_before, "{name} used CPU while idle");
+    }
+}
+
+#[test]
+fn an_idle_context_sleeps() {
+    let ctx = context("127.0.0.3", 47_922, true);
+    let pd = ctx.alloc_pd().unwrap();
+    let ch = ctx.create_comp_channel().unwrap();
+    let cq = ctx.create_cq(16, Some(&ch)).unwrap();
+    let qp = pd.create_qp(&QpInitAttr::ud(&cq, &cq, 16)).unwrap();
+    qp.bring_up_ud(QKEY, 0).unwrap();
+    // After its spin, the helper thread must be asleep (S) in poll, and stay asleep.
+    asleep_and_staying_asleep(&["xrdma-progress"]);
+
+    // A thread blocked waiting for a CQ event sleeps, and so does the helper meanwhile.
+    let mut rx = vec![0u8; 64];
+    let mr = unsafe { pd.reg_mr(rx.as_mut_ptr(), rx.len(), AccessFlags::LOCAL_WRITE) }.unwrap();
+    post_recv(&qp, &mr, &rx, 1);
+    cq.req_notify(false).unwrap();
+    let (ctx2, ch2) = (ctx.clone(), ch.clone());
+    let waiter = std::thread::Builder::new()
+        .name("xrdma-waiter".into())
+        .spawn(move || ctx2.get_cq_event(&ch2).map(|cq| cq.ack_events(1)))
+        .unwrap();
+    asleep_and_staying_asleep(&["xrdma-progress", "xrdma-waiter"]);
+
+    // A datagram from another context (without a helper thread) ends the wait.
+    let peer = context("127.0.0.4", 47_922, false);
+    let peer_pd = peer.alloc_pd().unwrap();
+    let peer_cq = peer.create_cq(16, None).unwrap();
+    let peer_qp = peer_pd
+        .create_qp(&QpInitAttr::ud(&peer_cq, &peer_cq, 16))
+        .unwrap();
+    peer_qp.bring_up_ud(QKEY, 0).unwrap();
+    let ah = peer_pd
+        .create_ah(&AhAttr::new(ctx.gid(0).unwrap()))
+        .unwrap();
+    send(&peer_qp, &ah, &qp, &[3u8; 16], 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !waiter.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the waiting thread never got its event"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    waiter.join().unwrap().unwrap().unwrap();
+    let mut wcs = [WorkCompletion::default(); 2];
+    assert_eq!(cq.poll(&mut wcs), 1);
+    assert_eq!((wcs[0].wr_id, wcs[0].status), (1, WcStatus::Success));
+    drop((peer_qp, peer_cq, peer_pd, peer, mr, qp, cq, ch, pd, ctx));
     assert!(
         thread_stat("xrdma-progress").is_none(),
         "dropping the context stops its thread"

@@ -1,28 +1,10 @@
 //! Progress nobody polls for: the helper thread completes receives while nobody polls, and
 //! a thread waiting for a CQ event makes the progress that brings it.
 
-use xrdma_verbs::net::udp::{UdpConfig, UdpIo};
+mod common;
+
+use common::{QKEY, lo_context as context, post_recv, send};
 use xrdma_verbs::verbs::*;
-use xrdma_verbs::wire::Qkey;
-
-const QKEY: u32 = 0x99;
-
-fn context(ip: &str, port: u16, progress_thread: bool) -> Context {
-    let io = UdpIo::open(&UdpConfig {
-        addr: Some(ip.parse().unwrap()),
-        port,
-        ..UdpConfig::new("lo")
-    })
-    .unwrap();
-    Context::new(
-        Box::new(io),
-        ContextConfig {
-            progress_thread,
-            ..ContextConfig::seeded(3)
-        },
-    )
-    .unwrap()
-}
 
 fn ud(ctx: &Context, channel: Option<&std::sync::Arc<CompletionChannel>>) -> (Pd, Cq, QueuePair) {
     let pd = ctx.alloc_pd().unwrap();
@@ -66,44 +48,6 @@ fn receives_complete_and_wake_the_channel_with_nobody_polling() {
         assert_eq!((wcs[0].wr_id, wcs[0].status), (round, WcStatus::Success));
     }
     drop(rx_mr);
-}
-
-/// A signaled, inline UD send of 16 bytes from `qp` to `to` through `ah`.
-fn send(qp: &QueuePair, ah: &AddressHandle, to: &QueuePair, data: &[u8; 16], wr_id: u64) {
-    let wr = SendWr {
-        wr_id,
-        opcode: SendOpcode::Send,
-        send_flags: SendFlags::SIGNALED | SendFlags::INLINE,
-        sg_list: &[Sge {
-            addr: data.as_ptr() as u64,
-            length: 16,
-            lkey: Lkey(0),
-        }],
-        imm_data: 0,
-        rdma: None,
-        atomic: None,
-        ud: Some(UdDest {
-            ah,
-            remote_qpn: to.qpn(),
-            remote_qkey: Qkey::new(QKEY),
-        }),
-    };
-    unsafe { qp.post_send(&wr) }.unwrap();
-}
-
-fn post_recv(qp: &QueuePair, mr: &Mr, buf: &[u8], wr_id: u64) {
-    let sge = Sge {
-        addr: buf.as_ptr() as u64,
-        length: buf.len() as u32,
-        lkey: mr.lkey(),
-    };
-    unsafe {
-        qp.post_recv(&RecvWr {
-            wr_id,
-            sg_list: &[sge],
-        })
-    }
-    .unwrap();
 }
 
 #[test]

@@ -112,8 +112,9 @@ pub(crate) struct ContextShared {
     next_handle: AtomicU64,
     next_pd: AtomicU32,
     progress: Mutex<Option<ProgressThread>>,
-    /// When the application last polled a CQ, in microseconds since `epoch`. While it
-    /// polls, it drives progress itself and the helper thread keeps out of its way.
+    /// When the application last polled a CQ, in microseconds since `epoch`
+    /// ([`NEVER_POLLED`] before it first does). While it polls, it drives progress itself
+    /// and the helper thread keeps out of its way.
     app_polled_us: AtomicU64,
     epoch: Instant,
     /// Application threads waiting for a CQ event in [`Context::get_cq_event`], which
@@ -158,7 +159,7 @@ impl Context {
             next_handle: AtomicU64::new(1),
             next_pd: AtomicU32::new(1),
             progress: Mutex::new(None),
-            app_polled_us: AtomicU64::new(0),
+            app_polled_us: AtomicU64::new(NEVER_POLLED),
             epoch: Instant::now(),
             app_waiting: AtomicU32::new(0),
         });
@@ -319,6 +320,9 @@ impl Context {
     }
 }
 
+/// `app_polled_us` of a context whose application has not polled yet.
+const NEVER_POLLED: u64 = u64::MAX;
+
 /// While the application polled within this long, the helper thread does not compete with
 /// it for the backend (on a machine with few cores the two would take turns on one).
 const APP_POLLING: Duration = Duration::from_millis(1);
@@ -363,10 +367,14 @@ impl ContextShared {
         Some(next.saturating_duration_since(self.io.lock().now()))
     }
 
-    /// How long ago the application last polled.
+    /// How long ago the application last polled (`Duration::MAX` if it never has).
     fn since_app_polled(&self) -> Duration {
+        let polled = self.app_polled_us.load(Ordering::Relaxed);
+        if polled == NEVER_POLLED {
+            return Duration::MAX;
+        }
         let now = self.epoch.elapsed().as_micros() as u64;
-        Duration::from_micros(now.saturating_sub(self.app_polled_us.load(Ordering::Relaxed)))
+        Duration::from_micros(now.saturating_sub(polled))
     }
 
     pub(crate) fn progress(&self) -> usize {
