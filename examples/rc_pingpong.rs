@@ -78,6 +78,12 @@ fn run(args: Args) -> Result<()> {
         psn: rand_psn(),
         gid: ctx.gid(args.common.gid_idx)?,
     };
+    // Armed before the exchange, as ibv_rc_pingpong does: the client's first SEND can
+    // arrive the moment the server has answered, and a completion that lands before the CQ
+    // is armed raises no event, so the server would wait for one for ever.
+    if channel.is_some() {
+        cq.req_notify(false)?;
+    }
     // Up to RTS with receives posted before the server answers (and so before the client
     // can send).
     exchange(
@@ -104,9 +110,6 @@ fn run(args: Args) -> Result<()> {
             Ok(())
         },
     )?;
-    if channel.is_some() {
-        cq.req_notify(false)?;
-    }
     let post_send = || {
         let wr = SendWr {
             wr_id: SEND_WRID,
