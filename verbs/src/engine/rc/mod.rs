@@ -57,6 +57,12 @@ const WINDOW: u32 = 128;
 /// arriving meanwhile, such as the requester asking again after a lost response, is heard
 /// before the rest of the stream is already on its way.
 const REPLY_BURST: usize = 64;
+
+/// Request packets a plain ACK lets go ahead of it in one round of `poll_transmit`. The ACK
+/// still leaves in the same round, but in a ping-pong the reply no longer waits behind the
+/// acknowledgement of what it answers; a few, so that under two-way traffic the peer's
+/// window is not held up behind a window of ours.
+const REQUESTS_BEFORE_ACK: usize = 4;
 /// The congestion window never closes below this many packets.
 const MIN_CWND: u32 = 4;
 /// Bounds of the probe timer: four smoothed round trips, within these.
@@ -309,6 +315,8 @@ struct Responder {
     resources: VecDeque<Resource>,
     /// Responses sent in this round of `poll_transmit` calls (see `REPLY_BURST`).
     replies_this_round: usize,
+    /// Requests sent ahead of the owed ACK in this round (see `REQUESTS_BEFORE_ACK`).
+    requests_before_ack: usize,
 }
 
 /// One RC QP's transport state. See the [module documentation](self).
@@ -363,6 +371,7 @@ impl RcEngine {
                 replies: VecDeque::new(),
                 resources: VecDeque::new(),
                 replies_this_round: 0,
+                requests_before_ack: 0,
             },
             timers: TimerTable::default(),
             completions: VecDeque::new(),
@@ -1035,17 +1044,27 @@ impl RcEngine {
         if sent.is_none() {
             // The round is over: the next call may send another burst of responses.
             self.resp.replies_this_round = 0;
+            self.resp.requests_before_ack = 0;
         }
         sent
     }
 
     /// The packet `poll_transmit` sends next.
     fn next_packet(&mut self, now: Instant, buf: &mut [u8], mem: &mut dyn Memory) -> Option<usize> {
-        // The responder's responses, ACKs and NAKs go first: they unblock the peer. READ
+        // The responder's responses, NAKs and ACKs go first: they unblock the peer. READ
         // responses and atomic acknowledgements come before any later ACK, in PSN order.
+        // A plain ACK lets a few requests go ahead of it (`REQUESTS_BEFORE_ACK`).
         if !self.resp.replies.is_empty() && self.resp.replies_this_round < REPLY_BURST {
             if let Some(len) = self.poll_reply(buf, mem) {
                 self.resp.replies_this_round += 1;
+                return Some(len);
+            }
+        }
+        let ack_may_wait = matches!(self.resp.pending, Some((Syndrome::Ack { .. }, _)))
+            && self.resp.requests_before_ack < REQUESTS_BEFORE_ACK;
+        if ack_may_wait {
+            if let Some(len) = self.next_request(now, buf, mem) {
+                self.resp.requests_before_ack += 1;
                 return Some(len);
             }
         }
@@ -1063,6 +1082,16 @@ impl RcEngine {
             };
             return repr.emit(&[], buf).ok();
         }
+        self.next_request(now, buf, mem)
+    }
+
+    /// The requester's next packet, if the window and the ordering rules let one go.
+    fn next_request(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        mem: &mut dyn Memory,
+    ) -> Option<usize> {
         let req = &mut self.req;
         if req.failed
             || req.rnr_wait

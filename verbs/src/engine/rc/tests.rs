@@ -796,3 +796,42 @@ fn a_long_read_is_answered_a_burst_per_round() {
     let want = &p.ends[1].1.region[READ_AREA..READ_AREA + len];
     assert_eq!(&p.ends[0].1.responses[&1][..], want);
 }
+
+#[test]
+fn an_ack_lets_a_few_requests_go_first_in_its_round() {
+    let mut p = Pair::new(17, 0.0, 0.0, 0.0, 7);
+    let now = p.now;
+    let mut buf = vec![0u8; MTU + 64];
+    let [(a, a_mem), (b, b_mem)] = &mut p.ends;
+    // A sends B a 10-byte SEND (request `id`) into receive `recv`; B handles it and owes
+    // an ACK. Returns the opcodes B then sends in one round.
+    let mut ping = |id: u64, recv: u64, b_first: &mut dyn FnMut(&mut RcEngine, &mut FakeMem)| {
+        a_mem.sends.insert(id, pattern(id, 10));
+        a.post_send(request(id, MessageKind::Send, 10));
+        b_mem.post_recv(recv);
+        let len = a.poll_transmit(now, &mut buf, a_mem).unwrap();
+        let packet = buf[..len].to_vec();
+        b.handle_packet(now, &packet, b_mem);
+        b_first(b, b_mem);
+        let mut ops = Vec::new();
+        while let Some(len) = b.poll_transmit(now, &mut buf, b_mem) {
+            ops.push(TransportRepr::parse(&buf[..len]).unwrap().0.bth.opcode);
+        }
+        ops
+    };
+    // B's application answers before B transmits: its SENDs go ahead of the ACK it owes,
+    // up to REQUESTS_BEFORE_ACK, and the ACK follows in the same round.
+    let ops = ping(1, 7, &mut |b, b_mem| {
+        for id in 10..16 {
+            b_mem.sends.insert(id, pattern(id, 10));
+            b.post_send(request(id, MessageKind::Send, 10));
+        }
+    });
+    let send = Opcode::RC_SEND_ONLY;
+    let mut want = vec![send; REQUESTS_BEFORE_ACK];
+    want.push(Opcode::RC_ACKNOWLEDGE);
+    want.extend([send; 2]);
+    assert_eq!(ops, want);
+    // With nothing to send, the ACK goes at once.
+    assert_eq!(ping(2, 8, &mut |_, _| {}), vec![Opcode::RC_ACKNOWLEDGE]);
+}
