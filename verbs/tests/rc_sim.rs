@@ -313,6 +313,35 @@ fn rc_survives_a_lossy_network() {
 }
 
 /// A send request of `opcode` from `sg_list`, with no target.
+/// Two ends on a network without delay, connected both ways with `timeout` and
+/// `retry_cnt`.
+fn connected_pair(timeout: u8, retry_cnt: u8) -> (SimNetwork, End, End) {
+    let net = SimNetwork::new(SimConfig {
+        delay: Duration::ZERO,
+        ..SimConfig::default()
+    });
+    let (a, b) = (end(&net, 1), end(&net, 2));
+    connect(&a, &b, timeout, retry_cnt);
+    connect(&b, &a, timeout, retry_cnt);
+    (net, a, b)
+}
+
+/// Posts the first `len` bytes of `e`'s buffer as receive `wr_id`.
+fn post_recv(e: &End, wr_id: u64, len: u32) {
+    let sge = [Sge {
+        addr: e.buf.as_ptr() as u64,
+        length: len,
+        lkey: e.mr.lkey(),
+    }];
+    unsafe {
+        e.qp.post_recv(&RecvWr {
+            wr_id,
+            sg_list: &sge,
+        })
+    }
+    .unwrap();
+}
+
 fn wr(opcode: SendOpcode, sg_list: &[Sge]) -> SendWr<'_> {
     SendWr {
         wr_id: 9,
@@ -354,6 +383,25 @@ fn a_vanished_rc_peer_ends_in_retry_exceeded() {
         (WcStatus::RetryExcErr, WcStatus::WrFlushErr)
     );
     assert_eq!(a.qp.state(), QpState::Err);
+}
+
+#[test]
+fn a_receive_is_acknowledged_although_its_qp_is_destroyed_right_after() {
+    // B's poll hands the receive over and leaves its ACK for the next poll; B destroys the
+    // QP instead. The ACK must leave all the same, or A retries until RETRY_EXC_ERR.
+    let (net, a, b) = connected_pair(1, 2);
+    post_recv(&b, 5, 8);
+    let src = [Sge {
+        addr: a.buf.as_ptr() as u64,
+        length: 8,
+        lkey: a.mr.lkey(),
+    }];
+    unsafe { a.qp.post_send(&wr(SendOpcode::Send, &src)) }.unwrap();
+    let got = poll_n(&net, &[&a, &b], 1, 1);
+    assert_eq!((got[0].wr_id, got[0].status), (5, WcStatus::Success));
+    drop(b);
+    let sent = poll_n(&net, &[&a], 0, 1);
+    assert_eq!((sent[0].wr_id, sent[0].status), (9, WcStatus::Success));
 }
 
 #[test]
@@ -597,25 +645,8 @@ fn rc_qps_share_an_srq() {
 
 #[test]
 fn inline_sends_and_writes_copy_at_post_time() {
-    let net = SimNetwork::new(SimConfig {
-        delay: Duration::ZERO,
-        ..SimConfig::default()
-    });
-    let (a, b) = (end(&net, 1), end(&net, 2));
-    connect(&a, &b, 8, 7);
-    connect(&b, &a, 8, 7);
-    let rsge = [Sge {
-        addr: b.buf.as_ptr() as u64,
-        length: 64,
-        lkey: b.mr.lkey(),
-    }];
-    unsafe {
-        b.qp.post_recv(&RecvWr {
-            wr_id: 7,
-            sg_list: &rsge,
-        })
-    }
-    .unwrap();
+    let (net, a, b) = connected_pair(8, 7);
+    post_recv(&b, 7, 64);
     // Unregistered memory, changed right after posting: the bytes sent are those at post
     // time.
     let mut data = *b"inline bytes, two SGEs, not registered anywhere!";

@@ -120,6 +120,8 @@ pub(crate) struct ContextShared {
     /// Application threads waiting for a CQ event in [`Context::get_cq_event`], which
     /// make progress themselves while they wait: the helper thread keeps out of their way.
     app_waiting: AtomicU32,
+    /// The last pass of progress left RC transmits for the next (see `progress_for`).
+    held_transmits: AtomicBool,
 }
 
 /// A device context (`ibv_open_device`). Cloning gives another handle to the same context.
@@ -162,6 +164,7 @@ impl Context {
             app_polled_us: AtomicU64::new(NEVER_POLLED),
             epoch: Instant::now(),
             app_waiting: AtomicU32::new(0),
+            held_transmits: AtomicBool::new(false),
         });
         if config.progress_thread {
             let thread = ProgressThread::start(&shared, config.spin)?;
@@ -332,7 +335,7 @@ impl ContextShared {
     pub(crate) fn progress_from_poll(&self) -> usize {
         self.app_polled_us
             .store(self.epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
-        self.progress()
+        self.progress_for(true)
     }
 
     /// How long the helper thread should keep out of the application's way: while the
@@ -378,9 +381,18 @@ impl ContextShared {
     }
 
     pub(crate) fn progress(&self) -> usize {
+        self.progress_for(false)
+    }
+
+    /// One pass of progress. For a polling application (`app`), a pass that brings RC
+    /// completions hands them over before the QP's transmits: those (its ACKs) wait for the
+    /// next pass, which always sends. The application sees its completion a kick sooner,
+    /// and a reply it posts meanwhile leaves with the ACK, ahead of it.
+    fn progress_for(&self, app: bool) -> usize {
         let Some(mut io) = self.io.try_lock() else {
             return 0;
         };
+        let hold = app && !self.held_transmits.load(Ordering::Relaxed);
         let mut handled = 0;
         let now = io.now();
         // A receive error leaves nothing to dispatch; the backend has counted what it could.
@@ -391,10 +403,14 @@ impl ContextShared {
         // RC QPs: answer what arrived, resend what timed out, send what was posted.
         // Under the table's read lock, without taking QP references of our own: a QP being
         // destroyed waits for this, and its CQs and PD are free the moment it is gone.
+        let mut held = false;
         for qp in self.qps.read().values().filter(|q| q.is_rc()) {
-            qp.rc_progress(self, &mut **io, now);
+            held |= qp.rc_progress(self, &mut **io, now, hold);
         }
-        let _ = io.flush();
+        self.held_transmits.store(held, Ordering::Relaxed);
+        if !held {
+            let _ = io.flush();
+        }
         io.reserved_done(&mut |index| {
             if let Some(send) = self.in_place.lock().remove(&index) {
                 send.qp.in_place_done(&send);

@@ -574,13 +574,19 @@ fn same_context(pd: &Pd, cq: &Cq) -> bool {
 
 impl Drop for QueuePair {
     fn drop(&mut self) {
-        self.shared
-            .pd
-            .context()
-            .shared
-            .qps
-            .write()
-            .remove(&self.shared.qpn.value());
+        let ctx = &self.shared.pd.context().shared;
+        if self.shared.is_rc() {
+            // What the QP owes its peer leaves before the QP goes, as a NIC would have sent
+            // it already: an ACK that progress left for the application's next poll, say,
+            // which never comes when the application destroys the QP instead.
+            let mut io = ctx.io.lock();
+            let now = io.now();
+            let mut st = self.shared.st.lock();
+            self.shared.rc_service(ctx, &mut **io, &mut st, now);
+            drop(st);
+            let _ = io.flush();
+        }
+        ctx.qps.write().remove(&self.shared.qpn.value());
     }
 }
 
@@ -693,14 +699,8 @@ impl QpShared {
             &meta,
             self.receives(rq),
         );
+        self.deliver_rc_completions(rc);
         let qp_num = self.qpn.value();
-        rc.completions(qp_num, |wc, send| {
-            if send {
-                self.send_cq.shared.push(wc, false)
-            } else {
-                self.recv_cq.shared.push(wc, false)
-            }
-        });
         if rc.failed() && *state != QpState::Err {
             *state = QpState::Err;
             rc.flush_sends(qp_num, |wc| self.send_cq.shared.push(wc, false));
@@ -744,10 +744,40 @@ impl QpShared {
         self.qp_type == QpType::Rc
     }
 
-    /// Services the QP with the backend already locked (from progress).
-    pub(crate) fn rc_progress(&self, ctx: &ContextShared, io: &mut dyn FrameIo, now: Instant) {
+    /// Services the QP with the backend already locked (from progress). With `hold`, if
+    /// there are completions to hand over, hands over only those and returns true: the
+    /// rest waits for the next pass.
+    pub(crate) fn rc_progress(
+        &self,
+        ctx: &ContextShared,
+        io: &mut dyn FrameIo,
+        now: Instant,
+        hold: bool,
+    ) -> bool {
         let mut st = self.st.lock();
+        if hold {
+            if let Some(rc) = st.rc.as_mut() {
+                if self.deliver_rc_completions(rc) > 0 {
+                    return true;
+                }
+            }
+        }
         self.rc_service(ctx, io, &mut st, now);
+        false
+    }
+
+    /// Moves the RC engine's completions to the CQs; returns how many it moved.
+    fn deliver_rc_completions(&self, rc: &mut RcState) -> usize {
+        let mut moved = 0;
+        rc.completions(self.qpn.value(), |wc, send| {
+            moved += 1;
+            if send {
+                self.send_cq.shared.push(wc, false)
+            } else {
+                self.recv_cq.shared.push(wc, false)
+            }
+        });
+        moved
     }
 
     /// Completes every posted receive with `WR_FLUSH_ERR`.
