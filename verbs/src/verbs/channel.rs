@@ -399,7 +399,7 @@ impl CompletionChannel {
             match &mut driving {
                 None => woken = wait_readable(self.fd.as_fd(), -1)?,
                 Some((backend, drive)) => {
-                    woken = wait_either(self.fd.as_fd(), *backend, timeout)?;
+                    woken = wait_either(self.fd.as_fd(), Some(*backend), timeout)?;
                     timeout = drive();
                 }
             }
@@ -478,38 +478,27 @@ fn get_fl(fd: BorrowedFd<'_>) -> io::Result<i32> {
 
 /// Polls `fd` for `POLLIN` for up to `timeout_ms` (-1: forever). Returns
 /// whether it is readable; `EINTR` is returned as an error.
-/// Waits until `fd` or `other` is readable or `timeout_ms` passes (-1: no timeout);
-/// returns whether `fd` is readable.
-fn wait_either(fd: BorrowedFd<'_>, other: RawFd, timeout_ms: i32) -> io::Result<bool> {
-    let mut pfd = [fd.as_raw_fd(), other].map(|fd| libc::pollfd {
+fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
+    wait_either(fd, None, timeout_ms)
+}
+
+/// [`wait_readable`], waking as well when `other` (which the caller keeps open) is
+/// readable.
+fn wait_either(fd: BorrowedFd<'_>, other: Option<RawFd>, timeout_ms: i32) -> io::Result<bool> {
+    let mut pfd = [fd.as_raw_fd(), other.unwrap_or(-1)].map(|fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     });
-    // SAFETY: `pfd` holds two valid, exclusively borrowed pollfds and the count passed is
-    // 2, so poll writes only their `revents`; `fd` is borrowed for the call, and the caller
-    // keeps `other` open.
-    let r = unsafe { libc::poll(pfd.as_mut_ptr(), 2, timeout_ms) };
+    let count = if other.is_some() { 2 } else { 1 };
+    // SAFETY: `pfd` holds two valid, exclusively borrowed pollfds and `count` is at most
+    // 2, so poll writes only their `revents`; `fd` is borrowed for the call, and the
+    // caller keeps `other` open.
+    let r = unsafe { libc::poll(pfd.as_mut_ptr(), count, timeout_ms) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(pfd[0].revents & libc::POLLIN != 0)
-}
-
-fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is a valid, exclusively borrowed pollfd and the count
-    // passed is 1, so poll writes only `pfd.revents`; `fd` stays open for
-    // the call.
-    let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(r > 0 && pfd.revents & libc::POLLIN != 0)
 }
 
 /// Adds `value` to the eventfd counter.

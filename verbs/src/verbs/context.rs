@@ -249,9 +249,7 @@ impl Context {
             if !shared.in_place.lock().is_empty() {
                 return 1;
             }
-            shared.until_rc_timeout().map_or(-1, |t| {
-                t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-            })
+            shared.rc_poll_timeout()
         });
         if shared.app_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
             // The helper thread may have parked while threads waited: the last one out
@@ -358,16 +356,20 @@ impl ContextShared {
         Ok(self.io.lock().flush()?)
     }
 
-    /// How long until the earliest RC timer of any QP is due, on the backend's clock.
-    fn until_rc_timeout(&self) -> Option<Duration> {
+    /// How long until the earliest RC timer of any QP is due, on the backend's clock, as a
+    /// poll(2) timeout: milliseconds, rounded up; -1 when no timer runs.
+    fn rc_poll_timeout(&self) -> i32 {
         let next = self
             .qps
             .read()
             .values()
             .filter(|q| q.is_rc())
             .filter_map(|q| q.rc_timeout())
-            .min()?;
-        Some(next.saturating_duration_since(self.io.lock().now()))
+            .min();
+        next.map_or(-1, |next| {
+            let left = next.saturating_duration_since(self.io.lock().now());
+            left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        })
     }
 
     /// How long ago the application last polled (`Duration::MAX` if it never has).
@@ -567,13 +569,7 @@ fn progress_loop(
         }
         // Spin again only after real work: a wake-up that finds nothing goes back to sleep,
         // until the backend or the next RC timer needs us.
-        let timeout = ctx
-            .upgrade()
-            .and_then(|s| s.until_rc_timeout())
-            .map_or(-1, |t| {
-                let ms = t.as_micros().div_ceil(1000);
-                ms.min(i32::MAX as u128) as i32
-            });
+        let timeout = ctx.upgrade().map_or(-1, |s| s.rc_poll_timeout());
         sleep_on(&[io_fd, wake.as_raw_fd()], timeout, wake);
     }
 }

@@ -178,18 +178,18 @@ impl Queue {
                     tail: None,
                 });
             } else {
-                let frame_index = (desc.addr() - self.tx_first_addr) / FRAME_SIZE as usize;
-                self.give_back(frame_index / self.span, frame_index % self.span, frame);
+                self.give_back(frame);
             }
         }
         self.in_flight -= n.min(self.in_flight);
     }
 
-    /// Multi-buffer: frame `part` of transmit buffer `slot` is ours again; once both are,
-    /// the buffer goes back to the free pool.
-    fn give_back(&mut self, slot: usize, part: usize, frame: Frame) {
-        let parts = &mut self.returning[slot];
-        parts[part] = Some(frame);
+    /// Multi-buffer: `frame` of a transmit buffer is ours again; once all of the buffer's
+    /// are, it goes back to the free pool.
+    fn give_back(&mut self, frame: Frame) {
+        let index = (frame.addr() - self.tx_first_addr) / FRAME_SIZE as usize;
+        let parts = &mut self.returning[index / self.span];
+        parts[index % self.span] = Some(frame);
         if let [Some(_), Some(_)] = parts {
             let [head, tail] = std::mem::take(parts);
             self.free.push(TxSlot {
@@ -219,10 +219,9 @@ impl Queue {
             }
             Some(tail) => {
                 // Not sent: it waits for the head to come back.
-                let frame_index = (tail.addr() - self.tx_first_addr) / FRAME_SIZE as usize;
                 slot.head.set_options(0);
                 self.pending.push(slot.head.into_desc());
-                self.give_back(frame_index / self.span, 1, tail);
+                self.give_back(tail);
             }
             None => self.pending.push(slot.head.into_desc()),
         }
