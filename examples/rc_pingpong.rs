@@ -11,9 +11,7 @@
 mod common;
 
 use clap::Parser;
-use common::{
-    Common, Dest, RECV_WRID, Result, SEND_WRID, exchange, ping_pong, print_result, rand_psn,
-};
+use common::{Common, Dest, RECV_WRID, Result, SEND_WRID, exchange, ping_pong, rand_psn};
 use xrdma_verbs::verbs::*;
 
 /// RC ping-pong over xrdma (like ibv_rc_pingpong).
@@ -48,17 +46,9 @@ fn run(args: Args) -> Result<()> {
     // after the QP).
     let mr = unsafe { pd.reg_mr(buf.as_mut_ptr(), buf.len(), AccessFlags::LOCAL_WRITE) }?;
     let cq = ctx.create_cq(args.common.rx_depth + 1, channel.as_ref())?;
-    let qp = pd.create_qp(&QpInitAttr {
-        qp_type: QpType::Rc,
-        cap: QpCap {
-            max_send_wr: 1,
-            max_recv_wr: args.common.rx_depth,
-            max_send_sge: 1,
-            max_recv_sge: 1,
-            max_inline_data: 0,
-        },
-        ..QpInitAttr::ud(&cq, &cq, 1)
-    })?;
+    let mut attr = QpInitAttr::rc(&cq, &cq, 1);
+    attr.cap.max_recv_wr = args.common.rx_depth;
+    let qp = pd.create_qp(&attr)?;
     let sge = Sge {
         addr: buf.as_ptr() as u64,
         length: args.size as u32,
@@ -125,16 +115,15 @@ fn run(args: Args) -> Result<()> {
         unsafe { qp.post_send(&wr) }
     };
 
-    let elapsed = ping_pong(
+    ping_pong(
         &ctx,
         &cq,
         channel.as_ref(),
-        args.common.iters,
-        args.common.servername.is_some(),
+        &args.common,
+        args.size,
         post_send,
         post_recv,
     )?;
-    print_result(args.size, args.common.iters, elapsed);
     drop(qp);
     drop(mr);
     Ok(())

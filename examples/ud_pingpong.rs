@@ -10,9 +10,7 @@
 mod common;
 
 use clap::Parser;
-use common::{
-    Common, Dest, RECV_WRID, Result, SEND_WRID, exchange, ping_pong, print_result, rand_psn,
-};
+use common::{Common, Dest, RECV_WRID, Result, SEND_WRID, exchange, ping_pong, rand_psn};
 use xrdma_verbs::verbs::*;
 use xrdma_verbs::wire::{Qkey, Qpn};
 
@@ -140,16 +138,15 @@ fn run(args: Args) -> Result<()> {
         unsafe { qp.post_send(&wr) }
     };
 
-    let elapsed = ping_pong(
+    ping_pong(
         &ctx,
         &cq,
         channel.as_ref(),
-        args.common.iters,
-        args.common.servername.is_some(),
+        &args.common,
+        args.size,
         post_send,
         post_recv,
     )?;
-    print_result(args.size, args.common.iters, elapsed);
     drop(qp);
     drop(mr);
     Ok(())

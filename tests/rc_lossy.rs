@@ -38,19 +38,7 @@ fn end(host: &Host, len: usize) -> End {
     let ctx = context(host);
     let pd = ctx.alloc_pd().unwrap();
     let cq = ctx.create_cq(4 * DEPTH, None).unwrap();
-    let qp = pd
-        .create_qp(&QpInitAttr {
-            qp_type: QpType::Rc,
-            cap: QpCap {
-                max_send_wr: DEPTH,
-                max_recv_wr: DEPTH,
-                max_send_sge: 1,
-                max_recv_sge: 1,
-                max_inline_data: 0,
-            },
-            ..QpInitAttr::ud(&cq, &cq, DEPTH)
-        })
-        .unwrap();
+    let qp = pd.create_qp(&QpInitAttr::rc(&cq, &cq, DEPTH)).unwrap();
     let mut buf = vec![0u8; len];
     let access = AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE | AccessFlags::REMOTE_READ;
     let mr = unsafe { pd.reg_mr(buf.as_mut_ptr(), buf.len(), access) }.unwrap();

@@ -174,7 +174,7 @@ fn connect_retrying(server: &str, port: u16) -> std::io::Result<TcpStream> {
 }
 
 /// The two result lines of rdma-core's pingpong programs.
-pub fn print_result(size: usize, iters: u32, elapsed: Duration) {
+fn print_result(size: usize, iters: u32, elapsed: Duration) {
     let secs = elapsed.as_secs_f64();
     let bytes = size as u64 * u64::from(iters) * 2;
     println!(
@@ -187,18 +187,20 @@ pub fn print_result(size: usize, iters: u32, elapsed: Duration) {
     );
 }
 
-/// The ping-pong: `iters` round trips, the client (`client`) sending first; each side sends
-/// once both its last send and a receive completed, and reposts each receive. With
-/// `channel`, it sleeps on CQ events instead of polling. Returns how long it took.
+/// The ping-pong of `size`-byte messages: `common.iters` round trips, the client (the end
+/// given a server name) sending first; each side sends once both its last send and a
+/// receive completed, and reposts each receive. With `channel`, it sleeps on CQ events
+/// instead of polling. Prints rdma-core's result lines.
 pub fn ping_pong(
     ctx: &Context,
     cq: &Cq,
     channel: Option<&Arc<CompletionChannel>>,
-    iters: u32,
-    client: bool,
+    common: &Common,
+    size: usize,
     post_send: impl Fn() -> std::result::Result<(), xrdma_verbs::verbs::Error>,
     post_recv: impl Fn() -> std::result::Result<(), xrdma_verbs::verbs::Error>,
-) -> Result<Duration> {
+) -> Result<()> {
+    let (iters, client) = (common.iters, common.servername.is_some());
     let start = Instant::now();
     let (mut rcnt, mut scnt) = (0u32, 0u32);
     let mut pending = RECV_WRID;
@@ -244,5 +246,6 @@ pub fn ping_pong(
             }
         }
     }
-    Ok(start.elapsed())
+    print_result(size, iters, start.elapsed());
+    Ok(())
 }

@@ -156,19 +156,7 @@ fn arbitrary_packets_never_panic_or_touch_memory_outside_the_region() {
     let peer = RefCell::new(net.endpoint(sim::host_addr(9)).unwrap());
     let pd = ctx.alloc_pd().unwrap();
     let cq = ctx.create_cq(256, None).unwrap();
-    let qp = pd
-        .create_qp(&QpInitAttr {
-            qp_type: QpType::Rc,
-            cap: QpCap {
-                max_send_wr: 8,
-                max_recv_wr: 8,
-                max_send_sge: 1,
-                max_recv_sge: 1,
-                max_inline_data: 0,
-            },
-            ..QpInitAttr::ud(&cq, &cq, 8)
-        })
-        .unwrap();
+    let qp = pd.create_qp(&QpInitAttr::rc(&cq, &cq, 8)).unwrap();
     let mut mem = vec![CANARY_BYTE; CANARY + REGION + CANARY];
     let region = unsafe { mem.as_mut_ptr().add(CANARY) };
     let access = AccessFlags::LOCAL_WRITE

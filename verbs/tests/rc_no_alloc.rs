@@ -63,19 +63,7 @@ fn rounds(a_io: Box<dyn FrameIo>, b_io: Box<dyn FrameIo>, net: Option<&SimNetwor
     let setup = |ctx: &Context| {
         let pd = ctx.alloc_pd().unwrap();
         let cq = ctx.create_cq(64, None).unwrap();
-        let qp = pd
-            .create_qp(&QpInitAttr {
-                qp_type: QpType::Rc,
-                cap: QpCap {
-                    max_send_wr: 16,
-                    max_recv_wr: 16,
-                    max_send_sge: 1,
-                    max_recv_sge: 1,
-                    max_inline_data: 0,
-                },
-                ..QpInitAttr::ud(&cq, &cq, 16)
-            })
-            .unwrap();
+        let qp = pd.create_qp(&QpInitAttr::rc(&cq, &cq, 16)).unwrap();
         (pd, cq, qp)
     };
     let ((pd_a, cq_a, qp_a), (pd_b, cq_b, qp_b)) = (setup(&a), setup(&b));

@@ -562,16 +562,8 @@ fn rc_qps_share_an_srq() {
         .unwrap();
     let rc_qp = |pd: &Pd, cq: &Cq, srq: Option<&Srq>| {
         pd.create_qp(&QpInitAttr {
-            qp_type: QpType::Rc,
             srq,
-            cap: QpCap {
-                max_send_wr: 16,
-                max_recv_wr: 16,
-                max_send_sge: 1,
-                max_recv_sge: 1,
-                max_inline_data: 0,
-            },
-            ..QpInitAttr::ud(cq, cq, 16)
+            ..QpInitAttr::rc(cq, cq, 16)
         })
         .unwrap()
     };

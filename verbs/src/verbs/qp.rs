@@ -84,6 +84,20 @@ impl<'a> QpInitAttr<'a> {
             srq: None,
         }
     }
+
+    /// An RC QP with `depth` work requests per queue, one SGE each, no inline data, every
+    /// send signaled.
+    pub fn rc(send_cq: &'a Cq, recv_cq: &'a Cq, depth: u32) -> Self {
+        let ud = QpInitAttr::ud(send_cq, recv_cq, depth);
+        QpInitAttr {
+            qp_type: QpType::Rc,
+            cap: QpCap {
+                max_inline_data: 0,
+                ..ud.cap
+            },
+            ..ud
+        }
+    }
 }
 
 /// What an RC QP needs to know of its peer (exchanged out of band, as ibv_rc_pingpong
