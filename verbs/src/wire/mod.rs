@@ -36,6 +36,7 @@
 pub mod aeth;
 pub mod atomic;
 pub mod bth;
+pub mod cm;
 pub mod deth;
 mod error;
 pub mod ethernet;
@@ -58,6 +59,7 @@ mod tests;
 pub use aeth::{AethPacket, AethRepr, NakCode, Syndrome};
 pub use atomic::{AtomicAckEthPacket, AtomicAckEthRepr, AtomicEthPacket, AtomicEthRepr};
 pub use bth::{BthPacket, BthRepr};
+pub use cm::{CmMessage, CommId, ServiceId};
 pub use deth::{DethPacket, DethRepr};
 pub use error::{Error, Result};
 pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, MacAddr};
