@@ -2,6 +2,7 @@
 //! implementation (scapy), Wireshark decoding of emitted frames, and
 //! property tests that no input makes a parser panic.
 
+mod cm_fuzz;
 mod cm_tshark;
 mod fuzz;
 mod icrc_vectors;
