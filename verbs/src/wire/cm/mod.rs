@@ -297,7 +297,6 @@ impl MsgKind {
 
 /// One CM message of any handled kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(clippy::large_enum_variant)] // the size of a MAD, and Copy like the rest of wire
 pub enum CmMessage {
     /// Connection request.
     Req(ReqRepr),
