@@ -2,6 +2,7 @@
 //! argument where there is any. `#![forbid(unsafe_code)]`.
 #![forbid(unsafe_code)]
 
+pub mod cm;
 pub mod rc;
 pub mod timer;
 pub mod ud;
