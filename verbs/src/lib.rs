@@ -40,6 +40,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod cm;
 pub mod engine;
 pub mod net;
 pub mod rng;

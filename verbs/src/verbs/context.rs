@@ -31,7 +31,7 @@ use super::txbuf::TxBufsShared;
 use crate::engine::ud;
 use crate::net::{FrameIo, LinkInfo, RxMeta};
 use crate::rng::Rng;
-use crate::wire::{BthPacket, TransportClass};
+use crate::wire::{BthPacket, Qpn, TransportClass};
 
 /// An asynchronous event (`struct ibv_async_event`), naming the object it is about.
 #[non_exhaustive]
@@ -78,6 +78,25 @@ impl ContextConfig {
     }
 }
 
+/// The agent behind QP1, the General Services Interface (the connection manager's MADs).
+///
+/// A context hands it every UD SEND addressed to QP1 with the GSI Q_Key, and calls
+/// [`poll`](Qp1Agent::poll) with the backend after each pass of progress and when
+/// [`next_timeout`](Qp1Agent::next_timeout) comes, so that it sends what it owes and runs its
+/// timers. Lock order: the backend is held during both calls; the agent must not call back
+/// into the context's progress from them.
+pub trait Qp1Agent: Send + Sync {
+    /// A MAD arrived: the UD payload of a SEND to QP1, from `src_qp` at `meta.src`.
+    fn receive(&self, now: Instant, meta: &RxMeta, src_qp: Qpn, payload: &[u8]);
+    /// Sends what the agent owes and handles its due timers.
+    fn poll(&self, now: Instant, io: &mut dyn FrameIo);
+    /// When [`poll`](Qp1Agent::poll) is next needed for a timer, on the backend's clock.
+    fn next_timeout(&self) -> Option<Instant>;
+}
+
+/// The Q_Key of QP1 (`IB_QP1_QKEY`): MADs with another are dropped.
+pub const QP1_QKEY: u32 = 0x8001_0000;
+
 /// Received datagrams dropped above the backend, by reason (the backend counts its own).
 #[derive(Debug, Default)]
 pub struct RxDrops {
@@ -91,6 +110,8 @@ pub struct RxDrops {
     pub bad_qkey: AtomicU64,
     /// No receive posted (UD drops, as hardware does).
     pub rq_empty: AtomicU64,
+    /// To QP1 with another Q_Key than [`QP1_QKEY`], or while no agent serves QP1.
+    pub qp1: AtomicU64,
 }
 
 pub(crate) struct ContextShared {
@@ -122,6 +143,8 @@ pub(crate) struct ContextShared {
     app_waiting: AtomicU32,
     /// The last pass of progress left RC transmits for the next (see `progress_for`).
     held_transmits: AtomicBool,
+    /// The agent serving QP1, once one is set.
+    qp1: RwLock<Option<Arc<dyn Qp1Agent>>>,
 }
 
 /// A device context (`ibv_open_device`). Cloning gives another handle to the same context.
@@ -165,6 +188,7 @@ impl Context {
             epoch: Instant::now(),
             app_waiting: AtomicU32::new(0),
             held_transmits: AtomicBool::new(false),
+            qp1: RwLock::new(None),
         });
         if config.progress_thread {
             let thread = ProgressThread::start(&shared, config.spin)?;
@@ -313,6 +337,37 @@ impl Context {
         &self.shared.drops
     }
 
+    /// Sets the agent that serves QP1 (the connection manager). Fails with EBUSY if one is
+    /// set already.
+    pub fn set_qp1_agent(&self, agent: Arc<dyn Qp1Agent>) -> Result<(), Error> {
+        let mut slot = self.shared.qp1.write();
+        if slot.is_some() {
+            return Err(Error::Busy("QP1 already has an agent"));
+        }
+        *slot = Some(agent);
+        drop(slot);
+        self.shared.wake_helper();
+        Ok(())
+    }
+
+    /// Removes the QP1 agent (MADs are then dropped and counted).
+    pub fn clear_qp1_agent(&self) {
+        self.shared.qp1.write().take();
+    }
+
+    /// Runs `f` with the backend, waiting for it if another thread makes progress now, and
+    /// flushes after: for control traffic that must leave at once (the agent's MADs).
+    pub fn with_backend<R>(&self, f: impl FnOnce(&mut dyn FrameIo, Instant) -> R) -> R {
+        let mut io = self.shared.io.lock();
+        let now = io.now();
+        let r = f(&mut **io, now);
+        let _ = io.flush();
+        drop(io);
+        // The agent may have armed an earlier timer than the helper sleeps for.
+        self.shared.wake_helper();
+        r
+    }
+
     /// Runs one progress step on the calling thread: receives a batch, dispatches it,
     /// flushes transmits. Returns how many datagrams it handled; 0 also when another thread
     /// is making progress right now.
@@ -356,16 +411,26 @@ impl ContextShared {
         Ok(self.io.lock().flush()?)
     }
 
-    /// How long until the earliest RC timer of any QP is due, on the backend's clock, as a
-    /// poll(2) timeout: milliseconds, rounded up; -1 when no timer runs.
+    /// Wakes the helper thread, if there is one, to recompute its sleep.
+    fn wake_helper(&self) {
+        if let Some(t) = self.progress.lock().as_ref() {
+            t.wake();
+        }
+    }
+
+    /// How long until the earliest timer (of an RC QP, or of the QP1 agent) is due, on the
+    /// backend's clock, as a poll(2) timeout: milliseconds, rounded up; -1 when no timer
+    /// runs.
     fn rc_poll_timeout(&self) -> i32 {
-        let next = self
+        let rc = self
             .qps
             .read()
             .values()
             .filter(|q| q.is_rc())
             .filter_map(|q| q.rc_timeout())
             .min();
+        let agent = self.qp1.read().as_ref().and_then(|a| a.next_timeout());
+        let next = [rc, agent].into_iter().flatten().min();
         next.map_or(-1, |next| {
             let left = next.saturating_duration_since(self.io.lock().now());
             left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
@@ -410,6 +475,9 @@ impl ContextShared {
             held |= qp.rc_progress(self, &mut **io, now, hold);
         }
         self.held_transmits.store(held, Ordering::Relaxed);
+        if let Some(agent) = self.qp1.read().as_ref() {
+            agent.poll(now, &mut **io);
+        }
         if !held {
             let _ = io.flush();
         }
@@ -427,6 +495,12 @@ impl ContextShared {
             .and_then(|b| b.opcode().class());
         match class {
             Some(TransportClass::Ud) => match ud::parse(packet) {
+                Ok(p) if p.header.dest_qp == Qpn::GSI => match self.qp1.read().as_ref() {
+                    Some(agent) if p.header.qkey.value() == QP1_QKEY => {
+                        agent.receive(now, meta, p.header.src_qp, p.payload)
+                    }
+                    _ => count(&self.drops.qp1),
+                },
                 Ok(p) => match self.qps.read().get(&p.header.dest_qp.value()) {
                     Some(qp) => qp.receive_ud(self, meta, &p, packet.len()),
                     None => count(&self.drops.no_qp),

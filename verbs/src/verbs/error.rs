@@ -24,6 +24,8 @@ pub enum Error {
     Mr(MrError),
     /// The frame I/O backend failed.
     Net(NetError),
+    /// A connection manager call failed with this errno, as librdmacm's would.
+    Cm(i32),
 }
 
 impl Error {
@@ -40,6 +42,7 @@ impl Error {
             Error::Unsupported(_) => libc::EOPNOTSUPP,
             Error::Mr(e) => e.errno(),
             Error::Net(e) => e.errno(),
+            Error::Cm(errno) => *errno,
         }
     }
 }
@@ -54,6 +57,7 @@ impl fmt::Display for Error {
             Error::Transition(e) => write!(f, "{e}"),
             Error::Mr(e) => write!(f, "{e}"),
             Error::Net(e) => write!(f, "{e}"),
+            Error::Cm(errno) => write!(f, "{}", std::io::Error::from_raw_os_error(*errno)),
         }
     }
 }

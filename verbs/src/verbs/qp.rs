@@ -310,7 +310,24 @@ impl QueuePair {
         &self.shared.pd
     }
 
-    /// The transport.
+    /// A handle that names this QP without owning it.
+    pub fn handle(&self) -> QpHandle {
+        QpHandle {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
+    /// True if the QP takes its receives from a shared receive queue.
+    pub fn has_srq(&self) -> bool {
+        self.shared.srq.is_some()
+    }
+
+    /// The Q_Key set on the QP (UD).
+    pub fn qkey(&self) -> u32 {
+        self.shared.st.lock().qkey.value()
+    }
+
+    /// The QP's type.
     pub fn qp_type(&self) -> QpType {
         self.shared.qp_type
     }
@@ -584,6 +601,69 @@ impl QueuePair {
 
 fn same_context(pd: &Pd, cq: &Cq) -> bool {
     Arc::ptr_eq(&pd.context().shared, &cq.context().shared)
+}
+
+/// Names a QP without owning it: `rdma_cm_id.qp`, which the application destroys with
+/// `ibv_destroy_qp` or `rdma_destroy_qp` whenever it likes. Calls on a destroyed QP fail
+/// with EINVAL.
+#[derive(Clone)]
+pub struct QpHandle {
+    shared: std::sync::Weak<QpShared>,
+}
+
+impl std::fmt::Debug for QpHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QpHandle")
+            .field("qpn", &self.shared.upgrade().map(|s| s.qpn))
+            .finish()
+    }
+}
+
+impl QpHandle {
+    /// Runs `f` on the QP while it lives.
+    fn with<R>(&self, f: impl FnOnce(&QueuePair) -> R) -> Result<R, Error> {
+        let shared = self
+            .shared
+            .upgrade()
+            .ok_or(Error::invalid("the QP was destroyed"))?;
+        let qp = std::mem::ManuallyDrop::new(QueuePair { shared });
+        let r = f(&qp);
+        // SAFETY: `qp` is never used again and its destructor never runs (ManuallyDrop),
+        // so moving its one field out drops this borrowed reference exactly once, without
+        // destroying the QP as `QueuePair::drop` would.
+        drop(unsafe { std::ptr::read(&qp.shared) });
+        Ok(r)
+    }
+
+    /// [`QueuePair::modify`].
+    pub fn modify(&self, attr: &QpAttr, mask: AttrMask) -> Result<(), Error> {
+        self.with(|qp| qp.modify(attr, mask))?
+    }
+
+    /// [`QueuePair::qpn`].
+    pub fn qpn(&self) -> Result<Qpn, Error> {
+        self.with(|qp| qp.qpn())
+    }
+
+    /// [`QueuePair::qp_type`].
+    pub fn qp_type(&self) -> Result<QpType, Error> {
+        self.with(|qp| qp.qp_type())
+    }
+
+    /// [`QueuePair::has_srq`].
+    pub fn has_srq(&self) -> bool {
+        self.with(|qp| qp.has_srq()).unwrap_or(false)
+    }
+
+    /// [`QueuePair::qkey`].
+    pub fn qkey(&self) -> Result<u32, Error> {
+        self.with(|qp| qp.qkey())
+    }
+
+    /// True if both name one QP.
+    pub fn is(&self, qp: &QueuePair) -> bool {
+        std::ptr::eq(self.shared.as_ptr(), Arc::as_ptr(&qp.shared))
+    }
 }
 
 impl Drop for QueuePair {

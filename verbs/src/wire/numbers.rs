@@ -13,6 +13,8 @@ pub struct Qpn(u32);
 impl Qpn {
     /// Largest QPN (also the multicast QPN).
     pub const MAX: Qpn = Qpn(MASK_24);
+    /// QP1, the General Services Interface: where connection manager MADs go.
+    pub const GSI: Qpn = Qpn(1);
 
     /// Returns `value` as a QPN, or `None` if it does not fit in 24 bits.
     pub const fn new(value: u32) -> Option<Qpn> {
