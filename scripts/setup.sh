@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # ibverbs-utils (ibv_devinfo, ibv_ud_pingpong: the unmodified programs the tests run on it).
 packages=(clang libelf-dev m4 libpcap-dev pkg-config zlib1g-dev make gcc
           iproute2 nftables iputils-ping tshark sockperf iperf3
-          libibverbs-dev ibverbs-utils)
+          libibverbs-dev ibverbs-utils librdmacm-dev rdmacm-utils perftest)
 
 missing=()
 for p in "${packages[@]}"; do
