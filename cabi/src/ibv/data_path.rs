@@ -11,7 +11,7 @@ use xrdma_verbs::verbs::{
 };
 use xrdma_verbs::wire::{Qkey, Qpn};
 
-use crate::objects::{XAh, XCq, XQp, XSrq};
+use super::objects::{XAh, XCq, XQp, XSrq};
 use crate::sys;
 use crate::{guard, guard_errno, wrapper};
 

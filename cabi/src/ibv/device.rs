@@ -237,11 +237,11 @@ fn open(d: &'static Device) -> Result<XContext, i32> {
         e.errno()
     })?;
     let ops = sys::ibv_context_ops {
-        post_send: Some(crate::data_path::post_send),
-        post_recv: Some(crate::data_path::post_recv),
-        poll_cq: Some(crate::data_path::poll_cq),
-        req_notify_cq: Some(crate::data_path::req_notify_cq),
-        post_srq_recv: Some(crate::data_path::post_srq_recv),
+        post_send: Some(super::data_path::post_send),
+        post_recv: Some(super::data_path::post_recv),
+        poll_cq: Some(super::data_path::poll_cq),
+        req_notify_cq: Some(super::data_path::req_notify_cq),
+        post_srq_recv: Some(super::data_path::post_srq_recv),
         ..Default::default()
     };
     // SAFETY: ibv_context is plain C data; all-zero is a valid value (NULL pointers, no

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 
 use xrdma_verbs::verbs::AsyncEvent;
 
-use crate::device::context;
-use crate::objects::{XCq, XSrq, lock};
+use super::device::context;
+use super::objects::{XCq, XSrq, lock};
 use crate::sys;
 use crate::{guard, set_errno, wrapper};
 

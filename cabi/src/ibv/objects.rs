@@ -10,7 +10,7 @@ use xrdma_verbs::verbs::{
     QpCap, QpInitAttr, QpState, QpType, QueuePair, Srq, SrqAttr, SrqAttrMask,
 };
 
-use crate::device::{Registry, XContext, context};
+use super::device::{Registry, XContext, context};
 use crate::sys;
 use crate::{free, guard, guard_errno, into_ptr, set_errno, status, wrapper};
 
