@@ -77,15 +77,26 @@ fn guard_errno(body: impl FnOnce() -> Result<c_int, c_int>) -> c_int {
     guard(libc::EIO, || body().unwrap_or_else(|errno| errno))
 }
 
-/// A constructor's result as libibverbs returns it: the new wrapper, or NULL with errno.
-fn into_ptr<W, C>(r: Result<W, i32>) -> *mut C {
+/// A new wrapper on the heap, as the pointer C holds; [`free`] takes it back.
+fn boxed<W>(w: W) -> *mut W {
+    Box::into_raw(Box::new(w))
+}
+
+/// A constructor's result as libibverbs returns it: the C object that leads the wrapper,
+/// or NULL with errno.
+fn c_ptr<W, C>(r: Result<*mut W, i32>) -> *mut C {
     match r {
-        Ok(w) => Box::into_raw(Box::new(w)).cast(),
+        Ok(w) => w.cast(),
         Err(e) => {
             set_errno(e);
             std::ptr::null_mut()
         }
     }
+}
+
+/// A constructor's result as libibverbs returns it: the new wrapper, or NULL with errno.
+fn into_ptr<W, C>(r: Result<W, i32>) -> *mut C {
+    c_ptr(r.map(boxed))
 }
 
 /// An `int` call's result as libibverbs returns it: 0 or the errno value.

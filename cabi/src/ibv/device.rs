@@ -40,6 +40,13 @@ pub(crate) struct XContext {
     pub(crate) acked: Condvar,
 }
 
+impl XContext {
+    /// The `ibv_context *` the application holds for this context.
+    pub(crate) fn as_c(&self) -> *mut sys::ibv_context {
+        (&self.ctx as *const sys::ibv_context).cast_mut()
+    }
+}
+
 /// Wrapper addresses (`XCq`, `XSrq`) of a context's live CQs and SRQs.
 #[derive(Default)]
 pub(crate) struct Registry {

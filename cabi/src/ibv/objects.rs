@@ -12,7 +12,7 @@ use xrdma_verbs::verbs::{
 
 use super::device::{Registry, XContext, context};
 use crate::sys;
-use crate::{free, guard, guard_errno, into_ptr, set_errno, status, wrapper};
+use crate::{boxed, c_ptr, free, guard, guard_errno, set_errno, status, wrapper};
 
 /// A protection domain.
 #[repr(C)]
@@ -71,20 +71,36 @@ pub(crate) struct XAh {
     pub(crate) inner: AddressHandle,
 }
 
+impl XPd {
+    /// The `ibv_pd *` the application holds for this PD.
+    pub(crate) fn as_c(&self) -> *mut sys::ibv_pd {
+        (&self.pd as *const sys::ibv_pd).cast_mut()
+    }
+}
+
+impl XChannel {
+    /// The `ibv_comp_channel *` the application holds for this channel.
+    pub(crate) fn as_c(&self) -> *mut sys::ibv_comp_channel {
+        (&self.ch as *const sys::ibv_comp_channel).cast_mut()
+    }
+}
+
+/// A new PD of context `c` (what `ibv_alloc_pd` makes), freed by `ibv_dealloc_pd`.
+pub(crate) fn alloc_pd(c: &XContext) -> Result<*mut XPd, i32> {
+    let inner = c.inner.alloc_pd().map_err(|e| e.errno())?;
+    let pd = sys::ibv_pd {
+        context: c.as_c(),
+        handle: 0,
+    };
+    Ok(boxed(XPd { pd, inner }))
+}
+
 /// `ibv_alloc_pd`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_alloc_pd(ctx: *mut sys::ibv_context) -> *mut sys::ibv_pd {
     guard(std::ptr::null_mut(), || {
         // SAFETY: the context comes from ibv_open_device.
-        let r = unsafe { context(ctx) }.and_then(|c| {
-            let inner = c.inner.alloc_pd().map_err(|e| e.errno())?;
-            let pd = sys::ibv_pd {
-                context: ctx,
-                handle: 0,
-            };
-            Ok(XPd { pd, inner })
-        });
-        into_ptr(r)
+        c_ptr(unsafe { context(ctx) }.and_then(alloc_pd))
     })
 }
 
@@ -102,38 +118,59 @@ pub unsafe extern "C" fn ibv_dealloc_pd(pd: *mut sys::ibv_pd) -> c_int {
     })
 }
 
-fn reg_mr(
+/// A new MR of `pd` over `addr..addr + length`, named by addresses from `iova` (what
+/// `ibv_reg_mr_iova2` makes), freed by `ibv_dereg_mr`.
+///
+/// # Safety
+///
+/// The caller owns `addr..addr + length` and keeps it valid until `ibv_dereg_mr`, as
+/// `ibv_reg_mr` requires.
+pub(crate) unsafe fn reg_mr(
+    pd: &XPd,
+    addr: *mut c_void,
+    length: usize,
+    iova: u64,
+    access: u32,
+) -> Result<*mut XMr, i32> {
+    // SAFETY: per this function's contract.
+    let inner = unsafe {
+        pd.inner.reg_mr_iova(
+            addr.cast(),
+            length,
+            iova,
+            AccessFlags::from_bits_retain(access),
+        )
+    }
+    .map_err(|e| e.errno())?;
+    let mr = sys::ibv_mr {
+        context: pd.pd.context,
+        pd: pd.as_c(),
+        addr,
+        length,
+        handle: 0,
+        lkey: inner.lkey().0,
+        rkey: inner.rkey().0,
+    };
+    Ok(boxed(XMr { mr, inner }))
+}
+
+/// `reg_mr` for the exports: the PD as C passes it, the result as C takes it.
+///
+/// # Safety
+///
+/// As [`reg_mr`]'s; `pd` must be NULL or come from `ibv_alloc_pd`.
+unsafe fn reg_mr_c(
     pd: *mut sys::ibv_pd,
     addr: *mut c_void,
     length: usize,
     iova: u64,
     access: u32,
 ) -> *mut sys::ibv_mr {
-    // SAFETY: the PD comes from ibv_alloc_pd.
-    let r = unsafe { wrapper::<XPd, _>(pd) }.and_then(|p| {
-        // SAFETY: the application owns `addr..addr + length` and keeps it valid until
-        // ibv_dereg_mr, as ibv_reg_mr requires.
-        let inner = unsafe {
-            p.inner.reg_mr_iova(
-                addr.cast(),
-                length,
-                iova,
-                AccessFlags::from_bits_retain(access),
-            )
-        }
-        .map_err(|e| e.errno())?;
-        let mr = sys::ibv_mr {
-            context: p.pd.context,
-            pd,
-            addr,
-            length,
-            handle: 0,
-            lkey: inner.lkey().0,
-            rkey: inner.rkey().0,
-        };
-        Ok(XMr { mr, inner })
-    });
-    into_ptr(r)
+    // SAFETY: the PD comes from ibv_alloc_pd; the memory contract is the caller's.
+    c_ptr(
+        unsafe { wrapper::<XPd, _>(pd) }
+            .and_then(|p| unsafe { reg_mr(p, addr, length, iova, access) }),
+    )
 }
 
 /// `ibv_reg_mr`.
@@ -145,7 +182,8 @@ pub unsafe extern "C" fn ibv_reg_mr(
     access: c_int,
 ) -> *mut sys::ibv_mr {
     guard(std::ptr::null_mut(), || {
-        reg_mr(pd, addr, length, addr as u64, access as u32)
+        // SAFETY: ibv_reg_mr's contract is the caller's.
+        unsafe { reg_mr_c(pd, addr, length, addr as u64, access as u32) }
     })
 }
 
@@ -159,7 +197,8 @@ pub unsafe extern "C" fn ibv_reg_mr_iova(
     access: c_int,
 ) -> *mut sys::ibv_mr {
     guard(std::ptr::null_mut(), || {
-        reg_mr(pd, addr, length, iova, access as u32)
+        // SAFETY: ibv_reg_mr's contract is the caller's.
+        unsafe { reg_mr_c(pd, addr, length, iova, access as u32) }
     })
 }
 
@@ -173,7 +212,8 @@ pub unsafe extern "C" fn ibv_reg_mr_iova2(
     access: c_uint,
 ) -> *mut sys::ibv_mr {
     guard(std::ptr::null_mut(), || {
-        reg_mr(pd, addr, length, iova, access)
+        // SAFETY: ibv_reg_mr's contract is the caller's.
+        unsafe { reg_mr_c(pd, addr, length, iova, access) }
     })
 }
 
@@ -184,6 +224,22 @@ pub unsafe extern "C" fn ibv_dereg_mr(mr: *mut sys::ibv_mr) -> c_int {
     guard(libc::EIO, || status(unsafe { free::<XMr, _>(mr) }))
 }
 
+/// A new completion channel of context `c` (what `ibv_create_comp_channel` makes), freed
+/// by `ibv_destroy_comp_channel`.
+pub(crate) fn create_comp_channel(c: &XContext) -> Result<*mut XChannel, i32> {
+    let inner = c.inner.create_comp_channel().map_err(|e| e.errno())?;
+    let ch = sys::ibv_comp_channel {
+        context: c.as_c(),
+        fd: std::os::fd::AsRawFd::as_raw_fd(&*inner),
+        refcnt: 0,
+    };
+    Ok(boxed(XChannel {
+        ch,
+        inner,
+        cqs: Mutex::new(Vec::new()),
+    }))
+}
+
 /// `ibv_create_comp_channel`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_create_comp_channel(
@@ -191,20 +247,7 @@ pub unsafe extern "C" fn ibv_create_comp_channel(
 ) -> *mut sys::ibv_comp_channel {
     guard(std::ptr::null_mut(), || {
         // SAFETY: the context comes from ibv_open_device.
-        let r = unsafe { context(ctx) }.and_then(|c| {
-            let inner = c.inner.create_comp_channel().map_err(|e| e.errno())?;
-            let ch = sys::ibv_comp_channel {
-                context: ctx,
-                fd: std::os::fd::AsRawFd::as_raw_fd(&*inner),
-                refcnt: 0,
-            };
-            Ok(XChannel {
-                ch,
-                inner,
-                cqs: Mutex::new(Vec::new()),
-            })
-        });
-        into_ptr(r)
+        c_ptr(unsafe { context(ctx) }.and_then(create_comp_channel))
     })
 }
 
@@ -224,6 +267,42 @@ pub unsafe extern "C" fn ibv_destroy_comp_channel(channel: *mut sys::ibv_comp_ch
     })
 }
 
+/// A new CQ of context `c` with room for `cqe` completions, reporting to `channel` (what
+/// `ibv_create_cq` makes), freed by `ibv_destroy_cq`.
+pub(crate) fn create_cq(
+    c: &XContext,
+    cqe: c_int,
+    cq_context: *mut c_void,
+    channel: Option<&XChannel>,
+) -> Result<*mut XCq, i32> {
+    if cqe < 1 {
+        return Err(libc::EINVAL);
+    }
+    let inner = c
+        .inner
+        .create_cq(cqe as u32, channel.map(|ch| &ch.inner))
+        .map_err(|e| e.errno())?;
+    // SAFETY: ibv_cq is plain C data; all-zero is valid (a zeroed mutex and condition
+    // variable are their static initialisers on glibc).
+    let mut cq: sys::ibv_cq = unsafe { std::mem::zeroed() };
+    cq.context = c.as_c();
+    cq.channel = channel.map_or(std::ptr::null_mut(), XChannel::as_c);
+    cq.cq_context = cq_context;
+    cq.cqe = inner.capacity() as c_int;
+    let p = boxed(XCq {
+        cq,
+        inner,
+        async_unacked: AtomicU32::new(0),
+    });
+    lock(c).cqs.push(p as usize);
+    if let Some(ch) = channel {
+        if let Ok(mut cqs) = ch.cqs.lock() {
+            cqs.push(p as usize);
+        }
+    }
+    Ok(p)
+}
+
 /// `ibv_create_cq`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_create_cq(
@@ -234,50 +313,18 @@ pub unsafe extern "C" fn ibv_create_cq(
     _comp_vector: c_int,
 ) -> *mut sys::ibv_cq {
     guard(std::ptr::null_mut(), || {
-        // SAFETY: the context comes from ibv_open_device.
-        let r = unsafe { context(ctx) }.and_then(|c| {
-            if cqe < 1 {
-                return Err(libc::EINVAL);
-            }
+        let r = (|| {
+            // SAFETY: the context comes from ibv_open_device.
+            let c = unsafe { context(ctx) }?;
             let ch = if channel.is_null() {
                 None
             } else {
                 // SAFETY: a non-NULL channel comes from ibv_create_comp_channel.
                 Some(unsafe { wrapper::<XChannel, _>(channel) }?)
             };
-            let inner = c
-                .inner
-                .create_cq(cqe as u32, ch.map(|ch| &ch.inner))
-                .map_err(|e| e.errno())?;
-            // SAFETY: ibv_cq is plain C data; all-zero is valid (a zeroed mutex and
-            // condition variable are their static initialisers on glibc).
-            let mut cq: sys::ibv_cq = unsafe { std::mem::zeroed() };
-            cq.context = ctx;
-            cq.channel = channel;
-            cq.cq_context = cq_context;
-            cq.cqe = inner.capacity() as c_int;
-            Ok(XCq {
-                cq,
-                inner,
-                async_unacked: AtomicU32::new(0),
-            })
-        });
-        let p: *mut sys::ibv_cq = into_ptr(r);
-        if !p.is_null() {
-            // SAFETY: the context comes from ibv_open_device (the CQ was made from it).
-            if let Ok(c) = unsafe { context(ctx) } {
-                lock(c).cqs.push(p as usize);
-            }
-        }
-        if !p.is_null() && !channel.is_null() {
-            // SAFETY: checked non-NULL and live just above.
-            if let Ok(ch) = unsafe { wrapper::<XChannel, _>(channel) } {
-                if let Ok(mut cqs) = ch.cqs.lock() {
-                    cqs.push(p as usize);
-                }
-            }
-        }
-        p
+            create_cq(c, cqe, cq_context, ch)
+        })();
+        c_ptr(r)
     })
 }
 
@@ -365,7 +412,60 @@ pub unsafe extern "C" fn ibv_ack_cq_events(cq: *mut sys::ibv_cq, nevents: c_uint
     })
 }
 
-/// `ibv_create_qp`: UD only so far (EOPNOTSUPP for other types); with or without an SRQ.
+/// A new QP of `pd` (what `ibv_create_qp` makes), freed by `ibv_destroy_qp`; the QP's
+/// capabilities are written back to `a.cap`. UD and RC (EOPNOTSUPP for other types), with
+/// or without an SRQ.
+///
+/// # Safety
+///
+/// `a.send_cq` and `a.recv_cq` must be NULL or come from `ibv_create_cq`, and `a.srq` NULL
+/// or come from `ibv_create_srq`, all live.
+pub(crate) unsafe fn create_qp(pd: &XPd, a: &mut sys::ibv_qp_init_attr) -> Result<*mut XQp, i32> {
+    // SAFETY: per this function's contract (NULL is EINVAL).
+    let (send_cq, recv_cq) =
+        unsafe { (wrapper::<XCq, _>(a.send_cq)?, wrapper::<XCq, _>(a.recv_cq)?) };
+    let srq = if a.srq.is_null() {
+        None
+    } else {
+        // SAFETY: per this function's contract.
+        Some(unsafe { wrapper::<XSrq, _>(a.srq) }?)
+    };
+    let qp_type = QpType::from_raw(a.qp_type).ok_or(libc::EOPNOTSUPP)?;
+    let attr = QpInitAttr {
+        send_cq: &send_cq.inner,
+        recv_cq: &recv_cq.inner,
+        qp_type,
+        cap: QpCap {
+            max_send_wr: a.cap.max_send_wr,
+            max_recv_wr: a.cap.max_recv_wr,
+            max_send_sge: a.cap.max_send_sge,
+            max_recv_sge: a.cap.max_recv_sge,
+            max_inline_data: a.cap.max_inline_data,
+        },
+        sq_sig_all: a.sq_sig_all != 0,
+        srq: srq.map(|s| &s.inner),
+    };
+    let inner = pd.inner.create_qp(&attr).map_err(|e| e.errno())?;
+    a.cap = cap(inner.cap());
+    // SAFETY: ibv_qp is plain C data; all-zero is valid (as for ibv_cq).
+    let mut qp: sys::ibv_qp = unsafe { std::mem::zeroed() };
+    qp.context = pd.pd.context;
+    qp.qp_context = a.qp_context;
+    qp.pd = pd.as_c();
+    qp.send_cq = a.send_cq;
+    qp.recv_cq = a.recv_cq;
+    qp.srq = a.srq;
+    qp.qp_num = inner.qpn().value();
+    qp.state = inner.state().as_raw();
+    qp.qp_type = a.qp_type;
+    Ok(boxed(XQp {
+        qp,
+        inner,
+        sq_sig_all: a.sq_sig_all != 0,
+    }))
+}
+
+/// `ibv_create_qp`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_create_qp(
     pd: *mut sys::ibv_pd,
@@ -378,52 +478,11 @@ pub unsafe extern "C" fn ibv_create_qp(
             if init_attr.is_null() {
                 return Err(libc::EINVAL);
             }
-            // SAFETY: checked non-NULL; the caller passes a readable ibv_qp_init_attr.
-            let a = unsafe { &mut *init_attr };
-            // SAFETY: the CQs come from ibv_create_cq (NULL is EINVAL).
-            let (send_cq, recv_cq) =
-                unsafe { (wrapper::<XCq, _>(a.send_cq)?, wrapper::<XCq, _>(a.recv_cq)?) };
-            let srq = if a.srq.is_null() {
-                None
-            } else {
-                // SAFETY: a non-NULL SRQ comes from ibv_create_srq.
-                Some(unsafe { wrapper::<XSrq, _>(a.srq) }?)
-            };
-            let qp_type = QpType::from_raw(a.qp_type).ok_or(libc::EOPNOTSUPP)?;
-            let attr = QpInitAttr {
-                send_cq: &send_cq.inner,
-                recv_cq: &recv_cq.inner,
-                qp_type,
-                cap: QpCap {
-                    max_send_wr: a.cap.max_send_wr,
-                    max_recv_wr: a.cap.max_recv_wr,
-                    max_send_sge: a.cap.max_send_sge,
-                    max_recv_sge: a.cap.max_recv_sge,
-                    max_inline_data: a.cap.max_inline_data,
-                },
-                sq_sig_all: a.sq_sig_all != 0,
-                srq: srq.map(|s| &s.inner),
-            };
-            let inner = p.inner.create_qp(&attr).map_err(|e| e.errno())?;
-            a.cap = cap(inner.cap());
-            // SAFETY: ibv_qp is plain C data; all-zero is valid (as for ibv_cq).
-            let mut qp: sys::ibv_qp = unsafe { std::mem::zeroed() };
-            qp.context = p.pd.context;
-            qp.qp_context = a.qp_context;
-            qp.pd = pd;
-            qp.send_cq = a.send_cq;
-            qp.recv_cq = a.recv_cq;
-            qp.srq = a.srq;
-            qp.qp_num = inner.qpn().value();
-            qp.state = inner.state().as_raw();
-            qp.qp_type = a.qp_type;
-            Ok(XQp {
-                qp,
-                inner,
-                sq_sig_all: a.sq_sig_all != 0,
-            })
+            // SAFETY: checked non-NULL; the caller passes a readable, writable
+            // ibv_qp_init_attr whose CQs and SRQ come from this library.
+            unsafe { create_qp(p, &mut *init_attr) }
         })();
-        into_ptr(r)
+        c_ptr(r)
     })
 }
 
@@ -447,88 +506,97 @@ pub unsafe extern "C" fn ibv_destroy_qp(qp: *mut sys::ibv_qp) -> c_int {
     })
 }
 
-/// `ibv_modify_qp`: the attributes xrdma's UD QPs have (state, current state, Q_Key, SQ
-/// PSN, P_Key index, port); the IBTA transition table decides which masks are valid.
+/// Modifies QP `qp` as `ibv_modify_qp` does: the attributes xrdma's QPs have (state,
+/// current state, Q_Key, PSNs, P_Key index, port, address vector, path MTU, destination
+/// QP, RDMA/atomic limits, timers); the IBTA transition table decides which masks are
+/// valid. `qp->state` follows.
+///
+/// # Safety
+///
+/// `qp` must be NULL or come from `ibv_create_qp` and be live.
+pub(crate) unsafe fn modify_qp(
+    qp: *mut sys::ibv_qp,
+    a: &sys::ibv_qp_attr,
+    attr_mask: c_int,
+) -> Result<(), i32> {
+    // SAFETY: per this function's contract.
+    let q = unsafe { wrapper::<XQp, _>(qp) }?;
+    let mask = AttrMask::from_bits_retain(attr_mask as u32);
+    let state = |raw, bit| {
+        if mask.contains(bit) {
+            QpState::from_raw(raw).ok_or(libc::EINVAL)
+        } else {
+            Ok(q.inner.state())
+        }
+    };
+    let ah_attr = if mask.contains(AttrMask::AV) {
+        let av = &a.ah_attr;
+        if av.is_global == 0 {
+            eprintln!(
+                "xrdma: an RC address vector without a GRH: RoCE addresses peers by GID; \
+                 give the program a GID index (ibv_rc_pingpong: -g 0)"
+            );
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: ibv_gid is a 16-byte union; its `raw` view is always valid.
+        let dgid = unsafe { *(&av.grh.dgid as *const sys::ibv_gid).cast::<[u8; 16]>() };
+        Some(AhAttr {
+            dgid: Gid(dgid),
+            sgid_index: av.grh.sgid_index,
+            hop_limit: av.grh.hop_limit,
+            traffic_class: av.grh.traffic_class,
+            port_num: av.port_num,
+        })
+    } else {
+        None
+    };
+    let path_mtu = if mask.contains(AttrMask::PATH_MTU) {
+        Mtu::from_raw(a.path_mtu).ok_or(libc::EINVAL)?
+    } else {
+        Mtu::Mtu1024
+    };
+    let attr = QpAttr {
+        qp_state: state(a.qp_state, AttrMask::STATE)?,
+        cur_qp_state: state(a.cur_qp_state, AttrMask::CUR_STATE)?,
+        qkey: a.qkey,
+        sq_psn: a.sq_psn,
+        pkey_index: a.pkey_index,
+        port_num: a.port_num,
+        qp_access_flags: AccessFlags::from_bits_retain(a.qp_access_flags),
+        ah_attr,
+        path_mtu,
+        dest_qp_num: a.dest_qp_num,
+        rq_psn: a.rq_psn,
+        max_dest_rd_atomic: a.max_dest_rd_atomic,
+        min_rnr_timer: a.min_rnr_timer,
+        timeout: a.timeout,
+        retry_cnt: a.retry_cnt,
+        rnr_retry: a.rnr_retry,
+        max_rd_atomic: a.max_rd_atomic,
+    };
+    q.inner.modify(&attr, mask).map_err(|e| e.errno())?;
+    let state = q.inner.state().as_raw();
+    // SAFETY: the QP is live; `state` is written through the raw pointer, no reference to
+    // the wrapper being alive any more.
+    unsafe { std::ptr::addr_of_mut!((*qp).state).write(state) };
+    Ok(())
+}
+
+/// `ibv_modify_qp`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_modify_qp(
     qp: *mut sys::ibv_qp,
     attr: *mut sys::ibv_qp_attr,
     attr_mask: c_int,
 ) -> c_int {
-    guard(libc::EIO, || {
-        let r = (|| {
-            // SAFETY: the QP comes from ibv_create_qp.
-            let q = unsafe { wrapper::<XQp, _>(qp) }?;
-            if attr.is_null() {
-                return Err(libc::EINVAL);
-            }
-            // SAFETY: checked non-NULL; the caller passes a readable ibv_qp_attr.
-            let a = unsafe { &*attr };
-            let mask = AttrMask::from_bits_retain(attr_mask as u32);
-            let state = |raw, bit| {
-                if mask.contains(bit) {
-                    QpState::from_raw(raw).ok_or(libc::EINVAL)
-                } else {
-                    Ok(q.inner.state())
-                }
-            };
-            let ah_attr = if mask.contains(AttrMask::AV) {
-                let av = &a.ah_attr;
-                if av.is_global == 0 {
-                    eprintln!(
-                        "xrdma: an RC address vector without a GRH: RoCE addresses peers by GID; \
-                         give the program a GID index (ibv_rc_pingpong: -g 0)"
-                    );
-                    return Err(libc::EINVAL);
-                }
-                // SAFETY: ibv_gid is a 16-byte union; its `raw` view is always valid.
-                let dgid = unsafe { *(&av.grh.dgid as *const sys::ibv_gid).cast::<[u8; 16]>() };
-                Some(AhAttr {
-                    dgid: Gid(dgid),
-                    sgid_index: av.grh.sgid_index,
-                    hop_limit: av.grh.hop_limit,
-                    traffic_class: av.grh.traffic_class,
-                    port_num: av.port_num,
-                })
-            } else {
-                None
-            };
-            let path_mtu = if mask.contains(AttrMask::PATH_MTU) {
-                Mtu::from_raw(a.path_mtu).ok_or(libc::EINVAL)?
-            } else {
-                Mtu::Mtu1024
-            };
-            let attr = QpAttr {
-                qp_state: state(a.qp_state, AttrMask::STATE)?,
-                cur_qp_state: state(a.cur_qp_state, AttrMask::CUR_STATE)?,
-                qkey: a.qkey,
-                sq_psn: a.sq_psn,
-                pkey_index: a.pkey_index,
-                port_num: a.port_num,
-                qp_access_flags: AccessFlags::from_bits_retain(a.qp_access_flags),
-                ah_attr,
-                path_mtu,
-                dest_qp_num: a.dest_qp_num,
-                rq_psn: a.rq_psn,
-                max_dest_rd_atomic: a.max_dest_rd_atomic,
-                min_rnr_timer: a.min_rnr_timer,
-                timeout: a.timeout,
-                retry_cnt: a.retry_cnt,
-                rnr_retry: a.rnr_retry,
-                max_rd_atomic: a.max_rd_atomic,
-            };
-            q.inner.modify(&attr, mask).map_err(|e| e.errno())?;
-            Ok(q.inner.state().as_raw())
-        })();
-        match r {
-            Ok(state) => {
-                // SAFETY: the QP is live; `state` is written through the raw pointer, no
-                // reference to the wrapper being alive any more.
-                unsafe { std::ptr::addr_of_mut!((*qp).state).write(state) };
-                0
-            }
-            Err(e) => e,
+    guard_errno(|| {
+        if attr.is_null() {
+            return Err(libc::EINVAL);
         }
+        // SAFETY: the QP comes from ibv_create_qp; `attr` is checked non-NULL and the
+        // caller passes a readable ibv_qp_attr.
+        unsafe { modify_qp(qp, &*attr, attr_mask) }?;
+        Ok(0)
     })
 }
 
@@ -596,7 +664,37 @@ pub unsafe extern "C" fn ibv_query_qp(
     })
 }
 
-/// `ibv_create_ah`: RoCE needs the GRH (`is_global` and `grh.dgid`).
+/// A new AH of `pd` (what `ibv_create_ah` makes), freed by `ibv_destroy_ah`. RoCE needs
+/// the GRH (`is_global` and `grh.dgid`).
+pub(crate) fn create_ah(pd: &XPd, a: &sys::ibv_ah_attr) -> Result<*mut XAh, i32> {
+    if a.is_global == 0 {
+        eprintln!(
+            "xrdma: ibv_create_ah without a GRH: RoCE addresses peers by GID; \
+             give the program a GID index (ibv_*_pingpong: -g 0)"
+        );
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: ibv_gid is a 16-byte union; its `raw` view is always valid.
+    let dgid = unsafe { *(&a.grh.dgid as *const sys::ibv_gid).cast::<[u8; 16]>() };
+    let inner = pd
+        .inner
+        .create_ah(&AhAttr {
+            dgid: Gid(dgid),
+            sgid_index: a.grh.sgid_index,
+            hop_limit: a.grh.hop_limit,
+            traffic_class: a.grh.traffic_class,
+            port_num: a.port_num,
+        })
+        .map_err(|e| e.errno())?;
+    let ah = sys::ibv_ah {
+        context: pd.pd.context,
+        pd: pd.as_c(),
+        handle: 0,
+    };
+    Ok(boxed(XAh { ah, inner }))
+}
+
+/// `ibv_create_ah`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_create_ah(
     pd: *mut sys::ibv_pd,
@@ -610,34 +708,9 @@ pub unsafe extern "C" fn ibv_create_ah(
                 return Err(libc::EINVAL);
             }
             // SAFETY: checked non-NULL; the caller passes a readable ibv_ah_attr.
-            let a = unsafe { &*attr };
-            if a.is_global == 0 {
-                eprintln!(
-                    "xrdma: ibv_create_ah without a GRH: RoCE addresses peers by GID; \
-                     give the program a GID index (ibv_*_pingpong: -g 0)"
-                );
-                return Err(libc::EINVAL);
-            }
-            // SAFETY: ibv_gid is a 16-byte union; its `raw` view is always valid.
-            let dgid = unsafe { *(&a.grh.dgid as *const sys::ibv_gid).cast::<[u8; 16]>() };
-            let inner = p
-                .inner
-                .create_ah(&AhAttr {
-                    dgid: Gid(dgid),
-                    sgid_index: a.grh.sgid_index,
-                    hop_limit: a.grh.hop_limit,
-                    traffic_class: a.grh.traffic_class,
-                    port_num: a.port_num,
-                })
-                .map_err(|e| e.errno())?;
-            let ah = sys::ibv_ah {
-                context: p.pd.context,
-                pd,
-                handle: 0,
-            };
-            Ok(XAh { ah, inner })
+            create_ah(p, unsafe { &*attr })
         })();
-        into_ptr(r)
+        c_ptr(r)
     })
 }
 
@@ -699,8 +772,38 @@ fn wait_acked<'a>(c: &'a XContext, unacked: &AtomicU32) -> MutexGuard<'a, Regist
     reg
 }
 
-/// `ibv_create_srq`: `max_wr` and `max_sge` are written back; `srq_limit` is ignored (arm
-/// it with `ibv_modify_srq`), as libibverbs documents.
+/// A new SRQ of `pd` (what `ibv_create_srq` makes), freed by `ibv_destroy_srq`. `max_wr`
+/// and `max_sge` are written back; `srq_limit` is ignored (arm it with `ibv_modify_srq`),
+/// as libibverbs documents.
+pub(crate) fn create_srq(pd: &XPd, a: &mut sys::ibv_srq_init_attr) -> Result<*mut XSrq, i32> {
+    // SAFETY: the PD's context comes from ibv_open_device and outlives it.
+    let c = unsafe { context(pd.pd.context) }?;
+    let inner = pd
+        .inner
+        .create_srq(&SrqAttr {
+            max_wr: a.attr.max_wr,
+            max_sge: a.attr.max_sge,
+            srq_limit: a.attr.srq_limit,
+        })
+        .map_err(|e| e.errno())?;
+    let now = inner.query();
+    a.attr.max_wr = now.max_wr;
+    a.attr.max_sge = now.max_sge;
+    // SAFETY: ibv_srq is plain C data; all-zero is valid (as for ibv_cq).
+    let mut srq: sys::ibv_srq = unsafe { std::mem::zeroed() };
+    srq.context = pd.pd.context;
+    srq.srq_context = a.srq_context;
+    srq.pd = pd.as_c();
+    let p = boxed(XSrq {
+        srq,
+        inner,
+        async_unacked: AtomicU32::new(0),
+    });
+    lock(c).srqs.push(p as usize);
+    Ok(p)
+}
+
+/// `ibv_create_srq`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_create_srq(
     pd: *mut sys::ibv_pd,
@@ -714,37 +817,9 @@ pub unsafe extern "C" fn ibv_create_srq(
                 return Err(libc::EINVAL);
             }
             // SAFETY: checked non-NULL; the caller passes a readable, writable struct.
-            let a = unsafe { &mut *init_attr };
-            let inner = p
-                .inner
-                .create_srq(&SrqAttr {
-                    max_wr: a.attr.max_wr,
-                    max_sge: a.attr.max_sge,
-                    srq_limit: a.attr.srq_limit,
-                })
-                .map_err(|e| e.errno())?;
-            let now = inner.query();
-            a.attr.max_wr = now.max_wr;
-            a.attr.max_sge = now.max_sge;
-            // SAFETY: ibv_srq is plain C data; all-zero is valid (as for ibv_cq).
-            let mut srq: sys::ibv_srq = unsafe { std::mem::zeroed() };
-            srq.context = p.pd.context;
-            srq.srq_context = a.srq_context;
-            srq.pd = pd;
-            Ok(XSrq {
-                srq,
-                inner,
-                async_unacked: AtomicU32::new(0),
-            })
+            create_srq(p, unsafe { &mut *init_attr })
         })();
-        let p: *mut sys::ibv_srq = into_ptr(r);
-        if !p.is_null() {
-            // SAFETY: `p` is the live SRQ just made; its context comes from ibv_open_device.
-            if let Ok(c) = unsafe { context((*p).context) } {
-                lock(c).srqs.push(p as usize);
-            }
-        }
-        p
+        c_ptr(r)
     })
 }
 
