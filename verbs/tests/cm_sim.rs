@@ -13,6 +13,12 @@ use xrdma_verbs::wire::Qkey;
 
 /// Two devices on their own simulated network, at 198.18.0.`n` and `n + 1`.
 fn devices(n: u8) -> (Context, Context) {
+    let (a, b, _) = devices_on_net(n);
+    (a, b)
+}
+
+/// [`devices`], and their network, whose virtual time the test moves.
+fn devices_on_net(n: u8) -> (Context, Context, SimNetwork) {
     let net = SimNetwork::new(SimConfig {
         delay: Duration::ZERO,
         ..SimConfig::default()
@@ -24,7 +30,7 @@ fn devices(n: u8) -> (Context, Context) {
     let (a, b) = (open(n), open(n + 1));
     add_device(&a).unwrap();
     add_device(&b).unwrap();
-    (a, b)
+    (a, b, net)
 }
 
 fn addr(n: u8, port: u16) -> SocketAddr {
@@ -224,7 +230,7 @@ fn rejection_reaches_the_client_with_reason_28_and_private_data() {
 
 #[test]
 fn nobody_listening_is_rejected_with_reason_8() {
-    let (_a, _b) = devices(30);
+    let (_a, _b, net) = devices_on_net(30);
     let cch = EventChannel::new().unwrap();
     let client = resolved(&cch, PortSpace::Tcp, 30, addr(31, 9999));
     client
@@ -233,6 +239,20 @@ fn nobody_listening_is_rejected_with_reason_8() {
             ..ConnParam::default()
         })
         .unwrap();
+    // The server's CM waits a moment for a listener before it refuses: move virtual
+    // time on until the refusal comes.
+    let mut p = libc::pollfd {
+        fd: cch.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    for _ in 0..200 {
+        net.advance(Duration::from_millis(50));
+        // SAFETY: one live pollfd for the duration of the call.
+        if unsafe { libc::poll(&mut p, 1, 50) } == 1 {
+            break;
+        }
+    }
     assert_eq!(expect(&cch, EventKind::Rejected).status, 8);
     client.destroy();
 }

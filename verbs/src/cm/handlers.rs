@@ -13,6 +13,7 @@ use super::id::{CmId, IdInner, Phase};
 use super::qp_attr::{MinIb, bring_up, path_mtu};
 use crate::engine::cm::CmEvent;
 use crate::verbs::{AhAttr, AttrMask, Gid, QpAttr, QpState};
+use crate::wire::Psn;
 use crate::wire::cm::{CommId, ServiceId};
 use crate::wire::cma::{CMA_HEADER_LEN, CmaHeaderRepr};
 
@@ -120,6 +121,7 @@ pub(crate) fn on_engine_event(agent: &Arc<Agent>, now: Instant, ev: CmEvent) {
                     hdr.src_port,
                 ));
                 st.path_mtu = path_mtu(&device).min_ib(req.path_mtu);
+                st.our_psn = Psn::new_masked(device.ctx.shared.next_random());
                 st.device = Some(device);
                 st.comm = Some(conn);
                 st.peer_qpn = req.local_qpn;

@@ -99,6 +99,7 @@ pub(super) struct IdState {
     pub(super) qp: Option<QpHandle>,
     pub(super) reuse_addr: bool,
     pub(super) tos: u8,
+    pub(super) ack_timeout: u8,
     /// The first PSN we receive (our REQ's or REP's Starting PSN).
     pub(super) our_psn: Psn,
     /// The first PSN we send (the peer's Starting PSN).
@@ -158,6 +159,7 @@ impl CmId {
                     qp: None,
                     reuse_addr: false,
                     tos: 0,
+                    ack_timeout: ACK_TIMEOUT,
                     our_psn: Psn::ZERO,
                     peer_psn: Psn::ZERO,
                     peer_qpn: Qpn::new_masked(0),
@@ -228,6 +230,11 @@ impl CmId {
         self.inner.st.lock().dst
     }
 
+    /// The path MTU of the id's connection (the device's, lowered to the peer's).
+    pub fn path_mtu(&self) -> Mtu {
+        self.inner.st.lock().path_mtu
+    }
+
     /// The id's QP, once it has one.
     pub fn qp(&self) -> Option<QpHandle> {
         self.inner.st.lock().qp.clone()
@@ -236,6 +243,33 @@ impl CmId {
     /// `RDMA_OPTION_ID_REUSEADDR`.
     pub fn set_reuse_addr(&self, reuse: bool) {
         self.inner.st.lock().reuse_addr = reuse;
+    }
+
+    /// `RDMA_OPTION_ID_ACK_TIMEOUT`: the local ACK timeout of the connection's QP
+    /// (4.096 µs × 2^t; 31 at most).
+    pub fn set_ack_timeout(&self, timeout: u8) -> Result<(), Error> {
+        if timeout > 31 {
+            return Err(errno(libc::EINVAL));
+        }
+        self.inner.st.lock().ack_timeout = timeout;
+        Ok(())
+    }
+
+    /// Data arrived on the QP before the RTU (`rdma_notify` with `IBV_EVENT_COMM_EST`):
+    /// the passive side's connection is established.
+    pub fn notify_established(&self) -> Result<(), Error> {
+        let (device, comm) = {
+            let st = self.inner.st.lock();
+            (st.device.clone(), st.comm)
+        };
+        let (Some(device), Some(comm)) = (device, comm) else {
+            return Err(errno(libc::EINVAL));
+        };
+        device
+            .agent
+            .call(|engine, _| engine.notify_established(comm))
+            .ok_or(errno(libc::ENODEV))?
+            .map_err(cm_errno)
     }
 
     /// `RDMA_OPTION_ID_TOS`.
@@ -344,7 +378,7 @@ impl CmId {
         for d in devices {
             let ok = d
                 .agent
-                .call(|engine, _| engine.listen(sid))
+                .call(|engine, now| engine.listen(now, sid))
                 .ok_or(errno(libc::ENODEV))?;
             match ok {
                 Ok(()) => {
@@ -491,7 +525,7 @@ impl CmId {
                 srq: st.qp.as_ref().is_some_and(|q| q.has_srq()) || param.srq != 0,
                 hop_limit: 64,
                 traffic_class: st.tos,
-                local_ack_timeout: ACK_TIMEOUT,
+                local_ack_timeout: st.ack_timeout,
                 private_data: &private[..CMA_HEADER_LEN + param.private_data.len()],
             };
             st.phase = Phase::Connecting;
@@ -569,7 +603,8 @@ impl CmId {
             st.initiator_depth = clamp_rd(param.initiator_depth, max)?;
             st.rnr_retry_count = param.rnr_retry_count.min(7);
         }
-        st.our_psn = Psn::new_masked(device.ctx.shared.next_random());
+        // Our first receive PSN was chosen with the request, so that an application that
+        // brings its QP up itself (rdma_init_qp_attr) before accepting agrees with the REP.
         if let Some(qp) = st.qp.clone() {
             bring_up(&qp, &st)?;
         }

@@ -2,7 +2,7 @@
 //! librdmacm makes on the application's behalf.
 
 use super::device::Device;
-use super::id::{ACK_TIMEOUT, IdState, PortSpace, UDP_QKEY, errno};
+use super::id::{IdState, PortSpace, UDP_QKEY, errno};
 use crate::verbs::{
     AccessFlags, AhAttr, AttrMask, Error, Gid, Mtu, QpAttr, QpHandle, QpState, QpType,
 };
@@ -85,7 +85,7 @@ pub(super) fn qp_attr_for(
                 return Err(errno(libc::EINVAL));
             }
             attr.sq_psn = st.peer_psn.value();
-            attr.timeout = ACK_TIMEOUT;
+            attr.timeout = st.ack_timeout;
             attr.retry_cnt = st.retry_count;
             attr.rnr_retry = st.rnr_retry_count;
             attr.max_rd_atomic = st.initiator_depth;

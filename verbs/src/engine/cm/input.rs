@@ -7,6 +7,93 @@ use super::conn::{Conn, State};
 use super::*;
 
 impl CmEngine {
+    /// A request for a service nobody listens on waits [`CmConfig::listen_grace`] for a
+    /// listener before it is refused: a server that is about to listen (perftest's, right
+    /// after its handshake) is not raced by a client that connects as fast.
+    fn hold_unheard(&mut self, now: Instant, addr: MadAddr, tid: u64, msg: CmMessage) {
+        let key = |m: &CmMessage| match m {
+            CmMessage::Req(r) => Some(r.local_comm_id),
+            CmMessage::SidrReq(r) => Some(r.request_id),
+            _ => None,
+        };
+        let held = self
+            .unheard
+            .iter()
+            .any(|u| u.addr.peer == addr.peer && key(&u.msg) == key(&msg));
+        if held {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.unheard.push(Unheard {
+            until: now + self.config.listen_grace,
+            addr,
+            tid,
+            msg,
+        });
+        // A grace of zero refuses at once.
+        self.refuse_unheard(now);
+    }
+
+    /// Refuses the held requests whose grace is over: REJ 8, or SIDR_REP "unsupported".
+    pub(super) fn refuse_unheard(&mut self, now: Instant) {
+        let (due, kept): (Vec<Unheard>, Vec<Unheard>) =
+            self.unheard.drain(..).partition(|u| u.until <= now);
+        self.unheard = kept;
+        for u in due {
+            self.stats.no_listener += 1;
+            match u.msg {
+                CmMessage::Req(req) => {
+                    let rej = RejRepr {
+                        local_comm_id: CommId(0),
+                        remote_comm_id: req.local_comm_id,
+                        msg_rejected: MsgKind::Req,
+                        reason: reason::INVALID_SERVICE_ID,
+                        ..RejRepr::default()
+                    };
+                    self.queue(u.addr, u.tid, CmMessage::Rej(rej));
+                }
+                CmMessage::SidrReq(req) => {
+                    let rep = SidrRepRepr {
+                        request_id: req.request_id,
+                        status: sidr_status::UNSUPPORTED,
+                        service_id: req.service_id,
+                        ..SidrRepRepr::default()
+                    };
+                    let id = self.new_comm_id();
+                    let mut c = Conn::new(id, State::SidrReqRcvd, u.addr.peer, u.addr.local);
+                    c.remote_id = req.request_id;
+                    c.tid = u.tid;
+                    c.orphan = true;
+                    self.conns.insert(id, c);
+                    self.by_remote.insert((u.addr.peer, req.request_id), id);
+                    self.answer_sidr(now, id, rep);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A listener appeared: the requests held for its service are taken now.
+    pub(super) fn take_unheard(&mut self, now: Instant, service_id: ServiceId) {
+        let sid = |m: &CmMessage| match m {
+            CmMessage::Req(r) => Some(r.service_id),
+            CmMessage::SidrReq(r) => Some(r.service_id),
+            _ => None,
+        };
+        let (mine, kept): (Vec<Unheard>, Vec<Unheard>) = self
+            .unheard
+            .drain(..)
+            .partition(|u| sid(&u.msg) == Some(service_id));
+        self.unheard = kept;
+        for u in mine {
+            match u.msg {
+                CmMessage::Req(req) => self.on_req(now, u.addr, u.tid, req),
+                CmMessage::SidrReq(req) => self.on_sidr_req(now, u.addr, u.tid, req),
+                _ => {}
+            }
+        }
+    }
+
     pub(super) fn on_req(&mut self, now: Instant, addr: MadAddr, tid: u64, req: ReqRepr) {
         if let Some(&id) = self.by_remote.get(&(addr.peer, req.local_comm_id)) {
             self.stats.duplicates += 1;
@@ -43,15 +130,7 @@ impl CmEngine {
             return;
         }
         if !self.listeners.contains(&req.service_id) {
-            self.stats.no_listener += 1;
-            let rej = RejRepr {
-                local_comm_id: CommId(0),
-                remote_comm_id: req.local_comm_id,
-                msg_rejected: MsgKind::Req,
-                reason: reason::INVALID_SERVICE_ID,
-                ..RejRepr::default()
-            };
-            self.queue(addr, tid, CmMessage::Rej(rej));
+            self.hold_unheard(now, addr, tid, CmMessage::Req(req));
             return;
         }
         if req.transport != CmTransport::Rc {
@@ -130,6 +209,7 @@ impl CmEngine {
             State::ReqSent
             | State::MraRcvd
             | State::RepRcvd
+            | State::ReqRcvd
             | State::RepSent
             | State::MraReqSent => {
                 let id = c.local_id;
@@ -303,24 +383,11 @@ impl CmEngine {
             }
             return;
         }
-        let id = self.new_comm_id();
         if !self.listeners.contains(&req.service_id) {
-            self.stats.no_listener += 1;
-            let rep = SidrRepRepr {
-                request_id: req.request_id,
-                status: sidr_status::UNSUPPORTED,
-                service_id: req.service_id,
-                ..SidrRepRepr::default()
-            };
-            let mut c = Conn::new(id, State::SidrReqRcvd, addr.peer, addr.local);
-            c.remote_id = req.request_id;
-            c.tid = tid;
-            c.orphan = true;
-            self.conns.insert(id, c);
-            self.by_remote.insert((addr.peer, req.request_id), id);
-            self.answer_sidr(now, id, rep);
+            self.hold_unheard(now, addr, tid, CmMessage::SidrReq(req));
             return;
         }
+        let id = self.new_comm_id();
         let mut c = Conn::new(id, State::SidrReqRcvd, addr.peer, addr.local);
         c.remote_id = req.request_id;
         c.service_id = req.service_id;

@@ -76,6 +76,9 @@ pub struct CmConfig {
     pub packet_life_time: u8,
     /// Timeout of one SIDR_REQ (Linux: 4096 ms).
     pub sidr_timeout: Duration,
+    /// How long a request for a service nobody listens on waits for a listener before it
+    /// is refused (Linux refuses at once; see `hold_unheard`).
+    pub listen_grace: Duration,
 }
 
 impl Default for CmConfig {
@@ -87,6 +90,7 @@ impl Default for CmConfig {
             max_cm_retries: 15,
             packet_life_time: 16,
             sidr_timeout: Duration::from_millis(4096),
+            listen_grace: Duration::from_millis(100),
         }
     }
 }
@@ -265,6 +269,15 @@ pub struct MadAddr {
     pub local: IpAddr,
 }
 
+/// A request held for a listener (see [`CmConfig::listen_grace`]).
+#[derive(Debug, Clone, Copy)]
+struct Unheard {
+    until: Instant,
+    addr: MadAddr,
+    tid: u64,
+    msg: CmMessage,
+}
+
 /// One MAD to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Outgoing {
@@ -283,6 +296,8 @@ pub struct CmEngine {
     /// Connections by the peer's (address, comm ID): REQ and SIDR_REQ duplicates.
     by_remote: HashMap<(IpAddr, CommId), CommId>,
     listeners: HashSet<ServiceId>,
+    /// Requests for services nobody listens on yet, until their grace is over.
+    unheard: Vec<Unheard>,
     tx: VecDeque<Outgoing>,
     events: VecDeque<CmEvent>,
     stats: CmStats,
@@ -300,6 +315,7 @@ impl CmEngine {
             conns: HashMap::new(),
             by_remote: HashMap::new(),
             listeners: HashSet::new(),
+            unheard: Vec::new(),
             tx: VecDeque::new(),
             events: VecDeque::new(),
             stats: CmStats::default(),
@@ -321,13 +337,13 @@ impl CmEngine {
         self.conns.get(&conn).map(|c| c.state.public())
     }
 
-    /// Starts answering REQs and SIDR_REQs for `service_id`.
-    pub fn listen(&mut self, service_id: ServiceId) -> Result<(), CmError> {
-        if self.listeners.insert(service_id) {
-            Ok(())
-        } else {
-            Err(CmError::AddrInUse)
+    /// Starts answering REQs and SIDR_REQs for `service_id`, those held for it included.
+    pub fn listen(&mut self, now: Instant, service_id: ServiceId) -> Result<(), CmError> {
+        if !self.listeners.insert(service_id) {
+            return Err(CmError::AddrInUse);
         }
+        self.take_unheard(now, service_id);
+        Ok(())
     }
 
     /// Stops listening on `service_id` (connections it brought stay).
@@ -641,11 +657,14 @@ impl CmEngine {
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.values().filter_map(Conn::next_timeout).min()
+        let held = self.unheard.iter().map(|u| u.until).min();
+        let conns = self.conns.values().filter_map(Conn::next_timeout).min();
+        held.into_iter().chain(conns).min()
     }
 
     /// Retransmits what went unanswered, gives up after Max CM Retries, ends timewaits.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.refuse_unheard(now);
         let due: Vec<CommId> = self
             .conns
             .values()

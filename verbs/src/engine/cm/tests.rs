@@ -77,7 +77,8 @@ impl Pair {
             imp,
             delay: Duration::from_micros(50),
         };
-        pair.ends[1].cm.listen(SERVICE).unwrap();
+        let now = pair.now;
+        pair.ends[1].cm.listen(now, SERVICE).unwrap();
         pair
     }
 
@@ -192,6 +193,11 @@ impl Pair {
     /// One step: deliver what is due, fire due timers, answer events, transmit. Returns
     /// false when nothing is left to happen.
     fn step(&mut self) -> bool {
+        self.step_until(None)
+    }
+
+    /// [`step`](Self::step), but time stops at `limit`: returns false there.
+    fn step_until(&mut self, limit: Option<Instant>) -> bool {
         self.apps();
         self.transmit();
         let next_wire = self.wire.iter().map(|w| w.0).min();
@@ -199,6 +205,10 @@ impl Pair {
         let Some(next) = [next_wire, next_timer].into_iter().flatten().min() else {
             return false;
         };
+        if limit.is_some_and(|l| next > l) {
+            self.now = limit.unwrap_or(self.now).max(self.now);
+            return false;
+        }
         self.now = self.now.max(next);
         let (due, rest): (Vec<_>, Vec<_>) = self.wire.drain(..).partition(|w| w.0 <= self.now);
         self.wire = rest;
@@ -231,7 +241,7 @@ impl Pair {
     /// Runs until virtual time passes `until` or nothing is left.
     fn drive_until(&mut self, until: Duration) {
         let end = self.now + until;
-        while self.now < end && self.step() {}
+        while self.now < end && self.step_until(Some(end)) {}
     }
 
     fn count(&self, end: usize, f: impl Fn(&CmEvent) -> bool) -> usize {
@@ -291,8 +301,12 @@ fn connect_accept_establish_and_disconnect() {
 fn no_listener_is_rejected_with_reason_8() {
     let mut pair = Pair::new(2, CLEAN);
     pair.ends[1].cm.unlisten(SERVICE);
+    let start = pair.now;
     let conn = pair.connect();
     pair.drive();
+    // Refused once the listen grace is over (and not after a REQ retransmission).
+    assert!(pair.now - start >= CmConfig::default().listen_grace);
+    assert!(pair.now - start < Duration::from_secs(1));
     let rej = pair.ends[0]
         .events
         .iter()
@@ -306,6 +320,22 @@ fn no_listener_is_rejected_with_reason_8() {
     assert_eq!(pair.ends[1].cm.stats().no_listener, 1);
     assert_eq!(pair.ends[0].cm.conn_count(), 0);
     assert_eq!(pair.ends[1].cm.conn_count(), 0);
+}
+
+#[test]
+fn a_request_waits_briefly_for_a_listener_that_is_about_to_come() {
+    let mut pair = Pair::new(12, CLEAN);
+    pair.ends[1].cm.unlisten(SERVICE);
+    pair.connect();
+    // The REQ arrives before the server listens: it is held, not refused...
+    pair.drive_until(Duration::from_millis(50));
+    assert!(pair.ends[0].events.is_empty(), "{:?}", pair.ends[0].events);
+    let now = pair.now;
+    pair.ends[1].cm.listen(now, SERVICE).unwrap();
+    // ...and taken by the listener once there.
+    pair.drive_until(Duration::from_millis(10));
+    assert_eq!(pair.count(1, is_established), 1);
+    assert_eq!(pair.ends[1].cm.stats().no_listener, 0);
 }
 
 #[test]
@@ -449,7 +479,8 @@ fn sidr_accept_reject_and_no_listener() {
         pair.ends[1].policy = policy;
         let sid = ServiceId::from_port(0x0111, 9000);
         if listen {
-            pair.ends[1].cm.listen(sid).unwrap();
+            let now = pair.now;
+            pair.ends[1].cm.listen(now, sid).unwrap();
         }
         let conn = pair.ends[0]
             .cm
