@@ -7,10 +7,14 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=/usr/include/infiniband/verbs.h");
+    println!("cargo:rerun-if-changed=/usr/include/rdma/rdma_cma.h");
     // Programs linked against the library by path record its name, not the path.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libxrdma.so");
     let mut builder = bindgen::Builder::default()
-        .header_contents("xrdma_verbs.h", "#include <infiniband/verbs.h>\n")
+        .header_contents(
+            "xrdma_verbs.h",
+            "#include <infiniband/verbs.h>\n#include <rdma/rdma_cma.h>\n",
+        )
         .allowlist_recursively(false)
         .derive_default(true)
         .derive_debug(false)
@@ -77,6 +81,24 @@ fn main() {
         "ibv_srq_attr_mask",
         "ibv_srq_type",
         "_compat_ibv_port_attr",
+        // librdmacm (<rdma/rdma_cma.h>, librdmacm-dev).
+        "rdma_cm_id",
+        "rdma_cm_event",
+        "rdma_cm_event__bindgen.*",
+        "rdma_cm_event_type",
+        "rdma_port_space",
+        "rdma_conn_param",
+        "rdma_ud_param",
+        "rdma_event_channel",
+        "rdma_addrinfo",
+        "rdma_route",
+        "rdma_addr",
+        "rdma_addr__bindgen.*",
+        "rdma_ib_addr",
+        "ibv_sa_path_rec",
+        "ibv_qp_init_attr_ex",
+        "ibv_rx_hash_conf",
+        "ibv_rwq_ind_table",
     ] {
         builder = builder.allowlist_type(ty);
     }
@@ -84,10 +106,21 @@ fn main() {
     builder = builder
         .blocklist_type("pthread_mutex_t")
         .blocklist_type("pthread_cond_t")
+        .blocklist_type("sockaddr")
+        .blocklist_type("sockaddr_in")
+        .blocklist_type("sockaddr_in6")
+        .blocklist_type("sockaddr_storage")
         .raw_line(
             "#[allow(non_camel_case_types)] pub type pthread_mutex_t = libc::pthread_mutex_t;",
         )
         .raw_line("#[allow(non_camel_case_types)] pub type pthread_cond_t = libc::pthread_cond_t;")
+        .raw_line("#[allow(non_camel_case_types)] pub type socklen_t = libc::socklen_t;")
+        .raw_line("#[allow(non_camel_case_types)] pub type sockaddr = libc::sockaddr;")
+        .raw_line("#[allow(non_camel_case_types)] pub type sockaddr_in = libc::sockaddr_in;")
+        .raw_line("#[allow(non_camel_case_types)] pub type sockaddr_in6 = libc::sockaddr_in6;")
+        .raw_line(
+            "#[allow(non_camel_case_types)] pub type sockaddr_storage = libc::sockaddr_storage;",
+        )
         .raw_line("#[allow(non_camel_case_types)] pub type __be64 = u64;")
         .raw_line("#[allow(non_camel_case_types)] pub type __be32 = u32;")
         .raw_line("#[allow(non_camel_case_types)] pub type __be16 = u16;")
@@ -95,7 +128,7 @@ fn main() {
         .raw_line("#[allow(non_camel_case_types)] pub type __u64 = u64;");
     let bindings = builder
         .generate()
-        .expect("bindgen could not parse <infiniband/verbs.h>: install libibverbs-dev");
+        .expect("bindgen could not parse <infiniband/verbs.h> and <rdma/rdma_cma.h>: install libibverbs-dev and librdmacm-dev");
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     bindings
         .write_to_file(out.join("verbs.rs"))

@@ -22,9 +22,13 @@ enum Backend {
 #[repr(C)]
 pub(crate) struct Device {
     dev: sys::ibv_device,
-    iface: String,
+    pub(crate) iface: String,
     backend: Backend,
     port: u16,
+    /// The interface's backend, once opened: every context of the device (each
+    /// `ibv_open_device`, and librdmacm's own) shares it, as they share a NIC; a second
+    /// AF_XDP program or UDP socket on the interface could not be opened.
+    opened: Mutex<Option<Context>>,
 }
 
 /// A device context. `ctx` first, so an `ibv_context *` converts back.
@@ -129,6 +133,7 @@ fn read_config() -> Result<Vec<&'static Device>, (i32, String)> {
                 iface: iface.to_string(),
                 backend,
                 port,
+                opened: Mutex::new(None),
             }))
         })
         .collect())
@@ -138,11 +143,11 @@ fn read_config() -> Result<Vec<&'static Device>, (i32, String)> {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_get_device_list(num_devices: *mut c_int) -> *mut *mut sys::ibv_device {
     guard(std::ptr::null_mut(), || {
-        let devices = match DEVICES.get_or_init(read_config) {
+        let devices = match devices() {
             Ok(d) => d,
             Err((errno, message)) => {
                 eprintln!("{message}");
-                set_errno(*errno);
+                set_errno(errno);
                 return std::ptr::null_mut();
             }
         };
@@ -217,7 +222,20 @@ pub unsafe extern "C" fn ibv_get_device_guid(device: *mut sys::ibv_device) -> u6
     })
 }
 
-fn open(d: &'static Device) -> Result<XContext, i32> {
+/// The devices of `XRDMA_IFACE`, or why there are none (errno, message).
+pub(crate) fn devices() -> Result<&'static [&'static Device], (i32, &'static str)> {
+    match DEVICES.get_or_init(read_config) {
+        Ok(d) => Ok(d),
+        Err((errno, message)) => Err((*errno, message)),
+    }
+}
+
+/// The device's backend and verbs context, opened on first use and shared after.
+fn shared_context(d: &'static Device) -> Result<Context, i32> {
+    let mut cached = d.opened.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(ctx) = cached.as_ref() {
+        return Ok(ctx.clone());
+    }
     let config = match d.backend {
         Backend::Xdp => BackendConfig::Xdp(XdpConfig {
             port: d.port,
@@ -243,6 +261,13 @@ fn open(d: &'static Device) -> Result<XContext, i32> {
         );
         e.errno()
     })?;
+    *cached = Some(inner.clone());
+    Ok(inner)
+}
+
+/// A new context of device `d` (what `ibv_open_device` makes).
+pub(crate) fn open(d: &'static Device) -> Result<XContext, i32> {
+    let inner = shared_context(d)?;
     let ops = sys::ibv_context_ops {
         post_send: Some(super::data_path::post_send),
         post_recv: Some(super::data_path::post_recv),

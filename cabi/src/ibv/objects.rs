@@ -600,6 +600,40 @@ pub unsafe extern "C" fn ibv_modify_qp(
     })
 }
 
+/// `attr` as `struct ibv_qp_attr` (capabilities left zero).
+pub(crate) fn qp_attr_to_c(now: &QpAttr) -> sys::ibv_qp_attr {
+    let mut out = sys::ibv_qp_attr {
+        qp_state: now.qp_state.as_raw(),
+        cur_qp_state: now.cur_qp_state.as_raw(),
+        qkey: now.qkey,
+        sq_psn: now.sq_psn,
+        pkey_index: now.pkey_index,
+        port_num: now.port_num,
+        qp_access_flags: now.qp_access_flags.bits(),
+        path_mtu: now.path_mtu as u32,
+        dest_qp_num: now.dest_qp_num,
+        rq_psn: now.rq_psn,
+        max_rd_atomic: now.max_rd_atomic,
+        max_dest_rd_atomic: now.max_dest_rd_atomic,
+        min_rnr_timer: now.min_rnr_timer,
+        timeout: now.timeout,
+        retry_cnt: now.retry_cnt,
+        rnr_retry: now.rnr_retry,
+        ..Default::default()
+    };
+    if let Some(ah) = now.ah_attr {
+        let av = &mut out.ah_attr;
+        av.is_global = 1;
+        av.port_num = ah.port_num.max(1);
+        av.grh.sgid_index = ah.sgid_index;
+        av.grh.hop_limit = ah.hop_limit;
+        av.grh.traffic_class = ah.traffic_class;
+        // SAFETY: ibv_gid is a 16-byte union; writing its `raw` view is always valid.
+        unsafe { *(&mut av.grh.dgid as *mut sys::ibv_gid).cast::<[u8; 16]>() = ah.dgid.0 };
+    }
+    out
+}
+
 /// `ibv_query_qp`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ibv_query_qp(
@@ -616,36 +650,10 @@ pub unsafe extern "C" fn ibv_query_qp(
         }
         let now = q.inner.query();
         let caps = cap(q.inner.cap());
-        let mut out = sys::ibv_qp_attr {
-            qp_state: now.qp_state.as_raw(),
-            cur_qp_state: now.cur_qp_state.as_raw(),
-            qkey: now.qkey,
-            sq_psn: now.sq_psn,
-            pkey_index: now.pkey_index,
-            port_num: now.port_num,
+        let out = sys::ibv_qp_attr {
             cap: caps,
-            qp_access_flags: now.qp_access_flags.bits(),
-            path_mtu: now.path_mtu as u32,
-            dest_qp_num: now.dest_qp_num,
-            rq_psn: now.rq_psn,
-            max_rd_atomic: now.max_rd_atomic,
-            max_dest_rd_atomic: now.max_dest_rd_atomic,
-            min_rnr_timer: now.min_rnr_timer,
-            timeout: now.timeout,
-            retry_cnt: now.retry_cnt,
-            rnr_retry: now.rnr_retry,
-            ..Default::default()
+            ..qp_attr_to_c(&now)
         };
-        if let Some(ah) = now.ah_attr {
-            let av = &mut out.ah_attr;
-            av.is_global = 1;
-            av.port_num = ah.port_num;
-            av.grh.sgid_index = ah.sgid_index;
-            av.grh.hop_limit = ah.hop_limit;
-            av.grh.traffic_class = ah.traffic_class;
-            // SAFETY: ibv_gid is a 16-byte union; writing its `raw` view is always valid.
-            unsafe { *(&mut av.grh.dgid as *mut sys::ibv_gid).cast::<[u8; 16]>() = ah.dgid.0 };
-        }
         let init = sys::ibv_qp_init_attr {
             qp_context: q.qp.qp_context,
             send_cq: q.qp.send_cq,
