@@ -180,6 +180,10 @@ pub struct NetStats {
     pub tx_dropped: u64,
     /// Datagrams sent from a reserved buffer in place, their payload not copied.
     pub tx_in_place: u64,
+    /// Delivered datagrams (`udp` backend, IPv4) whose ICRC matched only with a non-zero
+    /// IPv4 identification, which the socket hides: solved for, as
+    /// [`check_v4_any_ident`](crate::wire::icrc::check_v4_any_ident) does. Linux rxe's are.
+    pub rx_ipv4_ident_solved: u64,
 }
 
 impl NetStats {

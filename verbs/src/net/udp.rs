@@ -6,8 +6,11 @@
 //!
 //! Limits: the UDP source port is the bound port for every datagram (no per-QP entropy), and
 //! since the IP header is not visible, the ICRC of a received datagram is checked against the
-//! header xrdma itself would have sent (see `datagram`); a peer that sets a non-zero IPv4
-//! identification (some RoCE NICs) fails that check.
+//! header xrdma itself would have sent (see `datagram`), except for the IPv4 identification:
+//! xrdma sends 0, but Linux rxe and some RoCE NICs number their datagrams, so when 0 does not
+//! match, the one identification that makes the ICRC match is solved for
+//! ([`icrc::check_v4_any_ident`]) and the datagram accepted if there is one
+//! ([`NetStats::rx_ipv4_ident_solved`] counts them).
 
 use std::mem;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -17,7 +20,7 @@ use super::netlink::Netlink;
 use super::{
     BackendKind, FrameIo, IoMode, LinkInfo, NetError, NetStats, RxMeta, TxMeta, datagram, sockaddr,
 };
-use crate::wire::{icrc, udp::ROCEV2_PORT};
+use crate::wire::{self, bth, icrc, udp::ROCEV2_PORT};
 
 /// Datagrams moved per `recvmmsg`/`sendmmsg` call.
 const BATCH: usize = 32;
@@ -272,7 +275,8 @@ fn configure(sock: &UdpSocket, ipv6: bool) -> Result<(), NetError> {
         )?;
     } else {
         set(libc::IPPROTO_IP, libc::IP_PKTINFO, 1, "enabling IP_PKTINFO")?;
-        // DF set: the IPv4 identification is then 0, which the ICRC covers (see `datagram`).
+        // DF set: the IPv4 identification of what we send is then 0, which the ICRC covers
+        // (see `datagram`).
         set(
             libc::IPPROTO_IP,
             libc::IP_MTU_DISCOVER,
@@ -340,6 +344,26 @@ fn pktinfo_dst(hdr: &libc::msghdr) -> Option<IpAddr> {
         }
     }
     None
+}
+
+/// Checks a received UDP payload from `src` to `dst` as [`datagram::open`] does, except that
+/// an IPv4 datagram may carry any identification (see [`icrc::check_v4_any_ident`]); returns
+/// the transport packet and whether the identification was not 0.
+fn open_any_ident(
+    src: SocketAddr,
+    dst: SocketAddr,
+    udp_payload: &[u8],
+) -> Result<(&[u8], bool), wire::Error> {
+    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else {
+        return datagram::open(src, dst, udp_payload).map(|transport| (transport, false));
+    };
+    if udp_payload.len() < bth::HEADER_LEN + icrc::ICRC_LEN {
+        return Err(wire::Error::Truncated);
+    }
+    let headers = icrc::pseudo_headers_v4(*s.ip(), *d.ip(), s.port(), d.port(), udp_payload.len())?;
+    let (transport, ident) = icrc::check_v4_any_ident(&headers, udp_payload)?;
+    datagram::check_transport(transport)?;
+    Ok((transport, ident != 0))
 }
 
 impl FrameIo for UdpIo {
@@ -444,12 +468,13 @@ impl FrameIo for UdpIo {
                     self.stats.rx_truncated += 1;
                     continue;
                 }
-                match datagram::open(
+                match open_any_ident(
                     src,
                     SocketAddr::new(dst, self.local.port()),
                     &self.rx.slot(k)[..len],
                 ) {
-                    Ok(transport) => {
+                    Ok((transport, ident_solved)) => {
+                        self.stats.rx_ipv4_ident_solved += u64::from(ident_solved);
                         self.stats.rx_packets += 1;
                         self.stats.rx_bytes += transport.len() as u64;
                         deliver(&RxMeta { src, dst }, transport);
@@ -566,6 +591,74 @@ mod tests {
             (1, 1, 1, 1),
             "{s:?}"
         );
+    }
+
+    /// The UDP payload (BTH `psn` and ICRC) of a datagram from `from` to `to` whose IPv4
+    /// header carries identification `ident`, as Linux rxe sends it (DF, ECT(0), TTL 64).
+    fn payload_with_ident(from: SocketAddr, to: SocketAddr, ident: u16, psn: u32) -> Vec<u8> {
+        let (SocketAddr::V4(s), SocketAddr::V4(d)) = (from, to) else {
+            panic!("IPv4 only");
+        };
+        let mut headers =
+            icrc::pseudo_headers_v4(*s.ip(), *d.ip(), s.port(), d.port(), 12 + icrc::ICRC_LEN)
+                .unwrap();
+        headers[4..6].copy_from_slice(&ident.to_be_bytes());
+        headers[1] = 0x02;
+        headers[8] = 64;
+        let mut payload = bth(psn).to_vec();
+        payload.extend_from_slice(&icrc::compute_v4(&headers, &bth(psn)).to_le_bytes());
+        payload
+    }
+
+    #[test]
+    fn datagrams_with_any_ipv4_identification_are_accepted_and_counted() {
+        let mut b = endpoint("127.0.0.2");
+        let raw = UdpSocket::bind("127.0.0.3:0").unwrap();
+        let (from, to) = (raw.local_addr().unwrap(), b.local_addr());
+        for (psn, ident) in [(1, 0x1234), (2, 0), (3, 1), (4, 0xffff)] {
+            raw.send_to(&payload_with_ident(from, to, ident, psn), to)
+                .unwrap();
+        }
+        // A corrupted payload byte fails, whatever identification it was sent with.
+        for ident in [0, 0x1234] {
+            let mut bad = payload_with_ident(from, to, ident, 5);
+            bad[6] ^= 0x20;
+            raw.send_to(&bad, to).unwrap();
+        }
+        let got = recv_n(&mut b, 4);
+        let psns: Vec<_> = got.iter().map(|(_, p)| p[11]).collect();
+        assert_eq!(psns, [1, 2, 3, 4]);
+        let s = b.stats();
+        assert_eq!(
+            (s.rx_packets, s.rx_ipv4_ident_solved, s.rx_bad_icrc),
+            (4, 3, 2),
+            "{s:?}"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_ipv4_identification_passes_the_check_and_corruption_does_not(
+            ident: u16,
+            psn in 0u32..1 << 24,
+            corrupt_bit in 0usize..12 * 8,
+        ) {
+            let from: SocketAddr = "198.18.0.2:49152".parse().unwrap();
+            let to: SocketAddr = "198.18.0.1:4791".parse().unwrap();
+            let payload = payload_with_ident(from, to, ident, psn);
+            proptest::prop_assert_eq!(
+                open_any_ident(from, to, &payload),
+                Ok((&bth(psn)[..], ident != 0))
+            );
+            // Any single-bit error in the BTH but its masked FECN/BECN byte is caught.
+            let mut bad = payload.clone();
+            let bit = if corrupt_bit / 8 == 4 { corrupt_bit + 8 } else { corrupt_bit };
+            bad[bit / 8] ^= 1 << (bit % 8);
+            proptest::prop_assert_eq!(
+                open_any_ident(from, to, &bad),
+                Err(wire::Error::BadChecksum)
+            );
+        }
     }
 
     #[test]
