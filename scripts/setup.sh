@@ -12,6 +12,9 @@ cd "$(dirname "$0")/.."
 packages=(clang libelf-dev m4 libpcap-dev pkg-config zlib1g-dev make gcc
           iproute2 nftables iputils-ping tshark sockperf iperf3
           libibverbs-dev ibverbs-utils librdmacm-dev rdmacm-utils perftest)
+# Soft-RoCE peer (testnet's RxePeer, tests/rxe_interop.rs): QEMU boots Debian's 6.1 kernel
+# with rdma_rxe over this machine's root filesystem, so the guest runs this rdma-core.
+packages+=(qemu-system-x86 linux-image-amd64 rdma-core ibverbs-providers busybox-static kmod)
 
 missing=()
 for p in "${packages[@]}"; do

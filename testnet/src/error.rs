@@ -38,6 +38,10 @@ pub enum Error {
     },
     /// An argument was out of range (host count, loss fraction, name length, ...).
     Invalid(String),
+    /// The Soft-RoCE peer ([`RxePeer`](crate::RxePeer)) could not start, or its guest failed
+    /// to run a command; the message says why and, where it helps, ends with the guest's
+    /// console.
+    Rxe(String),
     /// [`wait_reachable`](crate::Host::wait_reachable) ran out of time.
     Unreachable {
         /// Namespace the pings were sent from.
@@ -77,7 +81,7 @@ impl fmt::Display for Error {
                 }
             }
             Error::Io { context, source } => write!(f, "{context}: {source}"),
-            Error::Invalid(msg) => f.write_str(msg),
+            Error::Invalid(msg) | Error::Rxe(msg) => f.write_str(msg),
             Error::Unreachable {
                 from,
                 to,

@@ -60,11 +60,13 @@ mod child;
 mod cmd;
 mod error;
 mod netns;
+pub mod rxe;
 mod topology;
 
 pub use child::wait_or_kill;
 pub use error::Error;
 pub use netns::Netns;
+pub use rxe::{RxeConfig, RxePeer};
 pub use topology::{Host, Loss, Topology, TopologyBuilder};
 
 /// `relative` (say `examples/rc_pingpong` or `libxrdma.so`) in the target directory the
