@@ -49,6 +49,13 @@ const CASES: &[Case] = &[
         expect: "100 iters in",
     },
     Case {
+        // 64 packets a message, and completion channels instead of polling.
+        name: "ibv_rc_pingpong 64 KiB -e",
+        server: "ibv_rc_pingpong -g {gid} -s 65536 -e -n 50 -p {port}",
+        client: "ibv_rc_pingpong -g {gid} -s 65536 -e -n 50 -p {port} {server}",
+        expect: "50 iters in",
+    },
+    Case {
         // 1024: the largest UD message at the 1024-byte path MTU of a 1500-byte link.
         name: "ibv_ud_pingpong 1 KiB",
         server: "ibv_ud_pingpong -g {gid} -s 1024 -n 100 -p {port}",
