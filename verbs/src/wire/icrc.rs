@@ -20,7 +20,8 @@
 //! The IPv4 identification and flags are covered, so a receiver that does
 //! not see the IP header (the kernel-UDP backend) can only rebuild it if
 //! the sender used xrdma's convention: identification 0 and DF set (see
-//! [`pseudo_headers_v4`]).
+//! [`pseudo_headers_v4`]), or by solving for the identification, which
+//! [`check_v4_any_ident`] does for senders that number their datagrams.
 
 use core::net::{Ipv4Addr, Ipv6Addr};
 
