@@ -282,13 +282,24 @@ fn the_soft_roce_peer_runs_commands_and_reaches_the_host() {
     );
     // A command past its time is killed, and the error says so.
     let err = peer
-        .run("echo started; sleep 60", Duration::from_secs(2))
+        .run("echo started; sleep 61", Duration::from_secs(2))
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("still ran") && err.contains("started"),
+        err.contains("killed it") && err.contains("started"),
         "{err}"
     );
+    let out = peer.run("pgrep -af 'sleep 61'", TIMEOUT).unwrap();
+    assert_eq!(out.status, 1, "still running: {}", out.output);
+    // So is a job dropped before it ends.
+    drop(peer.spawn("sleep 62").unwrap());
+    let out = peer
+        .run(
+            "while pgrep -f 'sleep 62' >/dev/null; do sleep 0.1; done",
+            TIMEOUT,
+        )
+        .unwrap();
+    assert!(out.success(), "{out:?}");
     // The host side reaches the guest over the tap device.
     let out = peer
         .ns_command("ping")

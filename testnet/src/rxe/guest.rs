@@ -62,7 +62,7 @@ exec switch_root /newroot /bin/sh {jobs}/{agent}
 ///
 /// - `run NAME SECONDS`: runs `NAME.sh` from the job directory with `sh`, in its own session,
 ///   output (both streams) to `NAME.out`, killed after SECONDS; answers `done NAME STATUS`.
-/// - `kill NAME`: sends TERM to job NAME's session, KILL three seconds later.
+/// - `kill NAME`: sends TERM to job NAME's process group, KILL three seconds later.
 ///
 /// Lines starting `note` are messages for the host's error reports.
 pub(crate) fn agent_script() -> String {
@@ -120,10 +120,13 @@ run_job() {{
     tell "done $1 $?"
 }}
 kill_job() {{
+    # The job may have been started a moment ago: give run_job time to write its pid.
+    i=0
+    while [ ! -s "$J/$1.pid" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
     p=$(cat "$J/$1.pid" 2>/dev/null) || return
-    kill -TERM -- "-$p" 2>/dev/null
+    kill -TERM "-$p" 2>/dev/null
     sleep 3
-    kill -KILL -- "-$p" 2>/dev/null
+    kill -KILL "-$p" 2>/dev/null
 }}
 while read -r verb name arg <&3; do
     case $verb in

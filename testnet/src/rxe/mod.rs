@@ -539,11 +539,19 @@ impl Job<'_> {
             None => {
                 self.finished = true;
                 let _ = control.send(&format!("kill {name}"));
-                drop(control.wait(KILL_GRACE, |s| s.done.contains_key(&name)));
+                let ended = control
+                    .wait(KILL_GRACE, |s| s.done.contains_key(&name))
+                    .done
+                    .contains_key(&name);
                 return Err(Error::Rxe(format!(
-                    "`{}` still ran in the Soft-RoCE guest after {timeout:?}; killed it. \
+                    "`{}` still ran in the Soft-RoCE guest after {timeout:?}; {}. \
                      Its output:\n{}",
                     self.command,
+                    if ended {
+                        "killed it"
+                    } else {
+                        "it did not end when killed"
+                    },
                     self.output()
                 )));
             }
