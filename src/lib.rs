@@ -28,3 +28,5 @@ pub mod devinfo;
 pub mod perf;
 
 pub use xrdma_verbs as verbs;
+/// The connection manager (`rdma_cm`): event channels, CM ids, listen, connect, accept.
+pub use xrdma_verbs::cm;
