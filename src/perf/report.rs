@@ -24,6 +24,9 @@ pub struct Report {
     /// operation for rc-read-lat and rc-atomic-lat (as perftest reports them); empty for
     /// bandwidth tests.
     pub latencies: Vec<Duration>,
+    /// Whole-cycle samples, sorted, of tests whose unit of work is more than the latency
+    /// measured (`cm-connect`: set up, connect, disconnect and tear down); empty otherwise.
+    pub cycles: Vec<Duration>,
 }
 
 impl Report {
@@ -50,11 +53,12 @@ impl Report {
 
     /// Mean latency in microseconds.
     pub fn latency_avg_us(&self) -> Option<f64> {
-        if self.latencies.is_empty() {
-            return None;
-        }
-        let total: Duration = self.latencies.iter().sum();
-        Some(total.as_secs_f64() * 1e6 / self.latencies.len() as f64)
+        mean_us(&self.latencies)
+    }
+
+    /// The `p`th percentile (0..=100) of the cycle samples, in microseconds.
+    pub fn cycle_us(&self, p: f64) -> Option<f64> {
+        percentile(&self.cycles, p).map(|d| d.as_secs_f64() * 1e6)
     }
 
     /// One human-readable line.
@@ -73,6 +77,9 @@ impl Report {
             self.latency_avg_us(),
         ) {
             let _ = write!(s, "  lat p50 {p50:.2} us  p99 {p99:.2} us  avg {avg:.2} us");
+        }
+        if let (Some(p50), Some(p99)) = (self.cycle_us(50.0), self.cycle_us(99.0)) {
+            let _ = write!(s, "  cycle p50 {p50:.2} us  p99 {p99:.2} us");
         }
         if self.lost() > 0 {
             let _ = write!(s, "  lost {}", self.lost());
@@ -111,9 +118,31 @@ impl Report {
         if let Some(avg) = self.latency_avg_us() {
             let _ = write!(s, ",\"lat_us_avg\":{avg:.3}");
         }
+        for (key, p) in [
+            ("cycle_us_p50", 50.0),
+            ("cycle_us_p90", 90.0),
+            ("cycle_us_p99", 99.0),
+            ("cycle_us_max", 100.0),
+        ] {
+            if let Some(v) = self.cycle_us(p) {
+                let _ = write!(s, ",\"{key}\":{v:.3}");
+            }
+        }
+        if let Some(avg) = mean_us(&self.cycles) {
+            let _ = write!(s, ",\"cycle_us_avg\":{avg:.3}");
+        }
         s.push('}');
         s
     }
+}
+
+/// Mean of the samples in microseconds.
+fn mean_us(samples: &[Duration]) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let total: Duration = samples.iter().sum();
+    Some(total.as_secs_f64() * 1e6 / samples.len() as f64)
 }
 
 /// Nearest-rank percentile of sorted samples.
@@ -171,8 +200,10 @@ mod tests {
                 Duration::from_micros(30),
                 Duration::from_micros(40),
             ],
+            cycles: Vec::new(),
         };
         let j = r.json();
+        assert!(!j.contains("cycle_us"), "no cycles, no cycle keys: {j}");
         for key in [
             "\"test\":\"raw-lat\"",
             "\"size\":64",
@@ -187,5 +218,33 @@ mod tests {
             assert!(j.contains(key), "{key} missing from {j}");
         }
         assert!(j.starts_with('{') && j.ends_with('}'));
+    }
+
+    #[test]
+    fn cycles_get_their_own_percentiles() {
+        let r = Report {
+            test: "cm-connect".into(),
+            iters: 2,
+            elapsed: Duration::from_secs(1),
+            latencies: vec![Duration::from_micros(100), Duration::from_micros(300)],
+            cycles: vec![Duration::from_micros(400), Duration::from_micros(800)],
+            ..Report::default()
+        };
+        let j = r.json();
+        for key in [
+            "\"msg_rate\":2.0",
+            "\"lat_us_p50\":100.000",
+            "\"lat_us_p99\":300.000",
+            "\"cycle_us_p50\":400.000",
+            "\"cycle_us_p99\":800.000",
+            "\"cycle_us_avg\":600.000",
+        ] {
+            assert!(j.contains(key), "{key} missing from {j}");
+        }
+        assert!(
+            r.human().contains("cycle p50 400.00 us  p99 800.00 us"),
+            "{}",
+            r.human()
+        );
     }
 }
