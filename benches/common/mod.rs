@@ -43,6 +43,7 @@ pub fn xrdma_perf(t: &Topology, test: Test, size: usize) -> perf::Report {
         iters: latency.then_some(LAT_ITERS),
         duration: (!latency).then_some(Duration::from_secs(BW_SECONDS)),
         oob_port: perf::DEFAULT_OOB_PORT,
+        cm_port: perf::DEFAULT_CM_PORT,
         timeout: Duration::from_secs(20),
     };
     let server_opts = opts(t.a(), Role::Server);

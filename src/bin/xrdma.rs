@@ -103,7 +103,7 @@ impl BackendArgs {
 #[derive(Args)]
 struct PerfArgs {
     /// Test to run: raw-lat, raw-bw, ud-lat, ud-bw, rc-send-lat, rc-send-bw, rc-write-lat,
-    /// rc-write-bw, rc-read-lat, rc-read-bw or rc-atomic-lat.
+    /// rc-write-bw, rc-read-lat, rc-read-bw, rc-atomic-lat or cm-connect.
     test: Test,
     /// Wait for a client.
     #[arg(long, conflicts_with = "connect", required_unless_present = "connect")]
@@ -116,7 +116,7 @@ struct PerfArgs {
     /// Payload bytes per message (RC tests: up to 1 GiB).
     #[arg(long, default_value_t = 64)]
     size: usize,
-    /// Messages to send.
+    /// Messages to send (cm-connect: connections to make).
     #[arg(long, conflicts_with = "duration")]
     iters: Option<u64>,
     /// Seconds to run, instead of a message count.
@@ -128,6 +128,9 @@ struct PerfArgs {
     /// TCP port of the control connection.
     #[arg(long, default_value_t = perf::DEFAULT_OOB_PORT)]
     oob_port: u16,
+    /// rdma_cm port (PS_TCP) cm-connect listens on (server) or connects to (client).
+    #[arg(long, default_value_t = perf::DEFAULT_CM_PORT)]
+    cm_port: u16,
     /// Seconds to wait for the peer.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
@@ -150,6 +153,7 @@ fn perf_cmd(args: &PerfArgs) -> Result<(), String> {
         iters: args.iters,
         duration: args.duration.map(|d| duration(d, "duration")).transpose()?,
         oob_port: args.oob_port,
+        cm_port: args.cm_port,
         timeout: duration(args.timeout, "timeout")?,
     };
     let report = perf::run(&opts).map_err(|e| e.to_string())?;

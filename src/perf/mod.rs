@@ -13,9 +13,14 @@
 //!   `rc-read-bw`, `rc-atomic-lat`: RC QPs, as perftest's `ib_*_lat`/`ib_*_bw` run them
 //!   (see the `rc` module), with messages up to 1 GiB.
 //!
+//! - `cm-connect`: RC connections set up and torn down through the connection manager
+//!   ([`xrdma_verbs::cm`]), as rdma_cm programs do; the rate is connections per second (see
+//!   the `cm` module).
+//!
 //! Raw frames have no reliability: a lost ping is resent after a timeout, a lost stream
 //! frame is simply not counted.
 
+mod cm;
 pub mod oob;
 mod raw;
 mod rc;
@@ -34,6 +39,10 @@ pub use report::Report;
 
 /// perftest's default control port.
 pub const DEFAULT_OOB_PORT: u16 = 18515;
+
+/// The rdma_cm port `cm-connect` listens on and connects to by default (rping's is 7174,
+/// perftest's its control port; this one is free of both).
+pub const DEFAULT_CM_PORT: u16 = 7471;
 
 /// Which test to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,10 +69,12 @@ pub enum Test {
     RcReadBw,
     /// RC fetch-and-add latency, one at a time.
     RcAtomicLat,
+    /// RC connections through the connection manager: connect, disconnect, per second.
+    CmConnect,
 }
 
 /// Every test, in the order help texts list them.
-pub const TESTS: [Test; 11] = [
+pub const TESTS: [Test; 12] = [
     Test::RawLat,
     Test::RawBw,
     Test::UdLat,
@@ -75,6 +86,7 @@ pub const TESTS: [Test; 11] = [
     Test::RcReadLat,
     Test::RcReadBw,
     Test::RcAtomicLat,
+    Test::CmConnect,
 ];
 
 impl Test {
@@ -92,6 +104,7 @@ impl Test {
             Test::RcReadLat => "rc-read-lat",
             Test::RcReadBw => "rc-read-bw",
             Test::RcAtomicLat => "rc-atomic-lat",
+            Test::CmConnect => "cm-connect",
         }
     }
 
@@ -100,6 +113,7 @@ impl Test {
             Test::RawBw | Test::UdBw => 1_000_000,
             // Reliable streams carry every message: fewer by default, as perftest does.
             Test::RcSendBw | Test::RcWriteBw | Test::RcReadBw => 100_000,
+            Test::CmConnect => 1000,
             _ => 10_000,
         }
     }
@@ -147,6 +161,9 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// TCP control port.
     pub oob_port: u16,
+    /// rdma_cm port of `cm-connect` (PS_TCP): the server listens on it, the client connects
+    /// to it.
+    pub cm_port: u16,
     /// How long to wait for the peer (server: for a client; client: for the server).
     pub timeout: Duration,
 }
@@ -190,6 +207,7 @@ pub fn run_on(opts: &Options, io: Box<dyn FrameIo>) -> Result<Report> {
     match opts.test {
         Test::RawLat | Test::RawBw => raw::run(opts, io),
         Test::UdLat | Test::UdBw => ud::run(opts, io),
+        Test::CmConnect => cm::run(opts, io),
         _ => rc::run(opts, io),
     }
 }
