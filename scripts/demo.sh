@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The demo: xrdma between two hosts next to the kernel on the same link, measured in the same
 # run: raw frames and UD against kernel UDP; RC latency, message rate and RDMA WRITE
-# bandwidth against kernel TCP; as root also rdma-core's unmodified ibv_rc_pingpong over
-# libxrdma.so against kernel TCP.
+# bandwidth against kernel TCP; connections per second through the connection manager; as
+# root also rdma-core's unmodified ibv_rc_pingpong over libxrdma.so against kernel TCP, and
+# its rdma_cm programs rping and cmtime.
 #   as root:  two network namespaces joined by a veth pair with jumbo frames (MTU 9000, as
 #             RoCE's path MTU 4096 needs), xdp backend (AF_XDP);
 #   otherwise: two endpoints on loopback (127.0.0.1 and 127.0.0.2), udp backend.
@@ -116,7 +117,28 @@ echo "iperf3 TCP: $tcp_gbps Gbit/s"
 ratio "rc-write-bw 64 KiB $(json rc-write-bw gbps) Gbit/s vs kernel TCP $tcp_gbps Gbit/s" "$(json rc-write-bw gbps)" "$tcp_gbps"
 ratio "rc-send-bw 64 B $(json rc-send-bw msg_rate) msg/s vs ud-bw $(json ud-bw msg_rate) msg/s" "$(json rc-send-bw msg_rate)" "$(json ud-bw msg_rate)"
 
+echo "== xrdma perf cm-connect: RC connections set up and torn down by the connection manager"
+xrdma cm-connect
+
 if [ "$(id -u)" -eq 0 ]; then
+  # rdma-core's rdma_cm programs, unmodified, over libxrdma.so: the connection manager
+  # speaks the IB CM on the wire as Linux does.
+  echo "== rping -C 100 (rdma_cm, SEND + RDMA READ/WRITE) over libxrdma.so"
+  "${at_a[@]}" env LD_PRELOAD="$LIB" XRDMA_IFACE=xrdemo0 \
+    stdbuf -oL rping -s -a "$SERVER" -C 100 -d > "$OUT/rping-server.txt" 2>&1 &
+  pid=$!
+  for _ in $(seq 200); do grep -q rdma_listen "$OUT/rping-server.txt" && break; sleep 0.05; done
+  "${at_b[@]}" env LD_PRELOAD="$LIB" XRDMA_IFACE=xrdemo1 \
+    rping -c -a "$SERVER" -C 100 -v | tail -n 1
+  wait "$pid"
+  echo "== cmtime -c 200 (rdma_cm connection set-up and teardown) over libxrdma.so"
+  "${at_a[@]}" env LD_PRELOAD="$LIB" XRDMA_IFACE=xrdemo0 cmtime -c 200 >/dev/null 2>&1 &
+  pid=$!
+  sleep 0.5
+  "${at_b[@]}" env LD_PRELOAD="$LIB" XRDMA_IFACE=xrdemo1 cmtime -c 200 -s "$SERVER"
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+
   # rdma-core's own ibv_rc_pingpong, unmodified, over libxrdma.so: RC SENDs both ways. Polling
   # is compared with sockperf's TCP ping-pong spinning, completion events (-e) with sockperf
   # blocking as it does by default. sockperf reports one-way latency; a round trip is twice it.
