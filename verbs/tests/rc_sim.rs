@@ -3,6 +3,7 @@
 //! on a lossy network; atomics are atomic against the CPU's; the QP's and the region's
 //! rights are checked; bad requests are EINVAL; a vanished peer ends in RETRY_EXC_ERR.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use xrdma_verbs::net::sim::{self, SimConfig, SimNetwork};
@@ -72,6 +73,12 @@ fn connect(e: &End, peer: &End, timeout: u8, retry_cnt: u8) {
 }
 
 fn connect_with(e: &End, peer: &End, timeout: u8, retry_cnt: u8, access: AccessFlags) {
+    to_rtr(e, peer, access);
+    to_rts(e, timeout, retry_cnt);
+}
+
+/// RESET to INIT; the peer may do `access`.
+fn to_init(e: &End, access: AccessFlags) {
     let init = QpAttr {
         qp_access_flags: access,
         ..QpAttr::new(QpState::Init)
@@ -81,6 +88,11 @@ fn connect_with(e: &End, peer: &End, timeout: u8, retry_cnt: u8, access: AccessF
         AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS,
     )
     .unwrap();
+}
+
+/// RESET to INIT to RTR towards `peer`, as ibv_rc_pingpong does it.
+fn to_rtr(e: &End, peer: &End, access: AccessFlags) {
+    to_init(e, access);
     let rtr = QpAttr {
         ah_attr: Some(AhAttr::new(peer.ctx.gid(0).unwrap())),
         path_mtu: Mtu::Mtu1024,
@@ -98,6 +110,10 @@ fn connect_with(e: &End, peer: &End, timeout: u8, retry_cnt: u8, access: AccessF
         | AttrMask::MAX_DEST_RD_ATOMIC
         | AttrMask::MIN_RNR_TIMER;
     e.qp.modify(&rtr, rtr_mask).unwrap();
+}
+
+/// RTR to RTS, as ibv_rc_pingpong does it.
+fn to_rts(e: &End, timeout: u8, retry_cnt: u8) {
     let rts = QpAttr {
         timeout,
         retry_cnt,
@@ -688,4 +704,124 @@ fn inline_sends_and_writes_copy_at_post_time() {
         let err = unsafe { a.qp.post_send(&w) }.unwrap_err();
         assert_eq!(err.errno(), libc::EINVAL, "{what}: {err}");
     }
+}
+
+#[test]
+fn an_rc_qp_in_rtr_answers_its_peer() {
+    // perftest's bandwidth servers leave their QP in RTR: it must act as responder there,
+    // answering WRITEs, READs, atomics and SENDs and acknowledging them.
+    let net = SimNetwork::new(SimConfig {
+        delay: Duration::ZERO,
+        ..SimConfig::default()
+    });
+    let (a, b) = (end(&net, 1), end(&net, 2));
+    connect(&a, &b, 8, 2);
+    to_rtr(
+        &b,
+        &a,
+        AccessFlags::REMOTE_WRITE | AccessFlags::REMOTE_READ | AccessFlags::REMOTE_ATOMIC,
+    );
+    assert_eq!(b.qp.state(), QpState::Rtr);
+    let (a_buf, b_buf) = (a.buf.as_ptr() as u64, b.buf.as_ptr() as u64);
+    // SAFETY (of the writes through the buffers' pointers below): no verb touches these
+    // bytes meanwhile; the buffers live until the end of the test.
+    unsafe {
+        std::ptr::copy_nonoverlapping(b"written by A".as_ptr(), a_buf as *mut u8, 12);
+        std::ptr::copy_nonoverlapping(b"read from B!".as_ptr(), (b_buf + 4096) as *mut u8, 12);
+        ((b_buf + 8192) as *mut u64).write(40);
+    }
+    post_recv(&b, 77, 64);
+    let sge = |offset: u64, length| Sge {
+        addr: a_buf + offset,
+        length,
+        lkey: a.mr.lkey(),
+    };
+    let (write, read, add, send) = ([sge(0, 12)], [sge(4096, 12)], [sge(8192, 8)], [sge(0, 12)]);
+    let posts = [
+        SendWr {
+            rdma: Some((b_buf + 1024, b.mr.rkey())),
+            ..wr(SendOpcode::RdmaWrite, &write)
+        },
+        SendWr {
+            rdma: Some((b_buf + 4096, b.mr.rkey())),
+            ..wr(SendOpcode::RdmaRead, &read)
+        },
+        SendWr {
+            atomic: Some(AtomicWr {
+                remote_addr: b_buf + 8192,
+                rkey: b.mr.rkey(),
+                compare_add: 2,
+                swap: 0,
+            }),
+            ..wr(SendOpcode::AtomicFetchAndAdd, &add)
+        },
+        wr(SendOpcode::Send, &send),
+    ];
+    for w in &posts {
+        unsafe { a.qp.post_send(w) }.unwrap();
+    }
+    let done = poll_n(&net, &[&a, &b], 0, 4);
+    assert!(
+        done.iter().all(|wc| wc.status == WcStatus::Success),
+        "{done:?}"
+    );
+    assert_eq!(&b.buf[1024..1036], b"written by A");
+    assert_eq!(&a.buf[4096..4108], b"read from B!");
+    assert_eq!(
+        u64::from_ne_bytes(a.buf[8192..8200].try_into().unwrap()),
+        40
+    );
+    assert_eq!(
+        u64::from_ne_bytes(b.buf[8192..8200].try_into().unwrap()),
+        42
+    );
+    let got = poll_n(&net, &[&a, &b], 1, 1);
+    assert_eq!(
+        (got[0].wr_id, got[0].status, got[0].byte_len),
+        (77, WcStatus::Success, 12)
+    );
+    assert_eq!(&b.buf[..12], b"written by A");
+    assert_eq!(b.ctx.rx_drops().qp_state.load(Ordering::Relaxed), 0);
+
+    // At RTS the requester starts; the responder keeps its sequence.
+    to_rts(&b, 8, 2);
+    post_recv(&a, 78, 64);
+    let reply = [Sge {
+        addr: b_buf + 1024,
+        length: 12,
+        lkey: b.mr.lkey(),
+    }];
+    unsafe { b.qp.post_send(&wr(SendOpcode::Send, &reply)) }.unwrap();
+    let sent = poll_n(&net, &[&a, &b], 1, 1);
+    assert_eq!((sent[0].wr_id, sent[0].status), (9, WcStatus::Success));
+    let got = poll_n(&net, &[&a, &b], 0, 1);
+    assert_eq!((got[0].wr_id, got[0].status), (78, WcStatus::Success));
+    post_recv(&b, 79, 64);
+    unsafe { a.qp.post_send(&wr(SendOpcode::Send, &send)) }.unwrap();
+    let sent = poll_n(&net, &[&a, &b], 0, 1);
+    assert_eq!((sent[0].wr_id, sent[0].status), (9, WcStatus::Success));
+    let got = poll_n(&net, &[&a, &b], 1, 1);
+    assert_eq!((got[0].wr_id, got[0].status), (79, WcStatus::Success));
+}
+
+#[test]
+fn packets_for_a_qp_that_does_not_receive_yet_are_counted() {
+    // B's QP is in INIT: it drops A's requests, counting each, and A retries until
+    // RETRY_EXC_ERR.
+    let net = SimNetwork::new(SimConfig {
+        delay: Duration::ZERO,
+        ..SimConfig::default()
+    });
+    let (a, b) = (end(&net, 1), end(&net, 2));
+    connect(&a, &b, 1, 1);
+    to_init(&b, AccessFlags::empty());
+    let src = [Sge {
+        addr: a.buf.as_ptr() as u64,
+        length: 8,
+        lkey: a.mr.lkey(),
+    }];
+    unsafe { a.qp.post_send(&wr(SendOpcode::Send, &src)) }.unwrap();
+    let wcs = poll_n(&net, &[&a, &b], 0, 1);
+    assert_eq!(wcs[0].status, WcStatus::RetryExcErr);
+    assert!(b.ctx.rx_drops().qp_state.load(Ordering::Relaxed) >= 2);
 }

@@ -451,10 +451,14 @@ impl QueuePair {
                 }
                 rc.max_dest_rd_atomic = attr.max_dest_rd_atomic;
             }
+            // The responder answers from RTR, the requester sends from RTS.
+            if current == QpState::Init && next == QpState::Rtr {
+                rc.start_responder();
+            }
             if current == QpState::Rtr && next == QpState::Rts {
                 let sq_psn = st.sq_psn;
                 if let Some(rc) = st.rc.as_mut() {
-                    rc.start(sq_psn);
+                    rc.start_requester(sq_psn);
                 }
             }
         }
@@ -822,9 +826,12 @@ impl QpShared {
             return count(&ctx.drops.qp_state);
         }
         let QpMut { rc, rq, .. } = &mut *st;
-        if let Some(rc) = rc.as_mut() {
-            let rx = self.receives(rq);
-            rc.receive(now, packet, &ctx.mrs.read(), self.pd.handle(), rx);
+        let rx = self.receives(rq);
+        let taken = rc
+            .as_mut()
+            .is_some_and(|rc| rc.receive(now, packet, &ctx.mrs.read(), self.pd.handle(), rx));
+        if !taken {
+            count(&ctx.drops.qp_state);
         }
     }
 

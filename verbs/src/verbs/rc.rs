@@ -52,7 +52,8 @@ const NO_SGE: Sge = Sge {
     lkey: super::Lkey(0),
 };
 
-/// What an RC QP learns on its way to RTS, and its engine once there.
+/// What an RC QP learns on its way to RTS, and its engine from RTR on (the responder at
+/// RTR, the requester too at RTS).
 pub(crate) struct RcState {
     /// Where the peer is: RTR's address vector.
     pub(crate) ah: Option<super::ah::AhAttr>,
@@ -101,12 +102,13 @@ impl RcState {
         }
     }
 
-    /// Starts the engine (the move to RTS) with first send PSN `sq_psn`.
-    pub(crate) fn start(&mut self, sq_psn: Psn) {
+    /// The engine's configuration from the attributes given so far, first send PSN
+    /// `sq_psn`.
+    fn config(&self, sq_psn: Psn) -> RcConfig {
         // IBTA: the local ACK timeout is 4.096 us * 2^timeout; 0 means wait forever.
         let timeout =
             (self.timeout != 0).then(|| Duration::from_nanos(4096u64 << self.timeout.min(31)));
-        self.engine = Some(RcEngine::new(RcConfig {
+        RcConfig {
             dest_qpn: self.dest_qpn,
             mtu: self.path_mtu.bytes(),
             sq_psn,
@@ -117,7 +119,24 @@ impl RcState {
             min_rnr_timer: self.min_rnr_timer,
             max_rd_atomic: self.max_rd_atomic,
             max_dest_rd_atomic: self.max_dest_rd_atomic,
-        }));
+        }
+    }
+
+    /// Starts the engine's responder (the move to RTR): from now on the QP answers the
+    /// peer's requests (SENDs, WRITEs, READs, atomics) and acknowledges them, as an RC QP
+    /// in RTR must; it sends no requests of its own until [`RcState::start_requester`].
+    pub(crate) fn start_responder(&mut self) {
+        self.engine = Some(RcEngine::new(self.config(Psn::ZERO)));
+    }
+
+    /// Starts the engine's requester (the move to RTS) with first send PSN `sq_psn`; the
+    /// responder keeps its state.
+    pub(crate) fn start_requester(&mut self, sq_psn: Psn) {
+        let config = self.config(sq_psn);
+        match self.engine.as_mut() {
+            Some(engine) => engine.start_requester(config),
+            None => self.engine = Some(RcEngine::new(config)),
+        }
     }
 
     /// Queues a send request (checked by the caller: an INLINE one carries at most
@@ -206,7 +225,7 @@ impl RcState {
         }
     }
 
-    /// Hands a received packet to the engine.
+    /// Hands a received packet to the engine; false if there is none (before RTR).
     pub(crate) fn receive(
         &mut self,
         now: Instant,
@@ -214,14 +233,16 @@ impl RcState {
         mrs: &MrTable,
         pd: PdHandle,
         rx: Receives<'_>,
-    ) {
-        if let Some((engine, mut mem, _)) = self.parts(mrs, pd, rx) {
-            engine.handle_packet(now, packet, &mut mem);
-        }
+    ) -> bool {
+        let Some((engine, mut mem, _)) = self.parts(mrs, pd, rx) else {
+            return false;
+        };
+        engine.handle_packet(now, packet, &mut mem);
+        true
     }
 
     /// The engine, the memory it reaches through `mrs` and `rx`, and the transmit scratch
-    /// buffer, borrowed apart; `None` before RTS.
+    /// buffer, borrowed apart; `None` before RTR.
     fn parts<'a>(
         &'a mut self,
         mrs: &'a MrTable,

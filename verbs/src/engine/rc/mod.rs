@@ -258,6 +258,26 @@ struct Requester {
 }
 
 impl Requester {
+    /// An idle requester whose first packet will have PSN `config.sq_psn`.
+    fn new(config: &RcConfig) -> Requester {
+        Requester {
+            queue: VecDeque::new(),
+            next_psn: config.sq_psn,
+            new_psn: config.sq_psn,
+            una: config.sq_psn,
+            retries: config.retry_cnt,
+            rnr_retries: config.rnr_retry,
+            rnr_wait: false,
+            gap_at: None,
+            cwnd: WINDOW,
+            cwnd_acked: 0,
+            ack_req_psn: config.sq_psn - 1,
+            srtt: INITIAL_RTT,
+            timing: None,
+            failed: false,
+        }
+    }
+
     /// The queued request whose PSNs include `psn`. The queue is in PSN order, so a binary
     /// search finds it: a stream of small messages keeps a long queue, and this runs for
     /// every packet sent.
@@ -342,26 +362,11 @@ pub fn rnr_delay(code: u8) -> Duration {
 }
 
 impl RcEngine {
-    /// An engine for a QP moved to RTS with `config`.
+    /// An engine for a QP moved to RTS with `config`: responder and requester both run.
     pub fn new(config: RcConfig) -> Self {
         RcEngine {
             config,
-            req: Requester {
-                queue: VecDeque::new(),
-                next_psn: config.sq_psn,
-                new_psn: config.sq_psn,
-                una: config.sq_psn,
-                retries: config.retry_cnt,
-                rnr_retries: config.rnr_retry,
-                rnr_wait: false,
-                gap_at: None,
-                cwnd: WINDOW,
-                cwnd_acked: 0,
-                ack_req_psn: config.sq_psn - 1,
-                srtt: INITIAL_RTT,
-                timing: None,
-                failed: false,
-            },
+            req: Requester::new(&config),
             resp: Responder {
                 epsn: config.rq_psn,
                 msn: Msn::new_masked(0),
@@ -377,6 +382,19 @@ impl RcEngine {
             completions: VecDeque::new(),
             now: None,
         }
+    }
+
+    /// The move to RTS of an engine made at RTR: the requester starts afresh from
+    /// `config` (its first PSN `sq_psn`, its timeout, retry counts and `max_rd_atomic`),
+    /// while the responder keeps what it has received. An RC QP answers its peer from RTR
+    /// on (the IBTA's RTR state processes incoming requests and responds to them); only
+    /// sending needs RTS. The owner posts nothing before this.
+    pub fn start_requester(&mut self, config: RcConfig) {
+        self.config = config;
+        self.req = Requester::new(&config);
+        self.timers.stop(Timer::Retransmit);
+        self.timers.stop(Timer::Rnr);
+        self.timers.stop(Timer::Probe);
     }
 
     /// Queues a message. Messages complete in posting order.
