@@ -825,3 +825,45 @@ fn packets_for_a_qp_that_does_not_receive_yet_are_counted() {
     assert_eq!(wcs[0].status, WcStatus::RetryExcErr);
     assert!(b.ctx.rx_drops().qp_state.load(Ordering::Relaxed) >= 2);
 }
+
+#[test]
+fn receives_posted_with_one_wr_id_take_multi_packet_sends() {
+    // perftest's ib_send_bw posts every receive with the same wr_id; each multi-packet
+    // SEND must still land whole in its own receive.
+    let (net, a, b) = connected_pair(8, 2);
+    const LEN: u32 = 3000;
+    // More packets than one progress pass receives (64), so that a pass ends mid-message.
+    const N: u64 = 30;
+    for i in 0..N {
+        let sge = [Sge {
+            addr: b.buf.as_ptr() as u64 + i * 4096,
+            length: LEN,
+            lkey: b.mr.lkey(),
+        }];
+        unsafe {
+            b.qp.post_recv(&RecvWr {
+                wr_id: 0,
+                sg_list: &sge,
+            })
+        }
+        .unwrap();
+    }
+    let src = [Sge {
+        addr: a.buf.as_ptr() as u64,
+        length: LEN,
+        lkey: a.mr.lkey(),
+    }];
+    for _ in 0..N {
+        unsafe { a.qp.post_send(&wr(SendOpcode::Send, &src)) }.unwrap();
+    }
+    let got = poll_n(&net, &[&a, &b], 1, N as usize);
+    for wc in &got {
+        assert_eq!(
+            (wc.wr_id, wc.status, wc.byte_len),
+            (0, WcStatus::Success, LEN),
+            "{got:?}"
+        );
+    }
+    let sent = poll_n(&net, &[&a, &b], 0, N as usize);
+    assert!(sent.iter().all(|wc| wc.status == WcStatus::Success));
+}

@@ -801,7 +801,10 @@ impl QpShared {
         let qp_num = self.qpn.value();
         if rc.failed() && *state != QpState::Err {
             *state = QpState::Err;
-            rc.flush_sends(qp_num, |wc| self.send_cq.shared.push(wc, false));
+            rc.flush(qp_num, |wc, send| {
+                let cq = if send { &self.send_cq } else { &self.recv_cq };
+                cq.shared.push(wc, false)
+            });
             rq.drain(|wr_id| {
                 self.recv_cq.shared.push(
                     self.completion(wr_id, WcStatus::WrFlushErr, WcOpcode::Recv),

@@ -6,6 +6,7 @@
 //! atomics (compare and swap, fetch and add), which are atomic against each other and
 //! against the CPU's atomics on the same 8 bytes.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -41,9 +42,47 @@ struct PostedSend {
 /// The receive a multi-packet message is landing in.
 #[derive(Clone, Copy)]
 struct ActiveRecv {
-    wr_id: u64,
+    /// The engine's handle for it: unique, unlike the application's `wr_id` (perftest
+    /// posts every receive with the same one).
+    handle: u64,
     sges: [Sge; MAX_SGE],
     n: usize,
+}
+
+/// The receives the engine took and has not completed yet, oldest first: the `wr_id` of
+/// each engine handle. An RC QP completes its receives in the order it takes them.
+struct TakenRecvs {
+    next_handle: u64,
+    fifo: VecDeque<(u64, u64)>,
+}
+
+impl TakenRecvs {
+    fn new() -> TakenRecvs {
+        TakenRecvs {
+            next_handle: 0,
+            // One progress pass completes at most a batch of messages; more grows the queue.
+            fifo: VecDeque::with_capacity(128),
+        }
+    }
+
+    /// A new handle for receive `wr_id`.
+    fn take(&mut self, wr_id: u64) -> u64 {
+        let handle = self.next_handle;
+        self.next_handle = self.next_handle.wrapping_add(1);
+        self.fifo.push_back((handle, wr_id));
+        handle
+    }
+
+    /// The `wr_id` of completed receive `handle` (and forgets any taken before it that
+    /// never completed).
+    fn complete(&mut self, handle: u64) -> Option<u64> {
+        while let Some((h, wr_id)) = self.fifo.pop_front() {
+            if h == handle {
+                return Some(wr_id);
+            }
+        }
+        None
+    }
 }
 
 const NO_SGE: Sge = Sge {
@@ -75,6 +114,7 @@ pub(crate) struct RcState {
     inline: Box<[u8]>,
     max_inline: usize,
     active_recv: Option<ActiveRecv>,
+    taken: TakenRecvs,
     scratch: Vec<u8>,
 }
 
@@ -98,6 +138,7 @@ impl RcState {
             inline: vec![0; max_send_wr.max(1) * max_inline].into_boxed_slice(),
             max_inline,
             active_recv: None,
+            taken: TakenRecvs::new(),
             scratch: vec![0; mtu_bytes + 128],
         }
     }
@@ -259,6 +300,7 @@ impl RcState {
             max_inline: self.max_inline,
             rx,
             active: &mut self.active_recv,
+            taken: &mut self.taken,
         };
         Some((engine, mem, &mut self.scratch))
     }
@@ -304,8 +346,14 @@ impl RcState {
                     imm,
                     write,
                 } => {
+                    if self.active_recv.is_some_and(|a| a.handle == handle) {
+                        self.active_recv = None;
+                    }
+                    let Some(wr_id) = self.taken.complete(handle) else {
+                        continue;
+                    };
                     let mut wc = WorkCompletion {
-                        wr_id: handle,
+                        wr_id,
                         status: wc_status(status),
                         opcode: if write {
                             WcOpcode::RecvRdmaWithImm
@@ -320,9 +368,6 @@ impl RcState {
                     if let Some(imm) = imm {
                         wc.imm_data = ImmData::from_wire(imm.to_be_bytes());
                         wc.wc_flags = WcFlags::WITH_IMM;
-                    }
-                    if self.active_recv.is_some_and(|a| a.wr_id == handle) {
-                        self.active_recv = None;
                     }
                     push(wc, false);
                 }
@@ -347,19 +392,31 @@ impl RcState {
         self.engine.as_ref().is_some_and(RcEngine::is_failed)
     }
 
-    /// Completes every posted send with `WR_FLUSH_ERR` (the QP went to ERR).
-    pub(crate) fn flush_sends(&mut self, qp_num: u32, mut push: impl FnMut(WorkCompletion)) {
+    /// Completes every posted send, and every receive the engine took and did not
+    /// complete, with `WR_FLUSH_ERR` (the QP went to ERR): `push(wc, is_send)`.
+    pub(crate) fn flush(&mut self, qp_num: u32, mut push: impl FnMut(WorkCompletion, bool)) {
         for slot in 0..self.sends.len() {
             if let Some(s) = self.sends[slot].take() {
                 self.free.push(slot);
-                push(WorkCompletion {
+                let wc = WorkCompletion {
                     wr_id: s.wr_id,
                     status: WcStatus::WrFlushErr,
                     opcode: WcOpcode::Send,
                     qp_num,
                     ..WorkCompletion::default()
-                });
+                };
+                push(wc, true);
             }
+        }
+        while let Some((_, wr_id)) = self.taken.fifo.pop_front() {
+            let wc = WorkCompletion {
+                wr_id,
+                status: WcStatus::WrFlushErr,
+                opcode: WcOpcode::Recv,
+                qp_num,
+                ..WorkCompletion::default()
+            };
+            push(wc, false);
         }
         self.engine = None;
         self.active_recv = None;
@@ -399,6 +456,7 @@ struct RcMemory<'a> {
     max_inline: usize,
     rx: Receives<'a>,
     active: &'a mut Option<ActiveRecv>,
+    taken: &'a mut TakenRecvs,
 }
 
 /// Walks `sges` from byte `offset` for `len` bytes, calling `f(pointer, run length)` for
@@ -492,11 +550,12 @@ impl Memory for RcMemory<'_> {
     }
 
     fn take_recv(&mut self) -> Option<u64> {
-        let active = |slot: &RecvSlot| {
+        let taken = &mut *self.taken;
+        let mut active = |slot: &RecvSlot| {
             let mut sges = [NO_SGE; MAX_SGE];
             sges[..slot.len].copy_from_slice(&slot.sges[..slot.len]);
             ActiveRecv {
-                wr_id: slot.wr_id,
+                handle: taken.take(slot.wr_id),
                 sges,
                 n: slot.len,
             }
@@ -511,11 +570,11 @@ impl Memory for RcMemory<'_> {
             Receives::Shared(srq) => srq.take(|_, slot| active(slot))?.1,
         };
         *self.active = Some(taken);
-        Some(taken.wr_id)
+        Some(taken.handle)
     }
 
     fn scatter(&mut self, handle: u64, offset: usize, data: &[u8]) -> bool {
-        let Some(a) = self.active.as_ref().filter(|a| a.wr_id == handle) else {
+        let Some(a) = self.active.as_ref().filter(|a| a.handle == handle) else {
             return false;
         };
         let room: usize = a.sges[..a.n].iter().map(|s| s.length as usize).sum();
