@@ -5,8 +5,10 @@
 //! on the backend's descriptor as well as its channel's and makes the progress that brings
 //! its event; and on a helper thread that spins briefly after activity and then sleeps on
 //! the backend's descriptor and a wake-up eventfd, so an idle context burns no CPU. The
-//! helper keeps out of the way while an application polls or waits that way. Whoever gets
-//! the backend's lock first does the work; the others return at once.
+//! helper keeps out of the way while an application polls or waits that way, but not once
+//! an application that polled stops: one that waits on memory for a peer's RDMA WRITE (as
+//! perftest's ib_write_lat does) gets it written without polling, as from a NIC. Whoever
+//! gets the backend's lock first does the work; the others return at once.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -145,6 +147,8 @@ pub(crate) struct ContextShared {
     held_transmits: AtomicBool,
     /// The agent serving QP1, once one is set.
     qp1: RwLock<Option<Arc<dyn Qp1Agent>>>,
+    /// The application's last CQ poll found completions (see [`APP_LEAVING`]).
+    app_found: AtomicBool,
 }
 
 /// A device context (`ibv_open_device`). Cloning gives another handle to the same context.
@@ -189,6 +193,7 @@ impl Context {
             app_waiting: AtomicU32::new(0),
             held_transmits: AtomicBool::new(false),
             qp1: RwLock::new(None),
+            app_found: AtomicBool::new(false),
         });
         if config.progress_thread {
             let thread = ProgressThread::start(&shared, config.spin)?;
@@ -383,12 +388,46 @@ const NEVER_POLLED: u64 = u64::MAX;
 /// it for the backend (on a machine with few cores the two would take turns on one).
 const APP_POLLING: Duration = Duration::from_millis(1);
 
+/// An application whose CQ polls find nothing and that polled within this long is polling
+/// in a loop, and takes what arrives itself. One that has not may have gone to wait on
+/// memory instead (an RDMA WRITE's target, as perftest's ib_write_lat does): the helper
+/// thread handles what arrives for it, as a NIC writes memory whether or not anyone polls.
+const APP_LOOPING: Duration = Duration::from_micros(20);
+
+/// [`APP_LOOPING`] after a poll that found completions: the application may have gone to
+/// act on them, and a program that waits on memory polls a CQ only for its own sends'
+/// completions.
+const APP_LEAVING: Duration = Duration::from_micros(2);
+
+/// How long the helper thread leaves a datagram to an application polling in a loop before
+/// it looks again: from `MIN_WATCH`, doubled while the application keeps polling, up to
+/// `MAX_WATCH` (what a datagram may wait once an application that polled all along stops).
+const MIN_WATCH: Duration = Duration::from_micros(10);
+const MAX_WATCH: Duration = Duration::from_micros(250);
+
 impl ContextShared {
     /// Progress on behalf of an application thread polling a CQ.
     pub(crate) fn progress_from_poll(&self) -> usize {
         self.app_polled_us
             .store(self.epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.progress_for(true)
+    }
+
+    /// Records whether the application's CQ poll, after [`Self::progress_from_poll`], found
+    /// completions.
+    pub(crate) fn app_poll_found(&self, found: bool) {
+        self.app_found.store(found, Ordering::Relaxed);
+    }
+
+    /// True while the application polls in a loop and takes what arrives itself; false
+    /// once it has been away too long, and the helper thread should.
+    fn app_takes_arrivals(&self) -> bool {
+        let grace = if self.app_found.load(Ordering::Relaxed) {
+            APP_LEAVING
+        } else {
+            APP_LOOPING
+        };
+        self.since_app_polled() < grace
     }
 
     /// How long the helper thread should keep out of the application's way: while the
@@ -422,6 +461,14 @@ impl ContextShared {
     /// backend's clock, as a poll(2) timeout: milliseconds, rounded up; -1 when no timer
     /// runs.
     fn rc_poll_timeout(&self) -> i32 {
+        self.rc_timeout().map_or(-1, |left| {
+            left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        })
+    }
+
+    /// How long until the earliest timer (of an RC QP, or of the QP1 agent) is due, on the
+    /// backend's clock; `None` when no timer runs.
+    fn rc_timeout(&self) -> Option<Duration> {
         let rc = self
             .qps
             .read()
@@ -430,11 +477,8 @@ impl ContextShared {
             .filter_map(|q| q.rc_timeout())
             .min();
         let agent = self.qp1.read().as_ref().and_then(|a| a.next_timeout());
-        let next = [rc, agent].into_iter().flatten().min();
-        next.map_or(-1, |next| {
-            let left = next.saturating_duration_since(self.io.lock().now());
-            left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-        })
+        let next = [rc, agent].into_iter().flatten().min()?;
+        Some(next.saturating_duration_since(self.io.lock().now()))
     }
 
     /// How long ago the application last polled (`Duration::MAX` if it never has).
@@ -610,7 +654,12 @@ fn progress_loop(
     parked: &AtomicBool,
     spin: Duration,
 ) {
+    // Timeouts of a few microseconds (see `APP_LOOPING`) mean what they say: no 50 us of
+    // timer slack on this thread's sleeps.
+    // SAFETY: PR_SET_TIMERSLACK takes an integer and changes only the calling thread.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
     let mut last_work = Instant::now();
+    let mut watch = MIN_WATCH;
     while !stop.load(Ordering::Acquire) {
         let Some(shared) = ctx.upgrade() else { return };
         // Park while threads wait for CQ events: they make progress themselves. Announce
@@ -620,15 +669,33 @@ fn progress_loop(
         parked.store(true, Ordering::SeqCst);
         if shared.app_waiting.load(Ordering::SeqCst) > 0 {
             drop(shared);
-            sleep_on(&[wake.as_raw_fd()], -1, wake);
+            sleep_on(&[wake.as_raw_fd()], None, wake);
             parked.store(false, Ordering::SeqCst);
             continue;
         }
         parked.store(false, Ordering::SeqCst);
         if let Some(pause) = shared.defer_to_app() {
             drop(shared);
-            // Sleep on the wake-up eventfd only (stopping ends the pause early).
-            sleep_on(&[wake.as_raw_fd()], pause.as_millis().max(1) as i32, wake);
+            // Sleep until the pause ends or a datagram arrives (stopping ends it early).
+            if !sleep_on(&[io_fd, wake.as_raw_fd()], Some(pause), wake) {
+                continue;
+            }
+            let Some(shared) = ctx.upgrade() else { return };
+            if shared.app_takes_arrivals() {
+                // The application polls in a loop: it takes the datagram. Look again after
+                // `watch` (not before: the descriptor stays readable), a longer while each
+                // time it is still polling, so that an application that polls all along
+                // does not have this thread wake at every datagram.
+                drop(shared);
+                sleep_on(&[wake.as_raw_fd()], Some(watch), wake);
+                watch = (watch * 2).min(MAX_WATCH);
+                continue;
+            }
+            // It stopped polling, perhaps to wait on memory: handle the datagram for it.
+            watch = MIN_WATCH;
+            if shared.progress() > 0 {
+                last_work = Instant::now();
+            }
             continue;
         }
         let handled = shared.progress();
@@ -643,14 +710,15 @@ fn progress_loop(
         }
         // Spin again only after real work: a wake-up that finds nothing goes back to sleep,
         // until the backend or the next RC timer needs us.
-        let timeout = ctx.upgrade().map_or(-1, |s| s.rc_poll_timeout());
+        let timeout = ctx.upgrade().and_then(|s| s.rc_timeout());
         sleep_on(&[io_fd, wake.as_raw_fd()], timeout, wake);
     }
 }
 
-/// Sleeps until one of `fds` is readable or `timeout_ms` passes (-1: no timeout), and
-/// drains the wake-up eventfd if it was what woke us.
-fn sleep_on(fds: &[i32], timeout_ms: i32, wake: &OwnedFd) {
+/// Sleeps until one of `fds` is readable or `timeout` passes (`None`: no timeout), and
+/// drains the wake-up eventfd if it was what woke us. True if a descriptor other than the
+/// wake-up eventfd is readable.
+fn sleep_on(fds: &[i32], timeout: Option<Duration>, wake: &OwnedFd) -> bool {
     let mut p = [libc::pollfd {
         fd: -1,
         events: libc::POLLIN,
@@ -659,15 +727,34 @@ fn sleep_on(fds: &[i32], timeout_ms: i32, wake: &OwnedFd) {
     for (slot, fd) in p.iter_mut().zip(fds) {
         slot.fd = *fd;
     }
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `fds.len()` (at most 2) live pollfds; the descriptors stay open while the
-    // context lives, and the context joins this thread before closing them.
-    unsafe { libc::poll(p.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    // context lives, and the context joins this thread before closing them. `ts_ptr` is
+    // NULL or points at a live timespec; a NULL signal mask leaves the mask alone.
+    unsafe {
+        libc::ppoll(
+            p.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            ts_ptr,
+            std::ptr::null(),
+        )
+    };
+    let fired = |q: &libc::pollfd| q.revents != 0;
     if p[..fds.len()]
         .iter()
-        .any(|q| q.fd == wake.as_raw_fd() && q.revents != 0)
+        .any(|q| q.fd == wake.as_raw_fd() && fired(q))
     {
         let mut v = 0u64;
         // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd.
         let _ = unsafe { libc::read(wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
     }
+    p[..fds.len()]
+        .iter()
+        .any(|q| q.fd != wake.as_raw_fd() && fired(q))
 }

@@ -64,8 +64,11 @@ impl Cq {
     /// Moves up to `out.len()` completions into `out`, oldest first, after making progress
     /// on the calling thread (`ibv_poll_cq`).
     pub fn poll(&self, out: &mut [WorkCompletion]) -> usize {
-        self.shared.ctx.shared.progress_from_poll();
-        self.shared.ring.lock().poll(out)
+        let ctx = &self.shared.ctx.shared;
+        ctx.progress_from_poll();
+        let n = self.shared.ring.lock().poll(out);
+        ctx.app_poll_found(n > 0);
+        n
     }
 
     /// Arms the CQ: the next completion (with `solicited_only`, the next solicited or
