@@ -139,6 +139,9 @@ pub(crate) struct ContextShared {
     /// ([`NEVER_POLLED`] before it first does). While it polls, it drives progress itself
     /// and the helper thread keeps out of its way.
     app_polled_us: AtomicU64,
+    /// When the application last polled a CQ or posted a send, in microseconds since
+    /// `epoch` (see [`APP_LOOPING`]).
+    app_active_us: AtomicU64,
     epoch: Instant,
     /// Application threads waiting for a CQ event in [`Context::get_cq_event`], which
     /// make progress themselves while they wait: the helper thread keeps out of their way.
@@ -189,6 +192,7 @@ impl Context {
             next_pd: AtomicU32::new(1),
             progress: Mutex::new(None),
             app_polled_us: AtomicU64::new(NEVER_POLLED),
+            app_active_us: AtomicU64::new(NEVER_POLLED),
             epoch: Instant::now(),
             app_waiting: AtomicU32::new(0),
             held_transmits: AtomicBool::new(false),
@@ -408,9 +412,16 @@ const MAX_WATCH: Duration = Duration::from_micros(250);
 impl ContextShared {
     /// Progress on behalf of an application thread polling a CQ.
     pub(crate) fn progress_from_poll(&self) -> usize {
-        self.app_polled_us
-            .store(self.epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_micros() as u64;
+        self.app_polled_us.store(now, Ordering::Relaxed);
+        self.app_active_us.store(now, Ordering::Relaxed);
         self.progress_for(true)
+    }
+
+    /// Notes that the application posted a send: it is busy, and polls again soon.
+    pub(crate) fn app_posted(&self) {
+        self.app_active_us
+            .store(self.epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Records whether the application's CQ poll, after [`Self::progress_from_poll`], found
@@ -427,7 +438,7 @@ impl ContextShared {
         } else {
             APP_LOOPING
         };
-        self.since_app_polled() < grace
+        since(&self.app_active_us, self.epoch) < grace
     }
 
     /// How long the helper thread should keep out of the application's way: while the
@@ -483,12 +494,7 @@ impl ContextShared {
 
     /// How long ago the application last polled (`Duration::MAX` if it never has).
     fn since_app_polled(&self) -> Duration {
-        let polled = self.app_polled_us.load(Ordering::Relaxed);
-        if polled == NEVER_POLLED {
-            return Duration::MAX;
-        }
-        let now = self.epoch.elapsed().as_micros() as u64;
-        Duration::from_micros(now.saturating_sub(polled))
+        since(&self.app_polled_us, self.epoch)
     }
 
     pub(crate) fn progress(&self) -> usize {
@@ -571,6 +577,17 @@ impl ContextShared {
     pub(crate) fn next_random(&self) -> u32 {
         self.rng.lock().next_u32()
     }
+}
+
+/// How long ago `stamp` (microseconds since `epoch`, or [`NEVER_POLLED`]) was; `Duration::MAX`
+/// for never.
+fn since(stamp: &AtomicU64, epoch: Instant) -> Duration {
+    let at = stamp.load(Ordering::Relaxed);
+    if at == NEVER_POLLED {
+        return Duration::MAX;
+    }
+    let now = epoch.elapsed().as_micros() as u64;
+    Duration::from_micros(now.saturating_sub(at))
 }
 
 pub(crate) fn count(c: &AtomicU64) {
@@ -692,9 +709,15 @@ fn progress_loop(
                 continue;
             }
             // It stopped polling, perhaps to wait on memory: handle the datagram for it.
-            watch = MIN_WATCH;
             if shared.progress() > 0 {
+                watch = MIN_WATCH;
                 last_work = Instant::now();
+            } else {
+                // The application holds the backend (a long post, say): not to spin on
+                // the readable descriptor meanwhile, look again after `watch`.
+                drop(shared);
+                sleep_on(&[wake.as_raw_fd()], Some(watch), wake);
+                watch = (watch * 2).min(MAX_WATCH);
             }
             continue;
         }
