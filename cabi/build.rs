@@ -8,12 +8,17 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=/usr/include/infiniband/verbs.h");
     println!("cargo:rerun-if-changed=/usr/include/rdma/rdma_cma.h");
+    println!("cargo:rerun-if-changed=/usr/include/infiniband/sa.h");
+    println!("cargo:rerun-if-changed=/usr/include/rdma/ib_user_verbs.h");
+    println!("cargo:rerun-if-changed=/usr/include/rdma/ib_user_sa.h");
     // Programs linked against the library by path record its name, not the path.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libxrdma.so");
     let mut builder = bindgen::Builder::default()
         .header_contents(
             "xrdma_verbs.h",
-            "#include <infiniband/verbs.h>\n#include <rdma/rdma_cma.h>\n",
+            "#include <infiniband/verbs.h>\n#include <rdma/rdma_cma.h>\n\
+             #include <infiniband/sa.h>\n#include <rdma/ib_user_verbs.h>\n\
+             #include <rdma/ib_user_sa.h>\n",
         )
         .allowlist_recursively(false)
         .derive_default(true)
@@ -99,6 +104,20 @@ fn main() {
         "ibv_qp_init_attr_ex",
         "ibv_rx_hash_conf",
         "ibv_rwq_ind_table",
+        // The rest of libibverbs' exports (cabi/src/ibv/{addressing,conversions}.rs).
+        "ibv_gid_entry",
+        "ibv_gid_type",
+        "ibv_ece",
+        "ibv_grh",
+        "ibv_rate",
+        "ibv_fork_status",
+        "ibv_rereg_mr_flags",
+        "ibv_rereg_mr_err_code",
+        "ibv_wc_flags",
+        "ib_uverbs_ah_attr",
+        "ib_uverbs_global_route",
+        "ib_uverbs_qp_attr",
+        "ib_user_path_rec",
     ] {
         builder = builder.allowlist_type(ty);
     }
@@ -125,6 +144,8 @@ fn main() {
         .raw_line("#[allow(non_camel_case_types)] pub type __be32 = u32;")
         .raw_line("#[allow(non_camel_case_types)] pub type __be16 = u16;")
         .raw_line("#[allow(non_camel_case_types)] pub type __u8 = u8;")
+        .raw_line("#[allow(non_camel_case_types)] pub type __u16 = u16;")
+        .raw_line("#[allow(non_camel_case_types)] pub type __u32 = u32;")
         .raw_line("#[allow(non_camel_case_types)] pub type __u64 = u64;");
     let bindings = builder
         .generate()

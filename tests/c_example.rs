@@ -8,6 +8,9 @@
 //!   read with `ibv_get_async_event`; `ibv_query_pkey` and the `*_str` helpers.
 //! - `tests/c/rc_loopback.c`: two RC QPs in one process, connected as ibv_rc_pingpong
 //!   connects them: SEND, WRITE with immediate, READ, compare-and-swap and fetch-and-add.
+//! - `tests/c/ibv_exports.c`: the rest of libibverbs' exports: device and P_Key indexes,
+//!   extended GID queries, AHs from a received completion, `ibv_rereg_mr`, L2 resolution,
+//!   the pure helpers, and the calls xrdma cannot honour failing cleanly.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -103,8 +106,8 @@ fn run(name: &str, mut cmd: Command) -> Output {
 }
 
 /// Compiles `tests/c/<name>.c`, runs it on its own UDP port (`port_offset` keeps the tests
-/// of one run apart) and checks that it printed "<name>: ok".
-fn compile_and_run(name: &str, port_offset: u32) {
+/// of one run apart) and checks that it printed "<name>: ok"; returns its stderr.
+fn compile_and_run(name: &str, port_offset: u32) -> String {
     let lib_dir = library_dir();
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
     let tmp = TempDir::new(name);
@@ -130,6 +133,7 @@ fn compile_and_run(name: &str, port_offset: u32) {
         stdout.lines().any(|l| l == ok),
         "no \"{ok}\" in: {stdout}{stderr}"
     );
+    stderr
 }
 
 #[test]
@@ -145,4 +149,30 @@ fn c_srq_events_runs_linked_against_libxrdma() {
 #[test]
 fn c_rc_loopback_runs_linked_against_libxrdma() {
     compile_and_run("rc_loopback", 2);
+}
+
+#[test]
+fn c_ibv_exports_behave_linked_against_libxrdma() {
+    let stderr = compile_and_run("ibv_exports", 3);
+    // What xrdma cannot do fails cleanly and says so, once, naming the call.
+    for call in [
+        "ibv_attach_mcast",
+        "ibv_detach_mcast",
+        "ibv_query_ece",
+        "ibv_set_ece",
+        "ibv_qp_to_qp_ex",
+        "ibv_import_device",
+        "ibv_import_pd",
+        "ibv_import_mr",
+        "ibv_import_dm",
+        "ibv_reg_dmabuf_mr",
+        "ibv_register_driver",
+    ] {
+        let said = format!("xrdma: {call}: ");
+        assert_eq!(
+            stderr.matches(&said).count(),
+            1,
+            "want one line starting {said:?} in:\n{stderr}"
+        );
+    }
 }

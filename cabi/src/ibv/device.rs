@@ -22,6 +22,8 @@ enum Backend {
 #[repr(C)]
 pub(crate) struct Device {
     dev: sys::ibv_device,
+    /// Its place in the list (`ibv_get_device_index`).
+    pub(crate) index: usize,
     pub(crate) iface: String,
     backend: Backend,
     port: u16,
@@ -130,6 +132,7 @@ fn read_config() -> Result<Vec<&'static Device>, (i32, String)> {
             );
             &*Box::leak(Box::new(Device {
                 dev,
+                index: i,
                 iface: iface.to_string(),
                 backend,
                 port,
@@ -408,8 +411,8 @@ pub unsafe extern "C" fn ibv_query_port(
     })
 }
 
-/// GID `index` of port `port_num`, or -1 with errno.
-fn gid(context: *mut sys::ibv_context, port_num: u8, index: usize) -> Result<Gid, i32> {
+/// GID `index` of port `port_num`, or the errno.
+pub(crate) fn gid(context: *mut sys::ibv_context, port_num: u8, index: usize) -> Result<Gid, i32> {
     // SAFETY: the context comes from ibv_open_device.
     let c = unsafe { wrapper::<XContext, _>(context) }?;
     let port = c.inner.query_port(port_num).map_err(|e| e.errno())?;

@@ -1,8 +1,8 @@
 //! Asynchronous events (`ibv_get_async_event`, `ibv_ack_async_event`), the enum-to-string
 //! helpers, and the small calls that have little to do here (`ibv_query_pkey`,
-//! `ibv_fork_init`, `ibv_resize_cq`).
+//! `ibv_fork_init` and its kin, `ibv_resize_cq`).
 
-use std::ffi::{CStr, c_char, c_int};
+use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::atomic::Ordering;
 
 use xrdma_verbs::verbs::AsyncEvent;
@@ -231,6 +231,25 @@ pub unsafe extern "C" fn ibv_query_pkey(
 /// stay the parent's).
 #[unsafe(no_mangle)]
 pub extern "C" fn ibv_fork_init() -> c_int {
+    0
+}
+
+/// `ibv_is_fork_initialized`: `IBV_FORK_UNNEEDED`, for the reasons `ibv_fork_init` gives.
+#[unsafe(no_mangle)]
+pub extern "C" fn ibv_is_fork_initialized() -> sys::ibv_fork_status {
+    sys::IBV_FORK_UNNEEDED
+}
+
+/// `ibv_dontfork_range`: 0, with nothing to mark (see `ibv_fork_init`); providers call it
+/// around their own buffers.
+#[unsafe(no_mangle)]
+pub extern "C" fn ibv_dontfork_range(_base: *mut c_void, _size: usize) -> c_int {
+    0
+}
+
+/// `ibv_dofork_range`: 0, the undoing of `ibv_dontfork_range`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ibv_dofork_range(_base: *mut c_void, _size: usize) -> c_int {
     0
 }
 

@@ -76,6 +76,11 @@ impl XPd {
     pub(crate) fn as_c(&self) -> *mut sys::ibv_pd {
         (&self.pd as *const sys::ibv_pd).cast_mut()
     }
+
+    /// The `ibv_context *` of the PD's context.
+    pub(crate) fn context_c(&self) -> *mut sys::ibv_context {
+        self.pd.context
+    }
 }
 
 impl XChannel {
@@ -214,6 +219,83 @@ pub unsafe extern "C" fn ibv_reg_mr_iova2(
     guard(std::ptr::null_mut(), || {
         // SAFETY: ibv_reg_mr's contract is the caller's.
         unsafe { reg_mr_c(pd, addr, length, iova, access) }
+    })
+}
+
+/// `ibv_rereg_mr`: changes an MR's range (`IBV_REREG_MR_CHANGE_TRANSLATION`, named by
+/// addresses from `addr` then), PD or access flags by registering anew and swapping the
+/// registration in place: the `ibv_mr *` stays, its keys change (read them again, as
+/// libibverbs says). 0, or libibverbs' codes with errno: `IBV_REREG_MR_ERR_INPUT` (EINVAL)
+/// for bad arguments, `IBV_REREG_MR_ERR_CMD` if the new registration fails, which leaves
+/// the MR as it was.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_rereg_mr(
+    mr: *mut sys::ibv_mr,
+    flags: c_int,
+    pd: *mut sys::ibv_pd,
+    addr: *mut c_void,
+    length: usize,
+    access: c_int,
+) -> c_int {
+    guard(sys::IBV_REREG_MR_ERR_CMD, || {
+        let input = |errno| {
+            set_errno(errno);
+            sys::IBV_REREG_MR_ERR_INPUT
+        };
+        let flags = flags as u32;
+        // SAFETY: the MR comes from ibv_reg_mr.
+        let Ok(m) = (unsafe { wrapper::<XMr, _>(mr) }) else {
+            return input(libc::EINVAL);
+        };
+        let translation = flags & sys::IBV_REREG_MR_CHANGE_TRANSLATION != 0;
+        if flags & !sys::IBV_REREG_MR_FLAGS_SUPPORTED != 0
+            || (translation && (length == 0 || addr.is_null()))
+            || (access != 0 && flags & sys::IBV_REREG_MR_CHANGE_ACCESS == 0)
+        {
+            return input(libc::EINVAL);
+        }
+        let new_pd = if flags & sys::IBV_REREG_MR_CHANGE_PD != 0 {
+            pd
+        } else {
+            m.mr.pd
+        };
+        // SAFETY: the PD comes from ibv_alloc_pd (the MR's own, or the caller's new one).
+        let Ok(p) = (unsafe { wrapper::<XPd, _>(new_pd) }) else {
+            return input(libc::EINVAL);
+        };
+        let region = m.inner.region();
+        let (addr, length, iova) = if translation {
+            (addr, length, addr as u64)
+        } else {
+            (region.addr() as *mut c_void, region.len(), region.iova())
+        };
+        let access = if flags & sys::IBV_REREG_MR_CHANGE_ACCESS != 0 {
+            access as u32
+        } else {
+            region.access().bits()
+        };
+        // SAFETY: the new range is the caller's (rereg's contract as reg_mr's), or the
+        // MR's own, which the caller keeps valid while registered.
+        match unsafe { reg_mr(p, addr, length, iova, access) } {
+            Ok(new) => {
+                // SAFETY: `new` is the box reg_mr made; `mr` is the application's live MR,
+                // which it does not use during this call. The old registration drops here.
+                unsafe {
+                    let new = Box::from_raw(new);
+                    let old = &mut *mr.cast::<XMr>();
+                    old.mr = sys::ibv_mr {
+                        context: old.mr.context,
+                        ..new.mr
+                    };
+                    old.inner = new.inner;
+                }
+                0
+            }
+            Err(e) => {
+                set_errno(e);
+                sys::IBV_REREG_MR_ERR_CMD
+            }
+        }
     })
 }
 
