@@ -3,53 +3,16 @@
 //! namespaced hosts, on the xdp and the udp backend; and the pingpongs against xrdma's Rust
 //! examples, each way.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod preloaded;
 
-use xrdma_testnet::{Host, Topology, built, wait_or_kill};
+use std::process::{Command, Stdio};
 
-/// How long one program may run before the test kills it and fails.
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// libxrdma.so in the target directory this test was built in (target/<profile>/), where
-/// `cargo build` puts it; scripts/test.sh builds the workspace before testing.
-fn library() -> PathBuf {
-    built("libxrdma.so")
-}
+use preloaded::{finish, installed, library, preloaded, text, wait_listening};
+use xrdma_testnet::{Host, Topology, built};
 
 /// `program` from ibverbs-utils, or a failure saying what to install.
 fn rdma_core(program: &str) -> &str {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{program} not found: install rdma-core's programs (apt-get install ibverbs-utils)"
-    );
-    program
-}
-
-/// Sets the environment of a preloaded verbs program on `iface` with `backend`.
-fn preloaded(mut cmd: Command, iface: &str, backend: &str) -> Command {
-    cmd.env("LD_PRELOAD", library())
-        .env("XRDMA_IFACE", iface)
-        .env("XRDMA_BACKEND", backend)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// Waits for a spawned program, killing it if it runs past [`TIMEOUT`].
-fn finish(child: std::process::Child, what: &str) -> Output {
-    wait_or_kill(child, TIMEOUT, what)
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    installed(program, "ibverbs-utils")
 }
 
 /// Runs preloaded `ibv_devinfo args` on `host`, with `ifaces` as XRDMA_IFACE.
@@ -119,27 +82,6 @@ fn ibv_devinfo_without_xrdma_iface_says_what_to_set() {
         stderr.contains("Failed to get IB devices list: Function not implemented"),
         "{stderr}"
     );
-}
-
-/// Waits until something listens on TCP `port` in `host`'s namespace.
-fn wait_listening(host: &Host, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let listening = host
-            .ns()
-            .sh(&format!("ss -Hltn 'sport = :{port}'"))
-            .map(|s| !s.trim().is_empty())
-            .unwrap_or(false);
-        if listening {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on port {port} in {}",
-            host.ns().name()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Runs ibv_ud_pingpong's server on host A and its client on host B; returns the client's
