@@ -140,7 +140,7 @@ pub(crate) struct ContextShared {
     /// and the helper thread keeps out of its way.
     app_polled_us: AtomicU64,
     /// When the application last polled a CQ or posted a send, in microseconds since
-    /// `epoch` (see [`APP_LOOPING`]).
+    /// `epoch` (see [`APP_LEAVING`]).
     app_active_us: AtomicU64,
     epoch: Instant,
     /// Application threads waiting for a CQ event in [`Context::get_cq_event`], which
@@ -152,6 +152,20 @@ pub(crate) struct ContextShared {
     qp1: RwLock<Option<Arc<dyn Qp1Agent>>>,
     /// The application's last CQ poll found completions (see [`APP_LEAVING`]).
     app_found: AtomicBool,
+    /// Application threads inside `post_send` (see [`ContextShared::app_posting`]).
+    app_posting: AtomicU32,
+}
+
+/// An application thread inside `post_send`; dropping it notes when it left.
+pub(crate) struct AppPosting<'a>(&'a ContextShared);
+
+impl Drop for AppPosting<'_> {
+    fn drop(&mut self) {
+        let c = self.0;
+        c.app_active_us
+            .store(c.epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+        c.app_posting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A device context (`ibv_open_device`). Cloning gives another handle to the same context.
@@ -198,6 +212,7 @@ impl Context {
             held_transmits: AtomicBool::new(false),
             qp1: RwLock::new(None),
             app_found: AtomicBool::new(false),
+            app_posting: AtomicU32::new(0),
         });
         if config.progress_thread {
             let thread = ProgressThread::start(&shared, config.spin)?;
@@ -392,22 +407,20 @@ const NEVER_POLLED: u64 = u64::MAX;
 /// it for the backend (on a machine with few cores the two would take turns on one).
 const APP_POLLING: Duration = Duration::from_millis(1);
 
-/// An application whose CQ polls find nothing and that polled within this long is polling
-/// in a loop, and takes what arrives itself. One that has not may have gone to wait on
-/// memory instead (an RDMA WRITE's target, as perftest's ib_write_lat does): the helper
-/// thread handles what arrives for it, as a NIC writes memory whether or not anyone polls.
-const APP_LOOPING: Duration = Duration::from_micros(20);
+/// An application whose last CQ poll found nothing is waiting for something in a loop and
+/// polls again: it takes what arrives itself, for [`APP_POLLING`]. One whose last poll
+/// found completions may have gone to act on them, and one that waits on memory (for a
+/// peer's RDMA WRITE, as perftest's ib_write_lat does) polls a CQ only for its own
+/// sends' completions: once it has done nothing for this long, the helper thread handles
+/// what arrives for it, as a NIC writes memory whether or not anyone polls.
+const APP_LEAVING: Duration = Duration::from_micros(5);
 
-/// [`APP_LOOPING`] after a poll that found completions: the application may have gone to
-/// act on them, and a program that waits on memory polls a CQ only for its own sends'
-/// completions.
-const APP_LEAVING: Duration = Duration::from_micros(2);
-
-/// How long the helper thread leaves a datagram to an application polling in a loop before
+/// How long the helper thread leaves the backend to an application polling in a loop before
 /// it looks again: from `MIN_WATCH`, doubled while the application keeps polling, up to
-/// `MAX_WATCH` (what a datagram may wait once an application that polled all along stops).
+/// `MAX_WATCH` (what a datagram may wait once an application that polled all along stops,
+/// as long as before this look-again existed).
 const MIN_WATCH: Duration = Duration::from_micros(10);
-const MAX_WATCH: Duration = Duration::from_micros(250);
+const MAX_WATCH: Duration = Duration::from_millis(1);
 
 impl ContextShared {
     /// Progress on behalf of an application thread polling a CQ.
@@ -418,10 +431,11 @@ impl ContextShared {
         self.progress_for(true)
     }
 
-    /// Notes that the application posted a send: it is busy, and polls again soon.
-    pub(crate) fn app_posted(&self) {
-        self.app_active_us
-            .store(self.epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+    /// Notes that the application is posting a send, until the guard drops: it is busy,
+    /// and polls again soon.
+    pub(crate) fn app_posting(&self) -> AppPosting<'_> {
+        self.app_posting.fetch_add(1, Ordering::Relaxed);
+        AppPosting(self)
     }
 
     /// Records whether the application's CQ poll, after [`Self::progress_from_poll`], found
@@ -430,15 +444,14 @@ impl ContextShared {
         self.app_found.store(found, Ordering::Relaxed);
     }
 
-    /// True while the application polls in a loop and takes what arrives itself; false
-    /// once it has been away too long, and the helper thread should.
+    /// True while the application (which polled within [`APP_POLLING`]) takes what arrives
+    /// itself: it is posting, its last poll found nothing, or it was busy within
+    /// [`APP_LEAVING`]. False once it may have gone to wait on memory, and the helper
+    /// thread should.
     fn app_takes_arrivals(&self) -> bool {
-        let grace = if self.app_found.load(Ordering::Relaxed) {
-            APP_LEAVING
-        } else {
-            APP_LOOPING
-        };
-        since(&self.app_active_us, self.epoch) < grace
+        self.app_posting.load(Ordering::Relaxed) > 0
+            || !self.app_found.load(Ordering::Relaxed)
+            || since(&self.app_active_us, self.epoch) < APP_LEAVING
     }
 
     /// How long the helper thread should keep out of the application's way: while the
@@ -671,7 +684,7 @@ fn progress_loop(
     parked: &AtomicBool,
     spin: Duration,
 ) {
-    // Timeouts of a few microseconds (see `APP_LOOPING`) mean what they say: no 50 us of
+    // Timeouts of a few microseconds (see `MIN_WATCH`) mean what they say: no 50 us of
     // timer slack on this thread's sleeps.
     // SAFETY: PR_SET_TIMERSLACK takes an integer and changes only the calling thread.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
@@ -692,29 +705,32 @@ fn progress_loop(
         }
         parked.store(false, Ordering::SeqCst);
         if let Some(pause) = shared.defer_to_app() {
+            if shared.app_takes_arrivals() {
+                // The application polls in a loop and takes what arrives itself: look
+                // again after `watch`, a longer while each time it is still at it, so that
+                // one that polls all along costs this thread few wake-ups.
+                drop(shared);
+                sleep_on(&[wake.as_raw_fd()], Some(watch.min(pause)), wake);
+                watch = (watch * 2).min(MAX_WATCH);
+                continue;
+            }
+            // It has stopped polling, perhaps to wait on memory: sleep until a datagram
+            // arrives for it or the pause ends (stopping ends it early).
             drop(shared);
-            // Sleep until the pause ends or a datagram arrives (stopping ends it early).
             if !sleep_on(&[io_fd, wake.as_raw_fd()], Some(pause), wake) {
                 continue;
             }
             let Some(shared) = ctx.upgrade() else { return };
             if shared.app_takes_arrivals() {
-                // The application polls in a loop: it takes the datagram. Look again after
-                // `watch` (not before: the descriptor stays readable), a longer while each
-                // time it is still polling, so that an application that polls all along
-                // does not have this thread wake at every datagram.
-                drop(shared);
-                sleep_on(&[wake.as_raw_fd()], Some(watch), wake);
-                watch = (watch * 2).min(MAX_WATCH);
+                // It came back meanwhile, and takes the datagram.
                 continue;
             }
-            // It stopped polling, perhaps to wait on memory: handle the datagram for it.
             if shared.progress() > 0 {
                 watch = MIN_WATCH;
                 last_work = Instant::now();
             } else {
-                // The application holds the backend (a long post, say): not to spin on
-                // the readable descriptor meanwhile, look again after `watch`.
+                // The application holds the backend: not to spin on the readable
+                // descriptor meanwhile, look again after `watch`.
                 drop(shared);
                 sleep_on(&[wake.as_raw_fd()], Some(watch), wake);
                 watch = (watch * 2).min(MAX_WATCH);

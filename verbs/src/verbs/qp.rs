@@ -593,16 +593,15 @@ impl QueuePair {
     /// Unless the request is `INLINE`, the memory its scatter/gather list names must stay
     /// valid until its completion has been polled.
     pub unsafe fn post_send(&self, wr: &SendWr<'_>) -> Result<(), Error> {
+        // An application that posts is busy, not gone to wait on memory.
+        let _busy = self.shared.pd.context().shared.app_posting();
         // SAFETY: the caller's contract is the one `send_ud` and `send_rc` need.
-        let posted = unsafe {
+        unsafe {
             match self.shared.qp_type {
                 QpType::Rc => self.shared.send_rc(wr),
                 _ => self.shared.send_ud(wr),
             }
-        };
-        // An application that posts is busy, not gone to wait on memory.
-        self.shared.pd.context().shared.app_posted();
-        posted
+        }
     }
 }
 
