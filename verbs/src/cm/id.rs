@@ -376,23 +376,35 @@ impl CmId {
         };
         let mut listening = Vec::new();
         for d in devices {
-            let ok = d
-                .agent
-                .call(|engine, now| engine.listen(now, sid))
-                .ok_or(errno(libc::ENODEV))?;
-            match ok {
-                Ok(()) => {
-                    d.agent
-                        .listeners
-                        .lock()
-                        .insert(sid, Arc::downgrade(&self.inner));
-                    listening.push((d, sid));
+            // The id is filed as the service's listener before the engine listens: requests
+            // held for the service (see CmConfig::listen_grace) become events at once.
+            let taken = {
+                let mut listeners = d.agent.listeners.lock();
+                let taken = listeners.get(&sid).is_some_and(|l| l.strong_count() > 0);
+                if !taken {
+                    listeners.insert(sid, Arc::downgrade(&self.inner));
                 }
-                Err(_) => {
+                taken
+            };
+            let ok = if taken {
+                Some(Err(CmError::AddrInUse))
+            } else {
+                d.agent.call(|engine, now| engine.listen(now, sid))
+            };
+            match ok {
+                Some(Ok(())) => listening.push((d, sid)),
+                failed => {
+                    if !taken {
+                        d.agent.listeners.lock().remove(&sid);
+                    }
                     for (d, sid) in listening {
                         unlisten(&d, sid);
                     }
-                    return Err(errno(libc::EADDRINUSE));
+                    return Err(errno(if failed.is_none() {
+                        libc::ENODEV
+                    } else {
+                        libc::EADDRINUSE
+                    }));
                 }
             }
         }
