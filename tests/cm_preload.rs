@@ -1,0 +1,433 @@
+//! rdma-core's unmodified rdma_cm programs (Debian's rdmacm-utils and perftest) over
+//! xrdma: libxrdma.so preloaded at both ends, between two namespaced hosts, on the xdp and
+//! the udp backend. Each must run to completion with its normal output.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use xrdma_testnet::{Host, Topology, built, wait_or_kill};
+
+/// How long one program may run before the test kills it and fails.
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn library() -> PathBuf {
+    built("libxrdma.so")
+}
+
+/// `program`, or a failure saying what to install.
+fn installed(program: &str) -> &str {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{program} not found: install rdma-core's programs (apt-get install rdmacm-utils perftest)"
+    );
+    program
+}
+
+/// `program args` on `host`, preloaded, with `backend`; its output line-buffered (stdbuf)
+/// so that a server's lines arrive as it prints them.
+fn preloaded(host: &Host, backend: &str, program: &str, args: &[&str]) -> Command {
+    let mut cmd = host.ns().command("stdbuf");
+    cmd.args(["-oL", "-eL", installed(program)])
+        .args(args)
+        .env("LD_PRELOAD", library())
+        .env("XRDMA_IFACE", host.iface())
+        .env("XRDMA_BACKEND", backend)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// A server whose output is read as it comes, so that the test can wait for the line it
+/// prints once it listens.
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    what: String,
+}
+
+impl Server {
+    fn start(mut cmd: Command, what: &str) -> Server {
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("piped");
+        let err = child.stderr.take().expect("piped");
+        for stream in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Server {
+            child,
+            lines,
+            seen: Vec::new(),
+            what: what.into(),
+        }
+    }
+
+    /// Waits for a line containing `marker`.
+    fn wait_for(&mut self, marker: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.seen.iter().any(|l| l.contains(marker)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!(
+                    "{}: no {marker:?} within 30 s; it printed:\n{}",
+                    self.what,
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the server to exit; returns its status and everything it printed.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id() as libc::pid_t;
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                // SAFETY: kill has no memory-safety preconditions; `pid` is our child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("{} still running after {TIMEOUT:?}", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // The readers end with the process's pipes.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        (status, self.seen.join("\n"))
+    }
+
+    /// Stops a server that serves for ever (cmtime), and returns what it printed.
+    fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+}
+
+impl Drop for Server {
+    /// A failing test must not leave its server behind (perftest's would spin for ever).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// One program run as server on host A and client on host B.
+struct Case<'a> {
+    program: &'a str,
+    /// The client's program, when it is not `program` (rdma_client for rdma_server).
+    client_program: Option<&'a str>,
+    server: &'a [&'a str],
+    client: &'a [&'a str],
+    /// What the server prints once it listens (it listens right after printing it).
+    listening: &'a str,
+    /// What each side prints when it has done its work.
+    server_done: &'a str,
+    client_done: &'a str,
+}
+
+/// Runs `case` on `backend`; the client may find the server a moment from listening
+/// (REJECTED 8) and is then started again, as a user would.
+fn run(t: &Topology, backend: &str, case: &Case) -> (String, String) {
+    let (a, b) = (t.a(), t.b());
+    let what = format!("{} server ({backend})", case.program);
+    let mut server = Server::start(preloaded(a, backend, case.program, case.server), &what);
+    server.wait_for(case.listening);
+    let dst = a.ipv4().to_string();
+    let client_args: Vec<&str> = case
+        .client
+        .iter()
+        .map(|s| if *s == "SERVER" { dst.as_str() } else { s })
+        .collect();
+    let mut attempts = 0;
+    let client = loop {
+        attempts += 1;
+        let program = case.client_program.unwrap_or(case.program);
+        let cmd = preloaded(b, backend, program, &client_args)
+            .spawn()
+            .unwrap();
+        let what = format!("{} client ({backend})", case.program);
+        let out = finish_client(cmd, &what, &mut server);
+        let rejected = text(&out).contains("REJECTED") || text(&out).contains("status 8");
+        if out.status.success() || !rejected || attempts == 3 {
+            break out;
+        }
+    };
+    let client_text = text(&client);
+    assert!(
+        client.status.success() && client_text.contains(case.client_done),
+        "{} client ({backend}) failed ({}):\n{client_text}",
+        case.program,
+        client.status
+    );
+    let (status, server_text) = server.finish();
+    assert!(
+        status.success() && server_text.contains(case.server_done),
+        "{} server ({backend}) failed ({status}):\n{server_text}",
+        case.program
+    );
+    (server_text, client_text)
+}
+
+/// Waits for a client; one that runs past [`TIMEOUT`] is killed, and the test fails showing
+/// what it and the server printed.
+fn finish_client(child: Child, what: &str, server: &mut Server) -> Output {
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.unwrap_or_else(|e| panic!("waiting for {what}: {e}")),
+        Err(_) => {
+            // SAFETY: kill has no memory-safety preconditions; `pid` is our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let out = rx
+                .recv_timeout(Duration::from_secs(5))
+                .ok()
+                .and_then(Result::ok)
+                .map(|o| text(&o))
+                .unwrap_or_default();
+            while let Ok(line) = server.lines.recv_timeout(Duration::from_millis(200)) {
+                server.seen.push(line);
+            }
+            panic!(
+                "{what} still running after {TIMEOUT:?}; it printed:\n{out}\nthe server printed:\n{}",
+                server.seen.join("\n")
+            );
+        }
+    }
+}
+
+fn pair() -> Topology {
+    Topology::pair().unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"))
+}
+
+#[test]
+fn rping_runs_100_pings_with_and_without_its_own_qp() {
+    let t = pair();
+    for backend in ["xdp", "udp"] {
+        let (_, client) = run(
+            &t,
+            backend,
+            &Case {
+                program: "rping",
+                client_program: None,
+                server: &["-s", "-a", "0.0.0.0", "-C", "100", "-v", "-d"],
+                client: &["-c", "-a", "SERVER", "-C", "100", "-v"],
+                listening: "rdma_listen",
+                server_done: "server DISCONNECT EVENT",
+                client_done: "ping data: rdma-ping-99: ",
+            },
+        );
+        assert_eq!(client.matches("ping data: rdma-ping-").count(), 100);
+        // -q: the application brings its QP up itself with rdma_init_qp_attr, and the
+        // client completes the connection with rdma_establish.
+        run(
+            &t,
+            backend,
+            &Case {
+                program: "rping",
+                client_program: None,
+                server: &["-s", "-a", "0.0.0.0", "-C", "10", "-q", "-v", "-d"],
+                client: &["-c", "-a", "SERVER", "-C", "10", "-q", "-v", "-d"],
+                listening: "rdma_listen",
+                server_done: "server DISCONNECT EVENT",
+                client_done: "ping data: rdma-ping-9: ",
+            },
+        );
+    }
+}
+
+#[test]
+fn udaddy_rdma_server_and_ucmatose_complete() {
+    let t = pair();
+    for backend in ["xdp", "udp"] {
+        run(
+            &t,
+            backend,
+            &Case {
+                program: "udaddy",
+                client_program: None,
+                server: &[],
+                client: &["-s", "SERVER"],
+                listening: "udaddy: starting server",
+                server_done: "return status 0",
+                client_done: "return status 0",
+            },
+        );
+        run(
+            &t,
+            backend,
+            &Case {
+                program: "rdma_server",
+                client_program: Some("rdma_client"),
+                server: &[],
+                client: &["-s", "SERVER"],
+                listening: "rdma_server: start",
+                server_done: "rdma_server: end 0",
+                client_done: "rdma_client: end 0",
+            },
+        );
+        run(
+            &t,
+            backend,
+            &Case {
+                program: "ucmatose",
+                client_program: None,
+                server: &["-c", "10"],
+                client: &["-c", "10", "-s", "SERVER"],
+                listening: "cmatose: starting server",
+                server_done: "return status 0",
+                client_done: "return status 0",
+            },
+        );
+    }
+}
+
+#[test]
+fn cmtime_sets_up_and_tears_down_200_connections() {
+    let t = pair();
+    for backend in ["xdp", "udp"] {
+        let (a, b) = (t.a(), t.b());
+        let what = format!("cmtime server ({backend})");
+        // cmtime's server serves until killed, and prints nothing before: wait for the
+        // device it opens (the socket or XDP program of the backend), then connect.
+        let server = Server::start(preloaded(a, backend, "cmtime", &["-c", "200"]), &what);
+        let dst = a.ipv4().to_string();
+        let mut attempts = 0;
+        let out = loop {
+            attempts += 1;
+            let client = preloaded(b, backend, "cmtime", &["-c", "200", "-s", &dst])
+                .spawn()
+                .unwrap();
+            let out = wait_or_kill(client, TIMEOUT, "cmtime client");
+            if out.status.success() || attempts == 5 {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let client = text(&out);
+        let server_text = server.kill();
+        assert!(
+            out.status.success(),
+            "cmtime client ({backend}) failed ({}):\n{client}\nserver:\n{server_text}",
+            out.status
+        );
+        for step in ["connect", "disconnect", "destroy"] {
+            let line = client
+                .lines()
+                .find(|l| l.starts_with(step) && l.contains(':'))
+                .unwrap_or_else(|| panic!("no {step} row in:\n{client}"));
+            println!("cmtime {backend}: {line}");
+        }
+    }
+}
+
+/// perftest with `-R`: the control connection and the test's QPs are set up by rdma_cm.
+fn perftest_rdma_cm(t: &Topology, backend: &str, program: &str, extra: &[&str]) -> String {
+    // The READ and atomic tests' servers, and the bandwidth tests' but SEND's, take no
+    // part and print no table.
+    let server_done = match program {
+        "ib_send_lat" | "ib_write_lat" | "ib_send_bw" => "#bytes",
+        _ => "remote address",
+    };
+    let mut server_args = vec!["-R", "-x", "0"];
+    server_args.extend_from_slice(extra);
+    let mut client_args = server_args.clone();
+    client_args.push("SERVER");
+    let (_, client) = run(
+        t,
+        backend,
+        &Case {
+            program,
+            client_program: None,
+            server: &server_args,
+            client: &client_args,
+            listening: "Waiting for client to connect",
+            server_done,
+            client_done: "#bytes",
+        },
+    );
+    let row = client
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("#bytes"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{program}: no result row in:\n{client}"));
+    println!("{program} -R {extra:?} ({backend}): {row}");
+    row.to_string()
+}
+
+#[test]
+fn perftest_latency_tests_connect_with_rdma_cm() {
+    let t = pair();
+    for backend in ["xdp", "udp"] {
+        for program in [
+            "ib_send_lat",
+            "ib_write_lat",
+            "ib_read_lat",
+            "ib_atomic_lat",
+        ] {
+            let row = perftest_rdma_cm(&t, backend, program, &["-n", "1000"]);
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            assert!(fields.len() >= 5, "{program}: {row}");
+            let typical: f64 = fields[4].parse().unwrap_or(0.0);
+            assert!(typical > 0.0, "{program} ({backend}): {row}");
+        }
+    }
+}
+
+#[test]
+fn perftest_bandwidth_tests_connect_with_rdma_cm() {
+    let t = pair();
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("xdp", "ib_send_bw", &["-n", "1000"]),
+        ("xdp", "ib_write_bw", &["-n", "1000"]),
+        ("xdp", "ib_read_bw", &["-n", "1000"]),
+        ("xdp", "ib_atomic_bw", &["-n", "1000"]),
+        ("xdp", "ib_send_bw", &["-c", "UD", "-n", "1000"]),
+        ("xdp", "ib_write_bw", &["-q", "8", "-n", "1000"]),
+        ("udp", "ib_send_bw", &["-n", "1000"]),
+        ("udp", "ib_write_bw", &["-n", "1000"]),
+        ("udp", "ib_send_bw", &["-c", "UD", "-n", "1000"]),
+    ];
+    for (backend, program, extra) in cases {
+        let row = perftest_rdma_cm(&t, backend, program, extra);
+        // #bytes #iterations BW peak BW average MsgRate
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        assert!(fields.len() >= 4, "{program} {extra:?}: {row}");
+        let average: f64 = fields[3].parse().unwrap_or(0.0);
+        assert!(average > 0.0, "{program} {extra:?} ({backend}): {row}");
+    }
+}
