@@ -98,6 +98,11 @@ pub(super) struct Conn {
     /// The answer we send again when the peer repeats itself (RTU, MRA, DREP, SIDR_REP).
     pub(super) last_reply: Option<CmMessage>,
     pub(super) timewait_until: Option<Instant>,
+    /// When the connection was asked for (active side): REJ 8 within
+    /// `CmConfig::refused_grace` of it is answered by asking again.
+    pub(super) started: Option<Instant>,
+    /// The next retransmission is a REQ sent again after REJ 8, not a retry.
+    pub(super) refused_resend: bool,
     pub(super) sidr_linger_until: Option<Instant>,
 }
 
@@ -123,6 +128,8 @@ impl Conn {
             retries_left: 0,
             last_reply: None,
             timewait_until: None,
+            started: None,
+            refused_resend: false,
             sidr_linger_until: None,
         }
     }

@@ -185,7 +185,7 @@ impl CmEngine {
         }
     }
 
-    pub(super) fn on_rej(&mut self, _now: Instant, peer: IpAddr, rej: RejRepr) {
+    pub(super) fn on_rej(&mut self, now: Instant, peer: IpAddr, rej: RejRepr) {
         // A REJ of our REQ sent before the peer replied carries local comm ID 0: match on
         // the remote comm ID (ours). A REJ "timeout" from an active side that gave up
         // before our REP reached it names no comm ID of ours: match on the peer's
@@ -203,6 +203,19 @@ impl CmEngine {
             rej.local_comm_id.0 != 0 && c.remote_id.0 != 0 && c.remote_id != rej.local_comm_id;
         if c.peer != peer || mismatch {
             self.stats.unknown_conn += 1;
+            return;
+        }
+        let in_grace = c
+            .started
+            .is_some_and(|t| now < t + self.config.refused_grace);
+        if rej.reason == reason::INVALID_SERVICE_ID && c.state == State::ReqSent && in_grace {
+            // Nobody listens yet: ask again shortly (see CmConfig::refused_grace).
+            let id = c.local_id;
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.refused_resend = true;
+                c.retransmit_at = Some(now + REFUSED_RESEND);
+            }
+            self.stats.refused_resends += 1;
             return;
         }
         match c.state {

@@ -79,7 +79,15 @@ pub struct CmConfig {
     /// How long a request for a service nobody listens on waits for a listener before it
     /// is refused (Linux refuses at once; see `hold_unheard`).
     pub listen_grace: Duration,
+    /// For how long after a REQ a refusal for want of a listener (REJ 8) is answered by
+    /// sending the REQ again, every [`REFUSED_RESEND`], instead of ending the connection:
+    /// a server that tells its client to connect and then listens (perftest's, after its
+    /// handshake) is not raced. Linux's CM refuses such a REQ at once.
+    pub refused_grace: Duration,
 }
+
+/// How soon a REQ refused within [`CmConfig::refused_grace`] is sent again.
+pub const REFUSED_RESEND: Duration = Duration::from_millis(50);
 
 impl Default for CmConfig {
     fn default() -> Self {
@@ -91,6 +99,7 @@ impl Default for CmConfig {
             packet_life_time: 16,
             sidr_timeout: Duration::from_millis(4096),
             listen_grace: Duration::from_millis(100),
+            refused_grace: Duration::from_secs(1),
         }
     }
 }
@@ -256,6 +265,8 @@ pub struct CmStats {
     pub bad_qpn: u64,
     /// REQs or SIDR_REQs for a service nobody listens on.
     pub no_listener: u64,
+    /// REQs sent again after a REJ 8 within the refused grace.
+    pub refused_resends: u64,
     /// MADs sent again on timeout.
     pub retransmits: u64,
 }
@@ -395,6 +406,7 @@ impl CmEngine {
         };
         let timeout = iba_time(cfg.packet_life_time) * 2 + iba_time(req.remote_cm_response_timeout);
         let mut conn = Conn::new(id, State::ReqSent, p.peer, p.local);
+        conn.started = Some(now);
         conn.service_id = p.service_id;
         conn.local_qpn = p.qpn;
         conn.tid = self.tid(id);

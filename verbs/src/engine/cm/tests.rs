@@ -304,9 +304,12 @@ fn no_listener_is_rejected_with_reason_8() {
     let start = pair.now;
     let conn = pair.connect();
     pair.drive();
-    // Refused once the listen grace is over (and not after a REQ retransmission).
-    assert!(pair.now - start >= CmConfig::default().listen_grace);
-    assert!(pair.now - start < Duration::from_secs(1));
+    // Refused once the passive side's listen grace, and the active side's grace for a
+    // refusal, are over (and not after a REQ retransmission).
+    let cfg = CmConfig::default();
+    assert!(pair.now - start >= cfg.refused_grace);
+    assert!(pair.now - start < cfg.refused_grace + 2 * cfg.listen_grace + 2 * REFUSED_RESEND);
+    assert!(pair.ends[0].cm.stats().refused_resends >= 1);
     let rej = pair.ends[0]
         .events
         .iter()
@@ -317,7 +320,9 @@ fn no_listener_is_rejected_with_reason_8() {
         .expect("REJ");
     assert_eq!(rej.reason, reason::INVALID_SERVICE_ID);
     assert_eq!(rej.local_comm_id, CommId(0));
-    assert_eq!(pair.ends[1].cm.stats().no_listener, 1);
+    // One refusal per REQ: the first and those sent again within the grace.
+    let s = pair.ends[1].cm.stats();
+    assert_eq!(s.no_listener, pair.ends[0].cm.stats().refused_resends + 1);
     assert_eq!(pair.ends[0].cm.conn_count(), 0);
     assert_eq!(pair.ends[1].cm.conn_count(), 0);
 }

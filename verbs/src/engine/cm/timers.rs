@@ -28,6 +28,17 @@ impl CmEngine {
         if at > now {
             return;
         }
+        if c.refused_resend {
+            // A REQ refused for want of a listener, asked again within the grace: no retry
+            // is used.
+            c.refused_resend = false;
+            c.retransmit_at = Some(now + c.retransmit_timeout);
+            if let Some(msg) = c.awaiting {
+                let (addr, tid) = (c.addr(), c.tid);
+                self.queue(addr, tid, msg);
+            }
+            return;
+        }
         if c.retries_left > 0 {
             c.retries_left -= 1;
             c.retransmit_at = Some(now + c.retransmit_timeout);
