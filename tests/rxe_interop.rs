@@ -31,14 +31,27 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// `server` and `client` are command lines (words split on spaces, no shell), with
 /// `{gid}` -> the GID index on that side (the guest's RoCE v2 IPv4 GID, or 0 for xrdma),
 /// `{port}` -> a TCP port of the case's own, `{server}` -> the server's IPv4 address.
-/// The client starts once the server listens on TCP `{port}` (rdma-core's pingpongs and
-/// perftest exchange their addresses there); an rdma_cm server needs another sign.
+/// The client starts once the server is ready (see [`Ready`]).
 struct Case {
     name: &'static str,
     server: &'static str,
     client: &'static str,
     /// Both sides must print this, and exit with status 0.
     expect: &'static str,
+    ready: Ready,
+}
+
+/// How the test knows a server is ready for its client.
+#[derive(Clone, Copy)]
+enum Ready {
+    /// It listens on TCP `{port}` (rdma-core's pingpongs and perftest exchange their
+    /// addresses there).
+    Tcp,
+    /// It listens on rdma_cm port `{port}`: in the guest, the kernel lists a CM id in
+    /// LISTEN on it; on the host, xrdma's CM holds a request that comes before the
+    /// listener for a moment, and the peer resends one that came before the device was
+    /// open, so the client can start with the server.
+    RdmaCm,
 }
 
 const CASES: &[Case] = &[
@@ -47,6 +60,7 @@ const CASES: &[Case] = &[
         server: "ibv_rc_pingpong -g {gid} -n 100 -p {port}",
         client: "ibv_rc_pingpong -g {gid} -n 100 -p {port} {server}",
         expect: "100 iters in",
+        ready: Ready::Tcp,
     },
     Case {
         // 64 packets a message, and completion channels instead of polling.
@@ -54,6 +68,7 @@ const CASES: &[Case] = &[
         server: "ibv_rc_pingpong -g {gid} -s 65536 -e -n 50 -p {port}",
         client: "ibv_rc_pingpong -g {gid} -s 65536 -e -n 50 -p {port} {server}",
         expect: "50 iters in",
+        ready: Ready::Tcp,
     },
     Case {
         // 1024: the largest UD message at the 1024-byte path MTU of a 1500-byte link.
@@ -61,6 +76,30 @@ const CASES: &[Case] = &[
         server: "ibv_ud_pingpong -g {gid} -s 1024 -n 100 -p {port}",
         client: "ibv_ud_pingpong -g {gid} -s 1024 -n 100 -p {port} {server}",
         expect: "100 iters in",
+        ready: Ready::Tcp,
+    },
+    Case {
+        // The connection manager: REQ/REP/RTU, then DREQ/DREP, between the kernel's CM and
+        // xrdma's; SEND, RDMA READ and WRITE on the QPs it connected.
+        name: "rping -C 10",
+        server: "rping -s -a 0.0.0.0 -p {port} -C 10 -v",
+        client: "rping -c -a {server} -p {port} -C 10 -v",
+        expect: "rdma-ping-9: ",
+        ready: Ready::RdmaCm,
+    },
+    Case {
+        name: "ib_send_lat -R",
+        server: "ib_send_lat -R -x {gid} -p {port} -n 200",
+        client: "ib_send_lat -R -x {gid} -p {port} -n 200 {server}",
+        expect: "#bytes",
+        ready: Ready::RdmaCm,
+    },
+    Case {
+        name: "ib_write_bw",
+        server: "ib_write_bw -x {gid} -p {port} -n 200",
+        client: "ib_write_bw -x {gid} -p {port} -n 200 {server}",
+        expect: "#bytes",
+        ready: Ready::Tcp,
     },
 ];
 
@@ -143,11 +182,23 @@ fn run_guest(peer: &RxePeer, cmdline: &str) -> Result<String, String> {
     }
 }
 
-/// Waits until the server of a case listens.
-fn wait_ready(peer: &RxePeer, server: Server, port: u16) -> Result<(), String> {
-    match server {
-        Server::Guest => peer.wait_guest_listening(port, LISTEN_TIMEOUT),
-        Server::Xrdma => peer.wait_host_listening(port, LISTEN_TIMEOUT),
+/// Waits until the server of a case is ready for its client.
+fn wait_ready(peer: &RxePeer, server: Server, ready: Ready, port: u16) -> Result<(), String> {
+    match (server, ready) {
+        (Server::Guest, Ready::Tcp) => peer.wait_guest_listening(port, LISTEN_TIMEOUT),
+        (Server::Xrdma, Ready::Tcp) => peer.wait_host_listening(port, LISTEN_TIMEOUT),
+        (Server::Guest, Ready::RdmaCm) => {
+            let cmd = format!(
+                "while ! rdma res show cm_id | grep 'state LISTEN' | grep -q ':{port} '; \
+                 do sleep 0.05; done"
+            );
+            match peer.run(&cmd, LISTEN_TIMEOUT) {
+                Ok(out) if out.success() => Ok(()),
+                Ok(out) => return Err(format!("no rdma_cm listener on {port}: {}", out.output)),
+                Err(e) => Err(e),
+            }
+        }
+        (Server::Xrdma, Ready::RdmaCm) => Ok(()),
     }
     .map_err(|e| e.to_string())
 }
@@ -166,7 +217,7 @@ fn run_case(
             let server_cmd = command(case.server, guest_gid, port, "");
             let client_cmd = command(case.client, 0, port, &peer.guest_ip().to_string());
             let job = peer.spawn(&server_cmd).map_err(|e| e.to_string())?;
-            wait_ready(peer, server, port)?;
+            wait_ready(peer, server, case.ready, port)?;
             let client = spawn_xrdma(peer, backend, &client_cmd)
                 .and_then(|child| wait_xrdma(child, &client_cmd, TIMEOUT));
             let client = match client {
@@ -196,7 +247,8 @@ the guest's server said:
             let server_cmd = command(case.server, 0, port, "");
             let client_cmd = command(case.client, guest_gid, port, &peer.host_ip().to_string());
             let child = spawn_xrdma(peer, backend, &server_cmd)?;
-            let client = wait_ready(peer, server, port).and_then(|()| run_guest(peer, &client_cmd));
+            let client = wait_ready(peer, server, case.ready, port)
+                .and_then(|()| run_guest(peer, &client_cmd));
             let wait = if client.is_ok() {
                 TIMEOUT
             } else {
