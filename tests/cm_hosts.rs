@@ -511,7 +511,10 @@ fn a_port_nobody_listens_on_is_rejected_with_reason_8() {
     // The client asks again for a second (CmConfig::refused_grace): REQ and REJ alternate,
     // the same each time, and nothing else goes by.
     let infos: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
-    assert!(infos.len() >= 2 && infos.len().is_multiple_of(2), "{rows:#?}");
+    assert!(
+        infos.len() >= 2 && infos.len().is_multiple_of(2),
+        "{rows:#?}"
+    );
     for pair in infos.chunks(2) {
         assert_eq!(
             pair,
