@@ -277,12 +277,7 @@ fn ud_ids_learn_the_peers_qp_and_qkey_by_sidr() {
     let server = req.id;
     let ctx = server.device().unwrap().context().clone();
     let cq = ctx.create_cq(4, None).unwrap();
-    let qp = server
-        .default_pd()
-        .unwrap()
-        .create_qp(&QpInitAttr::ud(&cq, &cq, 4))
-        .unwrap();
-    server.attach_qp(&qp).unwrap();
+    let qp = server.create_qp(&QpInitAttr::ud(&cq, &cq, 4)).unwrap();
     assert_eq!(qp.query().qp_state, QpState::Rts);
     server.accept(None).unwrap();
     let est = expect(&cch, EventKind::Established);

@@ -15,7 +15,7 @@ use super::ports::ports;
 use super::qp_attr::{bring_up, path_mtu, qp_attr_for};
 use crate::engine::cm::{AcceptParams, CmError, ConnectParams};
 use crate::verbs::{
-    AccessFlags, AttrMask, Error, Mtu, Pd, QpAttr, QpHandle, QpState, QpType, QueuePair,
+    AccessFlags, AttrMask, Error, Mtu, Pd, QpAttr, QpHandle, QpInitAttr, QpState, QpType, QueuePair,
 };
 use crate::wire::cm::{CommId, ServiceId};
 use crate::wire::cma::{CMA_HEADER_LEN, CmaHeaderRepr};
@@ -460,6 +460,19 @@ impl CmId {
         }
         st.qp = Some(qp.handle());
         Ok(())
+    }
+
+    /// Creates a QP for the id on its device's protection domain and attaches it
+    /// (`rdma_create_qp` with a NULL PD): RC ends in INIT, UD in RTS. The caller owns the QP
+    /// (dropping it destroys it) and keeps it while the id uses it.
+    pub fn create_qp(&self, attr: &QpInitAttr<'_>) -> Result<QueuePair, Error> {
+        if attr.qp_type != self.inner.qp_type {
+            return Err(errno(libc::EINVAL));
+        }
+        let pd = self.default_pd().ok_or(errno(libc::EINVAL))?;
+        let qp = pd.create_qp(attr)?;
+        self.attach_qp(&qp)?;
+        Ok(qp)
     }
 
     /// Forgets the id's QP (`rdma_destroy_qp`; the caller destroys the QP).
