@@ -59,6 +59,7 @@
 //! listener.destroy();
 //! ```
 
+mod addrinfo;
 mod agent;
 mod device;
 mod event;
@@ -67,6 +68,7 @@ mod id;
 mod ports;
 mod qp_attr;
 
+pub use addrinfo::{AddrInfo, getaddrinfo};
 pub use device::{Device, DeviceOpener, add_device, devices, remove_device, set_device_opener};
 pub use event::{ConnParam, Event, EventChannel, EventKind, EventParam, UdParam};
 pub use id::{CmId, PortSpace, UDP_QKEY};
