@@ -176,3 +176,8 @@ fn c_ibv_exports_behave_linked_against_libxrdma() {
         );
     }
 }
+
+#[test]
+fn c_cm_loopback_connects_through_librdmacms_api() {
+    compile_and_run("cm_loopback", 4);
+}

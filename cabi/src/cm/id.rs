@@ -105,6 +105,16 @@ impl XId {
                 x.id.pd = dev.pd();
             }
         }
+        // `qp->state` follows the QP as `ibv_modify_qp` keeps it, through the transitions
+        // the connection manager made (librdmacm makes them with ibv_modify_qp). A QP the
+        // application destroyed already has a dead handle and is left alone.
+        if let (Some(h), false) = (x.inner.qp(), x.id.qp.is_null()) {
+            if let Ok(state) = h.state() {
+                // SAFETY: the handle is alive, so the QP wrapper `id->qp` points at (which
+                // owns the QP) is too; the field is written through the raw pointer.
+                unsafe { std::ptr::addr_of_mut!((*x.id.qp).state).write(state.as_raw()) };
+            }
+        }
         let (src, dst) = (x.inner.local_addr(), x.inner.peer_addr());
         let addr = &mut x.id.route.addr;
         let base = (addr as *mut sys::rdma_addr).cast::<libc::sockaddr_storage>();
@@ -398,6 +408,7 @@ pub unsafe extern "C" fn rdma_accept(
             Some(unsafe { conn_param(param, qp_num(x)) })
         };
         x.inner.accept(p.as_ref()).map_err(errno_of)?;
+        XId::refresh(x);
         if x.inner.qp_type() == QpType::Ud {
             return Ok(());
         }
@@ -445,6 +456,7 @@ pub unsafe extern "C" fn rdma_disconnect(id: *mut sys::rdma_cm_id) -> c_int {
         // SAFETY: per the export's contract.
         let x = unsafe { xid(id) }?;
         x.inner.disconnect().map_err(errno_of)?;
+        XId::refresh(x);
         x.complete()
     })
 }

@@ -97,6 +97,7 @@ pub(crate) fn create_id_qp(
     }
     x.id.qp = qp.cast();
     x.id.pd = p.as_c();
+    XId::refresh(x);
     Ok(())
 }
 

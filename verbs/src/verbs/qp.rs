@@ -661,6 +661,11 @@ impl QpHandle {
         self.with(|qp| qp.has_srq()).unwrap_or(false)
     }
 
+    /// [`QueuePair::state`].
+    pub fn state(&self) -> Result<QpState, Error> {
+        self.with(|qp| qp.state())
+    }
+
     /// [`QueuePair::qkey`].
     pub fn qkey(&self) -> Result<u32, Error> {
         self.with(|qp| qp.qkey())
