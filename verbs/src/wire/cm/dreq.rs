@@ -8,7 +8,9 @@
 //!      body 8..232 private data
 //! ```
 
-use super::{CommId, DREP_PRIVATE_LEN, DREQ_PRIVATE_LEN, array, body, emit_body, put, put_u24};
+use super::{
+    CommId, DREP_PRIVATE_LEN, DREQ_PRIVATE_LEN, RtuRepr, array, body, emit_body, put, put_u24,
+};
 use crate::wire::{Qpn, Result, read_u24, read_u32};
 
 /// Byte offsets of the DREQ and DREP fields, relative to the MAD body.
@@ -18,7 +20,6 @@ mod field {
     pub(super) const REMOTE_COMM_ID: usize = 4;
     pub(super) const DREQ_REMOTE_QPN: usize = 8;
     pub(super) const DREQ_PRIVATE_DATA: Field = 12..232;
-    pub(super) const DREP_PRIVATE_DATA: Field = 8..232;
 }
 
 /// A disconnect request.
@@ -107,12 +108,12 @@ impl DrepRepr {
     /// [`Error::Truncated`](crate::wire::Error::Truncated) if `body` is
     /// shorter than 232 bytes.
     pub fn parse(body: &[u8]) -> Result<DrepRepr> {
-        use field::*;
-        let body = self::body(body)?;
+        // A DREP is laid out as an RTU: the two comm IDs, then 224 bytes of private data.
+        let rtu = RtuRepr::parse(body)?;
         Ok(DrepRepr {
-            local_comm_id: CommId(read_u32(body, LOCAL_COMM_ID)),
-            remote_comm_id: CommId(read_u32(body, REMOTE_COMM_ID)),
-            private_data: array(body, DREP_PRIVATE_DATA),
+            local_comm_id: rtu.local_comm_id,
+            remote_comm_id: rtu.remote_comm_id,
+            private_data: rtu.private_data,
         })
     }
 
@@ -122,13 +123,12 @@ impl DrepRepr {
     /// [`Error::Truncated`](crate::wire::Error::Truncated) if `body` is
     /// shorter than 232 bytes.
     pub fn emit(&self, body: &mut [u8]) -> Result<()> {
-        use field::*;
-        emit_body(body, |body| {
-            put(body, LOCAL_COMM_ID, &self.local_comm_id.0.to_be_bytes());
-            put(body, REMOTE_COMM_ID, &self.remote_comm_id.0.to_be_bytes());
-            body[DREP_PRIVATE_DATA].copy_from_slice(&self.private_data);
-            Ok(())
-        })
+        RtuRepr {
+            local_comm_id: self.local_comm_id,
+            remote_comm_id: self.remote_comm_id,
+            private_data: self.private_data,
+        }
+        .emit(body)
     }
 }
 
