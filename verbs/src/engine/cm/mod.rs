@@ -412,7 +412,7 @@ impl CmEngine {
         conn.tid = self.tid(id);
         self.conns.insert(id, conn);
         let msg = CmMessage::Req(req);
-        self.send_expecting(now, id, msg, timeout, cfg_retries(&self.config));
+        self.send_expecting(now, id, msg, timeout, self.config.max_cm_retries);
         Ok(id)
     }
 
@@ -440,7 +440,7 @@ impl CmEngine {
             private_data,
         });
         let timeout = self.config.sidr_timeout;
-        self.send_expecting(now, id, msg, timeout, cfg_retries(&self.config));
+        self.send_expecting(now, id, msg, timeout, self.config.max_cm_retries);
         Ok(id)
     }
 
@@ -824,10 +824,6 @@ impl CmEngine {
 /// Service timeout of the MRA we send for a slow application (`CMA_CM_MRA_SETTING`: 24,
 /// about 67 s).
 const MRA_SERVICE_TIMEOUT: u8 = 24;
-
-fn cfg_retries(config: &CmConfig) -> u8 {
-    config.max_cm_retries
-}
 
 /// A GID as the CM path carries it: IPv4 addresses mapped into IPv6.
 fn gid_of(ip: IpAddr) -> std::net::Ipv6Addr {
