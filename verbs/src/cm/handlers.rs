@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use super::agent::Agent;
-use super::device::{self, Device};
+use super::device::Device;
 use super::event::{ConnParam, Event, EventKind, EventParam, UdParam};
 use super::id::{CmId, IdInner, Phase};
 use super::qp_attr::{MinIb, bring_up, path_mtu};
@@ -312,8 +312,10 @@ pub(super) fn to_error(id: &Arc<IdInner>) {
     }
 }
 
+/// The device an agent serves (its context, while it lives, and the agent).
 fn device_of(agent: &Arc<Agent>) -> Option<Device> {
-    device::devices()
-        .into_iter()
-        .find(|d| Arc::ptr_eq(&d.agent, agent))
+    Some(Device {
+        ctx: agent.context()?,
+        agent: agent.clone(),
+    })
 }
