@@ -56,16 +56,7 @@ fn open_all() -> Result<Vec<CmDevice>, i32> {
         eprintln!("xrdma: no RDMA devices were detected (set XRDMA_IFACE)");
         return Err(libc::ENODEV);
     }
-    // The connection manager lives in this process: when it exits, its connections end
-    // the way the kernel's CM ends a dead process's (perftest's servers exit without
-    // disconnecting, and their clients wait for DISCONNECTED).
-    // SAFETY: `at_exit` is an extern "C" fn with no arguments that never unwinds.
-    unsafe { libc::atexit(at_exit) };
     Ok(out)
-}
-
-extern "C" fn at_exit() {
-    crate::guard((), xrdma_verbs::cm::shutdown_devices);
 }
 
 /// librdmacm's devices, opened on first use (ENODEV, as librdmacm, when there are none).

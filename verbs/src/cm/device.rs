@@ -99,15 +99,6 @@ pub fn remove_device(ctx: &Context) {
     ctx.clear_qp1_agent();
 }
 
-/// Ends every connection of every device as its process exits: peers get a DREQ (or REJ)
-/// at once, as from Linux's CM when a process dies, instead of a silence they would
-/// retry into for a minute.
-pub fn shutdown_devices() {
-    for d in devices() {
-        d.agent.call(|engine, now| engine.destroy_all(now));
-    }
-}
-
 /// Sets how a device is opened for an interface that has none yet.
 pub fn set_device_opener(opener: Arc<DeviceOpener>) {
     registry().lock().opener = Some(opener);

@@ -69,8 +69,6 @@ mod ports;
 mod qp_attr;
 
 pub use addrinfo::{AddrInfo, getaddrinfo};
-pub use device::{
-    Device, DeviceOpener, add_device, devices, remove_device, set_device_opener, shutdown_devices,
-};
+pub use device::{Device, DeviceOpener, add_device, devices, remove_device, set_device_opener};
 pub use event::{ConnParam, Event, EventChannel, EventKind, EventParam, UdParam};
 pub use id::{CmId, PortSpace, UDP_QKEY};

@@ -637,16 +637,6 @@ impl CmEngine {
         }
     }
 
-    /// The agent is going away (its process exits): every connection is destroyed as by
-    /// [`destroy`](Self::destroy), so that peers hear a DREQ or REJ now instead of
-    /// retrying into silence (in Linux the kernel's CM outlives the process and does this).
-    pub fn destroy_all(&mut self, now: Instant) {
-        let ids: Vec<CommId> = self.conns.keys().copied().collect();
-        for id in ids {
-            self.destroy(now, id);
-        }
-    }
-
     /// Takes one MAD that arrived at QP1 from `peer`, sent to our address `local`.
     /// Anything that is not a CM message we act on is dropped and counted in
     /// [`stats`](Self::stats).

@@ -466,26 +466,6 @@ fn both_sides_disconnecting_at_once_see_one_disconnect_each() {
 }
 
 #[test]
-fn an_agent_going_away_disconnects_its_peers() {
-    let mut pair = Pair::new(13, CLEAN);
-    pair.connect();
-    pair.drive_until(Duration::from_millis(10));
-    assert_eq!(pair.count(1, is_established), 1);
-    // The server's process exits without disconnecting: its CM still says goodbye.
-    let now = pair.now;
-    pair.ends[1].cm.destroy_all(now);
-    pair.drive();
-    assert_eq!(pair.count(0, is_disconnected), 1);
-    assert_eq!(
-        pair.count(1, is_disconnected),
-        0,
-        "a destroyed connection has no events"
-    );
-    assert_eq!(pair.ends[0].cm.stats().retransmits, 0);
-    assert_eq!(pair.ends[1].cm.conn_count(), 0);
-}
-
-#[test]
 fn dreq_naming_another_qp_is_dropped() {
     let mut pair = Pair::new(8, CLEAN);
     let conn = pair.connect();
