@@ -316,6 +316,85 @@ impl Context {
         Ok(Cq { shared })
     }
 
+    /// Descriptors [`Context::wait_driving`] watches at most.
+    pub const MAX_WAIT_FDS: usize = 7;
+
+    /// Sleeps until one of `fds` polls ready (their `revents` say which) or `timeout`
+    /// passes, making the context's progress meanwhile, as [`Context::get_cq_event`] does:
+    /// this thread handles what arrives and the RC timers, so the datagram that makes a
+    /// descriptor ready (through a completion channel, say) wakes it without a hop through
+    /// the helper thread. Returns how many of `fds` are ready (0: the timeout passed).
+    /// At most [`Context::MAX_WAIT_FDS`] descriptors (EINVAL otherwise).
+    pub fn wait_driving(
+        &self,
+        fds: &mut [libc::pollfd],
+        timeout: Option<Duration>,
+    ) -> std::io::Result<usize> {
+        let shared = &self.shared;
+        let _ = shared.flush();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        if fds.len() > Self::MAX_WAIT_FDS {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let backend = shared.io.lock().as_raw_fd();
+        let mut all = [libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        }; Self::MAX_WAIT_FDS + 1];
+        let count = fds.len() + 1;
+        shared.app_waiting.fetch_add(1, Ordering::SeqCst);
+        let result = loop {
+            let rc = shared.rc_poll_timeout();
+            let left = deadline.map(|d| {
+                d.saturating_duration_since(Instant::now())
+                    .as_micros()
+                    .div_ceil(1000)
+                    .min(i32::MAX as u128) as i32
+            });
+            let ms = match (left, rc) {
+                (Some(l), r) if r >= 0 => l.min(r),
+                (Some(l), _) => l,
+                (None, r) => r,
+            };
+            all[..fds.len()].copy_from_slice(fds);
+            all[fds.len()] = libc::pollfd {
+                fd: backend,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: `all` holds at least `count` live pollfds; poll writes only their
+            // revents.
+            let n = unsafe { libc::poll(all.as_mut_ptr(), count as libc::nfds_t, ms) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break Err(e);
+            }
+            shared.progress();
+            for (f, a) in fds.iter_mut().zip(&all) {
+                f.revents = a.revents;
+            }
+            let ready = fds.iter().filter(|f| f.revents != 0).count();
+            if ready > 0 {
+                break Ok(ready);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break Ok(0);
+            }
+        };
+        if shared.app_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Some(t) = shared.progress.lock().as_ref() {
+                if t.parked.load(Ordering::SeqCst) {
+                    t.wake();
+                }
+            }
+        }
+        result
+    }
+
     /// Waits for the next asynchronous event (`ibv_get_async_event`); with O_NONBLOCK set
     /// on [`Context::async_fd`], returns EAGAIN at once when there is none. Events about
     /// objects destroyed meanwhile are skipped.

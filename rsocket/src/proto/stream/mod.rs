@@ -1,7 +1,7 @@
 //! The accounting of an rsocket stream, without I/O: the send queue and send ring, the
 //! credits (messages the peer can take), the target SGEs (where in the peer's receive ring
 //! the next data goes), the receive ring and the messages queued in it, and the control
-//! slots. [`crate::stream`] drives it with the completions of the connection's QP.
+//! slots. The stream sockets drive it with the completions of their QP.
 //!
 //! # How it is driven
 //!

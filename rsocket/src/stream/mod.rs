@@ -1,0 +1,542 @@
+//! Stream sockets: [`RsStream`], nearly a `std::net::TcpStream`, over an RC QP.
+
+mod conn;
+mod link;
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+pub(crate) use conn::{Conn, Phase};
+
+use crate::config::Config;
+use crate::proto::stream::OLAP_START;
+use crate::service::{Entry, service};
+
+/// What one attempt of a blocking call came to.
+enum Step<T> {
+    /// The call returns this.
+    Done(io::Result<T>),
+    /// Progress, not yet done: try again at once.
+    Moved,
+    /// Nothing can move now: poll a while, then sleep.
+    Blocked,
+}
+
+/// A stream socket's shared state: what every handle of it names.
+pub(crate) struct StreamInner {
+    pub(crate) token: u64,
+    pub(crate) conn: Mutex<Conn>,
+    fd: RawFd,
+    /// Handles alive ([`RsStream`] and its clones): the last one closes.
+    handles: AtomicUsize,
+}
+
+impl StreamInner {
+    /// A new socket, registered with the service.
+    pub(crate) fn new(config: Config) -> io::Result<Arc<StreamInner>> {
+        let svc = service()?;
+        let conn = Conn::new(config)?;
+        let fd = conn.ready.fd();
+        Ok(Arc::new_cyclic(|weak| StreamInner {
+            token: svc.register(Entry::Stream(weak.clone())),
+            conn: Mutex::new(conn),
+            fd,
+            handles: AtomicUsize::new(1),
+        }))
+    }
+
+    /// The service's call: completions came.
+    pub(crate) fn service_completions(&self) {
+        self.conn.lock().drive();
+    }
+
+    pub(crate) fn on_cm_event(&self, event: xrdma_verbs::cm::Event) {
+        self.conn.lock().on_cm_event(self.token, event);
+    }
+
+    /// The service's call for a closing socket; true once closed.
+    pub(crate) fn continue_close(&self) -> bool {
+        self.conn.lock().continue_close()
+    }
+
+    /// Waits until the descriptor shows `events` (or the completion channel fires, or
+    /// `deadline` passes), making the context's progress meanwhile. False on timeout.
+    fn wait(&self, events: i16, deadline: Option<Instant>) -> io::Result<bool> {
+        let (cq_fd, ctx) = {
+            let c = self.conn.lock();
+            match &c.link {
+                Some(l) => (l.res.channel.as_raw_fd(), Some(l.res.ctx.clone())),
+                None => (-1, None),
+            }
+        };
+        let mut fds = [
+            libc::pollfd {
+                fd: self.fd,
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: cq_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return Ok(false);
+        }
+        let n = match ctx {
+            Some(ctx) => ctx.wait_driving(&mut fds, timeout)?,
+            None => {
+                let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+                // SAFETY: one live pollfd.
+                let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms.max(1)) };
+                if n < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+                n.max(0) as usize
+            }
+        };
+        Ok(n > 0)
+    }
+
+    /// Runs `attempt` under the lock until it is done: between attempts that are
+    /// blocked, polls for the socket's polling time, then sleeps until the descriptor
+    /// shows `events`. `attempt`'s second argument says to give up instead of blocking:
+    /// the call is non-blocking, or `timeout` has passed.
+    fn blocking<T>(
+        &self,
+        events: i16,
+        flags: i32,
+        timeout: impl Fn(&Conn) -> Option<Duration>,
+        mut attempt: impl FnMut(&mut Conn, bool) -> Step<T>,
+    ) -> io::Result<T> {
+        let deadline = timeout(&self.conn.lock()).map(|t| Instant::now() + t);
+        let mut spin_from = Instant::now();
+        let mut timed_out = false;
+        loop {
+            let polling = {
+                let mut c = self.conn.lock();
+                let give_up = timed_out || c.nonblocking || flags & libc::MSG_DONTWAIT != 0;
+                match attempt(&mut c, give_up) {
+                    Step::Done(r) => return r,
+                    Step::Moved => {
+                        spin_from = Instant::now();
+                        continue;
+                    }
+                    Step::Blocked => c.config.polling_time,
+                }
+            };
+            if spin_from.elapsed() < polling {
+                continue;
+            }
+            timed_out =
+                !self.wait(events, deadline)? && deadline.is_some_and(|d| Instant::now() >= d);
+            spin_from = Instant::now();
+        }
+    }
+
+    /// `recv(2)` with `MSG_PEEK`, `MSG_WAITALL` and `MSG_DONTWAIT`.
+    pub(crate) fn recv(&self, buf: &mut [u8], flags: i32) -> io::Result<usize> {
+        let peek = flags & libc::MSG_PEEK != 0;
+        let waitall = flags & libc::MSG_WAITALL != 0 && !peek;
+        let mut done = 0;
+        self.blocking(
+            libc::POLLIN,
+            flags,
+            |c| c.read_timeout,
+            |c, give_up| {
+                let partial = |done: usize, e: io::Error| {
+                    Step::Done(if done > 0 { Ok(done) } else { Err(e) })
+                };
+                if let Some(e) = c.not_connected() {
+                    return if give_up || e.raw_os_error() != Some(libc::EAGAIN) {
+                        Step::Done(Err(e))
+                    } else {
+                        Step::Blocked
+                    };
+                }
+                c.drive();
+                if c.rd_shut {
+                    return Step::Done(Ok(done));
+                }
+                let link = c.link.as_mut().expect("a connected socket has a link");
+                let n = link.read(&mut buf[done..], peek);
+                if n > 0 {
+                    done += n;
+                    // Reading freed ring space: credits may be due.
+                    c.drive();
+                    return if !waitall || done == buf.len() {
+                        Step::Done(Ok(done))
+                    } else {
+                        Step::Moved
+                    };
+                }
+                if c.peer_shut {
+                    return Step::Done(Ok(done));
+                }
+                if let Some(e) = c.dead {
+                    return partial(done, io::Error::from_raw_os_error(e));
+                }
+                if give_up {
+                    return partial(done, io::ErrorKind::WouldBlock.into());
+                }
+                Step::Blocked
+            },
+        )
+    }
+
+    /// `send(2)` with `MSG_DONTWAIT`: a blocking send returns once all of `bufs` is sent.
+    pub(crate) fn send(&self, bufs: &[IoSlice<'_>], flags: i32) -> io::Result<usize> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut done = 0;
+        let mut olen = OLAP_START;
+        self.blocking(
+            libc::POLLOUT,
+            flags,
+            |c| c.write_timeout,
+            |c, give_up| {
+                let partial = |done: usize, e: io::Error| {
+                    Step::Done(if done > 0 { Ok(done) } else { Err(e) })
+                };
+                if let Some(e) = c.not_connected() {
+                    return if give_up || e.raw_os_error() != Some(libc::EAGAIN) {
+                        Step::Done(Err(e))
+                    } else {
+                        Step::Blocked
+                    };
+                }
+                c.drive();
+                if c.wr_shut {
+                    return Step::Done(Err(io::Error::from_raw_os_error(libc::EPIPE)));
+                }
+                if let Some(e) = c.dead {
+                    return partial(done, io::Error::from_raw_os_error(e));
+                }
+                if c.peer_gone {
+                    return partial(done, io::Error::from_raw_os_error(libc::EPIPE));
+                }
+                let before = done;
+                let link = c.link.as_mut().expect("a connected socket has a link");
+                let mut skip = done;
+                for b in bufs {
+                    if skip >= b.len() {
+                        skip -= b.len();
+                        continue;
+                    }
+                    match link.send(&b[skip..], &mut olen) {
+                        Ok(n) => {
+                            done += n;
+                            if n < b.len() - skip {
+                                break;
+                            }
+                        }
+                        Err(e) => return partial(done, e),
+                    }
+                    skip = 0;
+                }
+                if done > before {
+                    c.publish();
+                }
+                if done == total {
+                    Step::Done(Ok(done))
+                } else if give_up {
+                    partial(done, io::ErrorKind::WouldBlock.into())
+                } else if done > before {
+                    Step::Moved
+                } else {
+                    Step::Blocked
+                }
+            },
+        )
+    }
+
+    /// Waits for a connection under way to be made (or to fail).
+    fn finish_connect(&self) -> io::Result<()> {
+        loop {
+            {
+                let mut c = self.conn.lock();
+                match c.phase {
+                    Phase::Connected => return Ok(()),
+                    Phase::Failed => {
+                        return Err(io::Error::from_raw_os_error(
+                            c.so_error.take().unwrap_or(libc::ECONNREFUSED),
+                        ));
+                    }
+                    Phase::Resolving | Phase::Connecting => {}
+                    _ => return Err(io::Error::from_raw_os_error(libc::ENOTCONN)),
+                }
+            }
+            self.wait(libc::POLLOUT, None)?;
+        }
+    }
+}
+
+impl Drop for StreamInner {
+    fn drop(&mut self) {
+        let c = self.conn.get_mut();
+        if c.phase != Phase::Closed {
+            c.teardown();
+        }
+        if let Ok(svc) = service() {
+            svc.unregister(self.token);
+        }
+    }
+}
+
+/// A stream socket over RDMA: the shape of [`std::net::TcpStream`], rsocket's protocol on
+/// the wire.
+///
+/// Dropping the last handle (see [`try_clone`](Self::try_clone)) closes the socket: data
+/// already written is still delivered, as with TCP.
+pub struct RsStream {
+    pub(crate) inner: Arc<StreamInner>,
+}
+
+impl std::fmt::Debug for RsStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.inner.conn.lock();
+        f.debug_struct("RsStream")
+            .field("fd", &self.inner.fd)
+            .field("phase", &c.phase)
+            .field("local", &c.local)
+            .field("peer", &c.peer)
+            .finish()
+    }
+}
+
+impl RsStream {
+    /// Connects to the first of `addr`'s addresses that accepts.
+    pub fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<RsStream> {
+        crate::Builder::new().connect(addr)
+    }
+
+    /// Connects to `addr`, giving up after `timeout`.
+    pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<RsStream> {
+        let s = crate::Builder::new().connect_nonblocking(*addr)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match s.inner.conn.lock().phase {
+                Phase::Connected => break,
+                Phase::Failed => {
+                    return Err(s.take_error()?.unwrap_or(io::ErrorKind::Other.into()));
+                }
+                _ => {}
+            }
+            if !s.inner.wait(libc::POLLOUT, Some(deadline))? && Instant::now() >= deadline {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+        }
+        Ok(s)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<StreamInner>) -> RsStream {
+        RsStream { inner }
+    }
+
+    /// Starts connecting (`connect(2)` on a non-blocking socket): the descriptor polls
+    /// writable once the connection is made or has failed, and
+    /// [`take_error`](Self::take_error) says which.
+    pub(crate) fn start(
+        config: Config,
+        src: Option<SocketAddr>,
+        dst: SocketAddr,
+    ) -> io::Result<RsStream> {
+        let inner = StreamInner::new(config)?;
+        let s = RsStream::from_inner(inner);
+        s.inner.conn.lock().start_connect(s.inner.token, src, dst)?;
+        Ok(s)
+    }
+
+    pub(crate) fn wait_connected(&self) -> io::Result<()> {
+        self.inner.finish_connect()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        let c = self.inner.conn.lock();
+        match (c.phase, c.peer) {
+            (Phase::Connected | Phase::Closing, Some(a)) => Ok(a),
+            _ => Err(io::Error::from_raw_os_error(libc::ENOTCONN)),
+        }
+    }
+
+    /// Our address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner
+            .conn
+            .lock()
+            .local
+            .ok_or(io::Error::from_raw_os_error(libc::EINVAL))
+    }
+
+    /// Shuts down reading, writing or both. Shutting down writing sends the peer an end of
+    /// file after the data written before.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let (r, w) = match how {
+            Shutdown::Read => (true, false),
+            Shutdown::Write => (false, true),
+            Shutdown::Both => (true, true),
+        };
+        self.inner.conn.lock().shutdown(r, w)
+    }
+
+    /// Another handle to the same socket.
+    pub fn try_clone(&self) -> io::Result<RsStream> {
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
+        Ok(RsStream {
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// Reads without taking the bytes.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.recv(buf, libc::MSG_PEEK)
+    }
+
+    /// `recv(2)`: `flags` may hold `MSG_PEEK`, `MSG_WAITALL` and `MSG_DONTWAIT`.
+    pub fn recv_with_flags(&self, buf: &mut [u8], flags: i32) -> io::Result<usize> {
+        self.inner.recv(buf, flags)
+    }
+
+    /// `send(2)`: `flags` may hold `MSG_DONTWAIT`.
+    pub fn send_with_flags(&self, buf: &[u8], flags: i32) -> io::Result<usize> {
+        self.inner.send(&[IoSlice::new(buf)], flags)
+    }
+
+    /// Makes reads and writes fail with `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.inner.conn.lock().nonblocking = nonblocking;
+        Ok(())
+    }
+
+    /// How long a read waits (`None`: for ever). A zero duration is refused, as by std.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        self.inner.conn.lock().read_timeout = timeout;
+        Ok(())
+    }
+
+    /// How long a write waits (`None`: for ever).
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        self.inner.conn.lock().write_timeout = timeout;
+        Ok(())
+    }
+
+    /// The read timeout.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.inner.conn.lock().read_timeout)
+    }
+
+    /// The write timeout.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.inner.conn.lock().write_timeout)
+    }
+
+    /// `TCP_NODELAY`. rsocket sends every write at once, so it only records the flag.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.inner.conn.lock().nodelay = nodelay;
+        Ok(())
+    }
+
+    /// The `TCP_NODELAY` flag.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        Ok(self.inner.conn.lock().nodelay)
+    }
+
+    /// Takes the socket's pending error (`SO_ERROR`).
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        Ok(self
+            .inner
+            .conn
+            .lock()
+            .so_error
+            .take()
+            .map(io::Error::from_raw_os_error))
+    }
+}
+
+impl Drop for RsStream {
+    fn drop(&mut self) {
+        if self.inner.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let lingers = self.inner.conn.lock().begin_close();
+        if lingers {
+            if let Ok(svc) = service() {
+                svc.linger(self.inner.clone());
+            }
+        }
+    }
+}
+
+impl AsRawFd for RsStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.fd
+    }
+}
+
+impl Read for &RsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.recv(buf, 0)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        match bufs.iter_mut().find(|b| !b.is_empty()) {
+            Some(b) => self.inner.recv(b, 0),
+            None => Ok(0),
+        }
+    }
+}
+
+impl Read for RsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        (&*self).read_vectored(bufs)
+    }
+}
+
+impl Write for &RsStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.send(&[IoSlice::new(buf)], 0)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.inner.send(bufs, 0)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for RsStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

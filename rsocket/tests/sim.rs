@@ -1,0 +1,211 @@
+//! Stream sockets between two contexts of a simulated network, in one process: connect,
+//! echo of every size, half-close both ways, refusal, readiness of the descriptor.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use xrdma_rsocket::{Builder, RsListener, RsStream};
+use xrdma_verbs::cm::add_device;
+use xrdma_verbs::net::sim::{self, SimConfig, SimNetwork};
+use xrdma_verbs::verbs::{Context, ContextConfig};
+
+/// Two hosts, 198.18.0.1 and .2, on one simulated network shared by the tests.
+fn hosts() -> (SocketAddr, SocketAddr) {
+    static NET: OnceLock<(SimNetwork, Context, Context)> = OnceLock::new();
+    NET.get_or_init(|| {
+        let net = SimNetwork::new(SimConfig {
+            delay: Duration::ZERO,
+            ..SimConfig::default()
+        });
+        let open = |n: u8| {
+            let io = net.endpoint(sim::host_addr(n)).unwrap();
+            let ctx = Context::new(Box::new(io), ContextConfig::seeded(u64::from(n))).unwrap();
+            add_device(&ctx).unwrap();
+            ctx
+        };
+        let (a, b) = (open(1), open(2));
+        // Virtual time follows real time, for the CM's and RC's timers.
+        let clock = net.clone();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(1));
+                clock.advance(Duration::from_millis(1));
+            }
+        });
+        (net, a, b)
+    });
+    (sim::host_addr(1), sim::host_addr(2))
+}
+
+fn at(host: SocketAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(host.ip(), port)
+}
+
+/// A client on host 1 connected to a listener on host 2 at `port`.
+fn pair(port: u16) -> (RsStream, RsStream, RsListener) {
+    let (a, b) = hosts();
+    let listener = RsListener::bind(at(b, port)).unwrap();
+    let client = Builder::new().bind(at(a, 0)).connect(at(b, port)).unwrap();
+    let (server, peer) = listener.accept().unwrap();
+    assert_eq!(peer.ip(), a.ip());
+    (client, server, listener)
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+#[test]
+fn echo_of_every_size() {
+    let (mut client, server, _l) = pair(7001);
+    let echo = std::thread::spawn(move || {
+        let mut s = server;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0;
+        loop {
+            match s.read(&mut buf).unwrap() {
+                0 => return total,
+                n => {
+                    s.write_all(&buf[..n]).unwrap();
+                    total += n;
+                }
+            }
+        }
+    });
+    let mut size = 1;
+    let mut sent = 0;
+    while size <= 1 << 20 {
+        let data = pattern(size);
+        let reader = client.try_clone().unwrap();
+        let expect = data.clone();
+        let check = std::thread::spawn(move || {
+            let mut r = reader;
+            let mut got = vec![0u8; expect.len()];
+            r.read_exact(&mut got).unwrap();
+            assert!(got == expect, "echo of {} bytes differs", expect.len());
+        });
+        client.write_all(&data).unwrap();
+        check.join().unwrap();
+        sent += size;
+        size *= 4;
+    }
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    assert_eq!(echo.join().unwrap(), sent);
+}
+
+#[test]
+fn half_close_both_ways() {
+    let (mut client, mut server, _l) = pair(7002);
+    client.write_all(b"request").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"request");
+    // The other direction still works after the client's half-close.
+    server.write_all(b"answer").unwrap();
+    server.shutdown(Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, b"answer");
+    let e = client.write(b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPIPE));
+}
+
+#[test]
+fn close_with_data_in_flight_delivers_it() {
+    let (client, mut server, _l) = pair(7003);
+    let data = pattern(600_000);
+    let writer = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            let mut c = client;
+            c.write_all(&data).unwrap();
+            // Dropped with most of it still unread at the peer.
+        })
+    };
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    assert!(got == data);
+}
+
+#[test]
+fn nobody_listening_is_refused() {
+    let (a, b) = hosts();
+    let e = Builder::new()
+        .bind(at(a, 0))
+        .connect(at(b, 7099))
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED), "{e}");
+}
+
+fn poll(fd: i32, events: i16, ms: i32) -> i16 {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd.
+    unsafe { libc::poll(&mut p, 1, ms) };
+    p.revents
+}
+
+#[test]
+fn the_descriptor_polls_as_the_socket_is() {
+    let (mut client, server, listener) = pair(7004);
+    assert_eq!(poll(listener.as_raw_fd(), libc::POLLIN, 0), 0);
+    assert_eq!(
+        poll(server.as_raw_fd(), libc::POLLIN, 0),
+        0,
+        "nothing to read yet"
+    );
+    assert_eq!(poll(client.as_raw_fd(), libc::POLLOUT, 0), libc::POLLOUT);
+    client.write_all(b"hello").unwrap();
+    assert_eq!(poll(server.as_raw_fd(), libc::POLLIN, 5000), libc::POLLIN);
+    let mut buf = [0u8; 5];
+    (&server).read_exact(&mut buf).unwrap();
+    assert_eq!(poll(server.as_raw_fd(), libc::POLLIN, 0), 0, "all read");
+    server.set_nonblocking(true).unwrap();
+    let e = (&server).read(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+    drop(client);
+    assert_eq!(
+        poll(server.as_raw_fd(), libc::POLLIN, 5000),
+        libc::POLLIN,
+        "end of file"
+    );
+    assert_eq!((&server).read(&mut buf).unwrap(), 0);
+}
+
+#[test]
+fn non_blocking_connect_completes_through_writability() {
+    let (a, b) = hosts();
+    let listener = RsListener::bind(at(b, 7005)).unwrap();
+    let client = Builder::new()
+        .bind(at(a, 0))
+        .connect_nonblocking(at(b, 7005))
+        .unwrap();
+    assert_eq!(poll(client.as_raw_fd(), libc::POLLOUT, 5000), libc::POLLOUT);
+    assert!(client.take_error().unwrap().is_none());
+    let (server, _) = listener.accept().unwrap();
+    (&client).write_all(b"x").unwrap();
+    let mut b1 = [0u8; 1];
+    (&server).read_exact(&mut b1).unwrap();
+
+    let refused = Builder::new()
+        .bind(at(a, 0))
+        .connect_nonblocking(at(b, 7098))
+        .unwrap();
+    assert_eq!(
+        poll(refused.as_raw_fd(), libc::POLLOUT, 5000),
+        libc::POLLOUT
+    );
+    let e = refused.take_error().unwrap().expect("an error");
+    assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED));
+}
