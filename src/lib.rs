@@ -27,6 +27,8 @@
 pub mod devinfo;
 pub mod perf;
 
+/// rsockets: nearly-TCP streams over RC queue pairs, with rsocket's wire protocol.
+pub use xrdma_rsocket as rsocket;
 pub use xrdma_verbs as verbs;
 /// The connection manager (`rdma_cm`): event channels, CM ids, listen, connect, accept.
 pub use xrdma_verbs::cm;

@@ -9,10 +9,12 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use xrdma_verbs::cm;
+use xrdma_verbs::net::netlink::Netlink;
 use xrdma_verbs::net::{self, BackendConfig, udp::UdpConfig, xdp::XdpConfig};
 use xrdma_verbs::verbs::{Context, ContextConfig, Error};
 use xrdma_verbs::wire::udp::ROCEV2_PORT;
@@ -125,6 +127,50 @@ pub(crate) fn ensure() -> io::Result<()> {
     match devices {
         Ok(_) => Ok(()),
         Err((kind, msg)) => Err(io::Error::new(*kind, msg.clone())),
+    }
+}
+
+/// Makes sure a listener on `ip` has its devices: the interface that holds `ip`, or for
+/// a wildcard address every interface with an address of its family (loopback aside).
+pub(crate) fn ensure_local(ip: IpAddr) -> io::Result<()> {
+    ensure()?;
+    if !ip.is_unspecified() && cm::devices().iter().any(|d| d.has_addr(ip)) {
+        return Ok(());
+    }
+    let Some(Ok(devices)) = DEVICES.get() else {
+        return Ok(());
+    };
+    let mut nl = Netlink::open()?;
+    let mut found = false;
+    for link in nl.links()? {
+        let addrs = nl.addresses(link.index)?;
+        let wanted = if ip.is_unspecified() {
+            !is_loopback(&link.name) && addrs.iter().any(|(a, _)| a.is_ipv4() == ip.is_ipv4())
+        } else {
+            addrs.iter().any(|(a, _)| *a == ip)
+        };
+        if !wanted
+            || cm::devices()
+                .iter()
+                .any(|d| d.context().link().iface == link.name)
+        {
+            found |= wanted;
+            continue;
+        }
+        match devices.open(&link.name) {
+            Ok(ctx) => {
+                cm::add_device(&ctx).map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+                found = true;
+            }
+            // A wildcard listener does without the interfaces it may not use.
+            Err(_) if ip.is_unspecified() => {}
+            Err(e) => return Err(io::Error::from_raw_os_error(e.errno())),
+        }
+    }
+    if found {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EADDRNOTAVAIL))
     }
 }
 

@@ -105,7 +105,7 @@ impl RsListener {
     }
 
     pub(crate) fn open(config: Config, addr: SocketAddr, backlog: usize) -> io::Result<RsListener> {
-        crate::device::ensure()?;
+        crate::device::ensure_local(addr.ip())?;
         let svc = service()?;
         let ready = Readiness::new()?;
         let fd = ready.fd();
