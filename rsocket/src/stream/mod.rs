@@ -28,6 +28,20 @@ enum Step<T> {
     Blocked,
 }
 
+impl<T> Step<T> {
+    /// The call returns the `done` bytes moved so far, or `e` if there are none.
+    fn partial(done: T, e: io::Error) -> Step<T>
+    where
+        T: PartialEq + Default,
+    {
+        Step::Done(if done != T::default() {
+            Ok(done)
+        } else {
+            Err(e)
+        })
+    }
+}
+
 /// A stream socket's shared state: what every handle of it names.
 pub(crate) struct StreamInner {
     pub(crate) token: u64,
@@ -109,8 +123,8 @@ impl StreamInner {
         Ok(n > 0)
     }
 
-    /// Runs `attempt` under the lock until it is done: between attempts that are
-    /// blocked, polls for the socket's polling time, then sleeps until the descriptor
+    /// Runs `attempt` under the lock, on a connected socket whose progress was just made,
+    /// until it is done: between attempts that are blocked, polls for the socket's polling time, then sleeps until the descriptor
     /// shows `events`. `attempt`'s second argument says to give up instead of blocking:
     /// the call is non-blocking, or `timeout` has passed.
     fn blocking<T>(
@@ -127,7 +141,16 @@ impl StreamInner {
             let polling = {
                 let mut c = self.conn.lock();
                 let give_up = timed_out || c.nonblocking || flags & libc::MSG_DONTWAIT != 0;
-                match attempt(&mut c, give_up) {
+                let step = match c.not_connected() {
+                    // Still connecting: wait for it, unless told not to.
+                    Some(e) if e.raw_os_error() == Some(libc::EAGAIN) && !give_up => Step::Blocked,
+                    Some(e) => Step::Done(Err(e)),
+                    None => {
+                        c.drive();
+                        attempt(&mut c, give_up)
+                    }
+                };
+                match step {
                     Step::Done(r) => return r,
                     Step::Moved => {
                         spin_from = Instant::now();
@@ -155,17 +178,6 @@ impl StreamInner {
             flags,
             |c| c.read_timeout,
             |c, give_up| {
-                let partial = |done: usize, e: io::Error| {
-                    Step::Done(if done > 0 { Ok(done) } else { Err(e) })
-                };
-                if let Some(e) = c.not_connected() {
-                    return if give_up || e.raw_os_error() != Some(libc::EAGAIN) {
-                        Step::Done(Err(e))
-                    } else {
-                        Step::Blocked
-                    };
-                }
-                c.drive();
                 if c.rd_shut {
                     return Step::Done(Ok(done));
                 }
@@ -185,10 +197,10 @@ impl StreamInner {
                     return Step::Done(Ok(done));
                 }
                 if let Some(e) = c.dead {
-                    return partial(done, io::Error::from_raw_os_error(e));
+                    return Step::partial(done, io::Error::from_raw_os_error(e));
                 }
                 if give_up {
-                    return partial(done, io::ErrorKind::WouldBlock.into());
+                    return Step::partial(done, io::ErrorKind::WouldBlock.into());
                 }
                 Step::Blocked
             },
@@ -205,25 +217,14 @@ impl StreamInner {
             flags,
             |c| c.write_timeout,
             |c, give_up| {
-                let partial = |done: usize, e: io::Error| {
-                    Step::Done(if done > 0 { Ok(done) } else { Err(e) })
-                };
-                if let Some(e) = c.not_connected() {
-                    return if give_up || e.raw_os_error() != Some(libc::EAGAIN) {
-                        Step::Done(Err(e))
-                    } else {
-                        Step::Blocked
-                    };
-                }
-                c.drive();
                 if c.wr_shut {
                     return Step::Done(Err(io::Error::from_raw_os_error(libc::EPIPE)));
                 }
                 if let Some(e) = c.dead {
-                    return partial(done, io::Error::from_raw_os_error(e));
+                    return Step::partial(done, io::Error::from_raw_os_error(e));
                 }
                 if c.peer_gone {
-                    return partial(done, io::Error::from_raw_os_error(libc::EPIPE));
+                    return Step::partial(done, io::Error::from_raw_os_error(libc::EPIPE));
                 }
                 let before = done;
                 let link = c.link.as_mut().expect("a connected socket has a link");
@@ -240,7 +241,7 @@ impl StreamInner {
                                 break;
                             }
                         }
-                        Err(e) => return partial(done, e),
+                        Err(e) => return Step::partial(done, e),
                     }
                     skip = 0;
                 }
@@ -250,7 +251,7 @@ impl StreamInner {
                 if done == total {
                     Step::Done(Ok(done))
                 } else if give_up {
-                    partial(done, io::ErrorKind::WouldBlock.into())
+                    Step::partial(done, io::ErrorKind::WouldBlock.into())
                 } else if done > before {
                     Step::Moved
                 } else {
@@ -261,7 +262,8 @@ impl StreamInner {
     }
 
     /// Waits for a connection under way to be made (or to fail).
-    fn finish_connect(&self) -> io::Result<()> {
+    /// Gives up with `TimedOut` at `deadline`.
+    fn finish_connect(&self, deadline: Option<Instant>) -> io::Result<()> {
         loop {
             {
                 let mut c = self.conn.lock();
@@ -276,7 +278,10 @@ impl StreamInner {
                     _ => return Err(io::Error::from_raw_os_error(libc::ENOTCONN)),
                 }
             }
-            self.wait(libc::POLLOUT, None)?;
+            if !self.wait(libc::POLLOUT, deadline)? && deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
         }
     }
 }
@@ -323,19 +328,7 @@ impl RsStream {
     /// Connects to `addr`, giving up after `timeout`.
     pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<RsStream> {
         let s = crate::Builder::new().connect_nonblocking(*addr)?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            match s.inner.conn.lock().phase {
-                Phase::Connected => break,
-                Phase::Failed => {
-                    return Err(s.take_error()?.unwrap_or(io::ErrorKind::Other.into()));
-                }
-                _ => {}
-            }
-            if !s.inner.wait(libc::POLLOUT, Some(deadline))? && Instant::now() >= deadline {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-        }
+        s.inner.finish_connect(Some(Instant::now() + timeout))?;
         Ok(s)
     }
 
@@ -358,7 +351,7 @@ impl RsStream {
     }
 
     pub(crate) fn wait_connected(&self) -> io::Result<()> {
-        self.inner.finish_connect()
+        self.inner.finish_connect(None)
     }
 
     /// The peer's address.
