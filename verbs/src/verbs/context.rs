@@ -299,15 +299,7 @@ impl Context {
             }
             shared.rc_poll_timeout()
         });
-        if shared.app_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
-            // The helper thread may have parked while threads waited: the last one out
-            // wakes it (only then, so that a ping-pong does not wake it at every event).
-            if let Some(t) = shared.progress.lock().as_ref() {
-                if t.parked.load(Ordering::SeqCst) {
-                    t.wake();
-                }
-            }
-        }
+        shared.app_wait_end();
         let id =
             event.map_err(|e| Error::Net(crate::net::NetError::Io("waiting for a CQ event", e)))?;
         // The channel has counted the event as delivered to this CQ.
@@ -385,13 +377,7 @@ impl Context {
                 break Ok(0);
             }
         };
-        if shared.app_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
-            if let Some(t) = shared.progress.lock().as_ref() {
-                if t.parked.load(Ordering::SeqCst) {
-                    t.wake();
-                }
-            }
-        }
+        shared.app_wait_end();
         result
     }
 
@@ -508,6 +494,19 @@ impl ContextShared {
         self.app_polled_us.store(now, Ordering::Relaxed);
         self.app_active_us.store(now, Ordering::Relaxed);
         self.progress_for(true)
+    }
+
+    /// A thread that waited for an event (having counted itself in `app_waiting`) is done
+    /// waiting. The helper thread may have parked while threads waited: the last one out
+    /// wakes it (only then, so that a ping-pong does not wake it at every event).
+    pub(crate) fn app_wait_end(&self) {
+        if self.app_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Some(t) = self.progress.lock().as_ref() {
+                if t.parked.load(Ordering::SeqCst) {
+                    t.wake();
+                }
+            }
+        }
     }
 
     /// Notes that the application is posting a send, until the guard drops: it is busy,
