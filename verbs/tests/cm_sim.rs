@@ -193,10 +193,14 @@ fn rc_connection_carries_data_and_disconnects_on_both_sides() {
     assert_eq!(&s.buf[..msg.len()], &msg);
 
     client.disconnect().unwrap();
-    expect(&sch, EventKind::Disconnected);
-    server.disconnect().unwrap();
-    expect(&cch, EventKind::Disconnected);
     assert_eq!(c.qp.query().qp_state, QpState::Err);
+    expect(&sch, EventKind::Disconnected);
+    // As with the kernel's CM, the peer's DREQ leaves the QP alone (what is in flight may
+    // still be acknowledged); the application's own rdma_disconnect stops it.
+    assert_eq!(s.qp.query().qp_state, QpState::Rts);
+    server.disconnect().unwrap();
+    assert_eq!(s.qp.query().qp_state, QpState::Err);
+    expect(&cch, EventKind::Disconnected);
     for id in [&client, &server, &lid] {
         id.destroy();
     }

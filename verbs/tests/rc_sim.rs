@@ -342,6 +342,15 @@ fn connected_pair(timeout: u8, retry_cnt: u8) -> (SimNetwork, End, End) {
     (net, a, b)
 }
 
+/// The first `len` bytes of `e`'s buffer.
+fn head(e: &End, len: u32) -> [Sge; 1] {
+    [Sge {
+        addr: e.buf.as_ptr() as u64,
+        length: len,
+        lkey: e.mr.lkey(),
+    }]
+}
+
 /// Posts the first `len` bytes of `e`'s buffer as receive `wr_id`.
 fn post_recv(e: &End, wr_id: u64, len: u32) {
     let sge = [Sge {
@@ -382,11 +391,7 @@ fn a_vanished_rc_peer_ends_in_retry_exceeded() {
     connect(&b, &a, 1, 2);
     let target = Some((b.buf.as_ptr() as u64, b.mr.rkey()));
     drop(b);
-    let src = [Sge {
-        addr: a.buf.as_ptr() as u64,
-        length: 8,
-        lkey: a.mr.lkey(),
-    }];
+    let src = head(&a, 8);
     let read = SendWr {
         rdma: target,
         ..wr(SendOpcode::RdmaRead, &src)
@@ -407,16 +412,41 @@ fn a_receive_is_acknowledged_although_its_qp_is_destroyed_right_after() {
     // QP instead. The ACK must leave all the same, or A retries until RETRY_EXC_ERR.
     let (net, a, b) = connected_pair(1, 2);
     post_recv(&b, 5, 8);
-    let src = [Sge {
-        addr: a.buf.as_ptr() as u64,
-        length: 8,
-        lkey: a.mr.lkey(),
-    }];
+    let src = head(&a, 8);
     unsafe { a.qp.post_send(&wr(SendOpcode::Send, &src)) }.unwrap();
     let got = poll_n(&net, &[&a, &b], 1, 1);
     assert_eq!((got[0].wr_id, got[0].status), (5, WcStatus::Success));
     drop(b);
     let sent = poll_n(&net, &[&a], 0, 1);
+    assert_eq!((sent[0].wr_id, sent[0].status), (9, WcStatus::Success));
+}
+
+#[test]
+fn err_flushes_outstanding_sends_and_still_acknowledges_what_arrived() {
+    // rdma_disconnect's path. B has a send outstanding (A posted no receive for it), takes
+    // a receive of its own (its poll hands the completion over and leaves the ACK for the
+    // next pass), and moves its QP to ERR. B's send flushes at once, not after retries,
+    // and the ACK B owed still reaches A, whose send succeeds.
+    let (net, a, b) = connected_pair(31, 7);
+    let b_src = head(&b, 8);
+    let b_send = SendWr {
+        wr_id: 7,
+        ..wr(SendOpcode::Send, &b_src)
+    };
+    unsafe { b.qp.post_send(&b_send) }.unwrap();
+    post_recv(&b, 5, 8);
+    let src = head(&a, 8);
+    unsafe { a.qp.post_send(&wr(SendOpcode::Send, &src)) }.unwrap();
+    let got = poll_n(&net, &[&a, &b], 1, 1);
+    assert_eq!((got[0].wr_id, got[0].status), (5, WcStatus::Success));
+    b.qp.modify(&QpAttr::new(QpState::Err), AttrMask::STATE)
+        .unwrap();
+    let flushed = poll_n(&net, &[&b], 0, 1);
+    assert_eq!(
+        (flushed[0].wr_id, flushed[0].status),
+        (7, WcStatus::WrFlushErr)
+    );
+    let sent = poll_n(&net, &[&a, &b], 0, 1);
     assert_eq!((sent[0].wr_id, sent[0].status), (9, WcStatus::Success));
 }
 
@@ -815,11 +845,7 @@ fn packets_for_a_qp_that_does_not_receive_yet_are_counted() {
     let (a, b) = (end(&net, 1), end(&net, 2));
     connect(&a, &b, 1, 1);
     to_init(&b, AccessFlags::empty());
-    let src = [Sge {
-        addr: a.buf.as_ptr() as u64,
-        length: 8,
-        lkey: a.mr.lkey(),
-    }];
+    let src = head(&a, 8);
     unsafe { a.qp.post_send(&wr(SendOpcode::Send, &src)) }.unwrap();
     let wcs = poll_n(&net, &[&a, &b], 0, 1);
     assert_eq!(wcs[0].status, WcStatus::RetryExcErr);

@@ -292,7 +292,9 @@ pub(crate) fn on_engine_event(agent: &Arc<Agent>, now: Instant, ev: CmEvent) {
         }
         CmEvent::Disconnected { conn, .. } => {
             let Some(id) = agent.id_of(conn) else { return };
-            to_error(&id);
+            // The QP goes on, as with the kernel's CM: what is in flight may still be
+            // acknowledged, and the application's rdma_disconnect moves it to ERR.
+            id.st.lock().phase = Phase::Disconnected;
             push_event(&id, None, EventKind::Disconnected, 0, EventParam::None);
         }
         CmEvent::TimewaitExit { conn } => {

@@ -465,6 +465,15 @@ impl QueuePair {
         st.state = next;
         match next {
             QpState::Err => {
+                // Outstanding sends flush too; an ACK owed to the peer still leaves with
+                // the next pass of progress, or when the QP is destroyed.
+                let qp_num = q.qpn.value();
+                if let Some(rc) = st.rc.as_mut().filter(|_| current != QpState::Err) {
+                    rc.flush(qp_num, |wc, send| {
+                        let cq = if send { &q.send_cq } else { &q.recv_cq };
+                        cq.shared.push(wc, false)
+                    });
+                }
                 drop(st);
                 q.flush();
             }

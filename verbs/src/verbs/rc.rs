@@ -393,7 +393,8 @@ impl RcState {
     }
 
     /// Completes every posted send, and every receive the engine took and did not
-    /// complete, with `WR_FLUSH_ERR` (the QP went to ERR): `push(wc, is_send)`.
+    /// complete, with `WR_FLUSH_ERR` (the QP went to ERR): `push(wc, is_send)`. The engine
+    /// stops but keeps an acknowledgement it owes, for the next `transmit`.
     pub(crate) fn flush(&mut self, qp_num: u32, mut push: impl FnMut(WorkCompletion, bool)) {
         for slot in 0..self.sends.len() {
             if let Some(s) = self.sends[slot].take() {
@@ -418,7 +419,9 @@ impl RcState {
             };
             push(wc, false);
         }
-        self.engine = None;
+        if let Some(engine) = self.engine.as_mut() {
+            engine.halt();
+        }
         self.active_recv = None;
     }
 }

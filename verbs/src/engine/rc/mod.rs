@@ -447,13 +447,13 @@ impl RcEngine {
                     if self.req.queue.is_empty() {
                         continue;
                     }
-                    if self.config.retry_cnt != 7 {
-                        if self.req.retries == 0 {
-                            self.fail(RcStatus::RetryExceeded);
-                            continue;
-                        }
-                        self.req.retries -= 1;
+                    // Unlike the RNR retry count, 7 is no infinity here (IBTA 9.7.5.2.8;
+                    // rxe alone retries for ever): a dead peer ends in RETRY_EXC_ERR.
+                    if self.req.retries == 0 {
+                        self.fail(RcStatus::RetryExceeded);
+                        continue;
                     }
+                    self.req.retries -= 1;
                     // Go back N: resend from the oldest unacknowledged packet.
                     self.go_back();
                 }
@@ -465,6 +465,19 @@ impl RcEngine {
                 }
             }
         }
+    }
+
+    /// The QP went to ERR: the requester stops, forgetting its queue without completions
+    /// (the QP's owner flushes the work requests it holds), and so do READ responses not
+    /// yet sent. An acknowledgement owed to the peer is kept, for one last
+    /// [`RcEngine::poll_transmit`]: a NIC would have sent it already.
+    pub fn halt(&mut self) {
+        self.req.failed = true;
+        self.req.queue.clear();
+        self.resp.replies.clear();
+        self.timers.stop(Timer::Retransmit);
+        self.timers.stop(Timer::Rnr);
+        self.timers.stop(Timer::Probe);
     }
 
     /// Ends every queued request: the first with `status`, the rest flushed.
