@@ -18,6 +18,11 @@ pub struct Config {
     pub wmem: u32,
     /// How long a blocked call polls before it sleeps (rsocket's `polling_time`, 10 µs).
     pub polling_time: Duration,
+    /// Keepalive interval of the sockets made, if on (see `RsStream::set_keepalive`;
+    /// off by default, as `SO_KEEPALIVE` is).
+    pub keepalive: Option<Duration>,
+    /// `SO_LINGER` of the sockets made (see `RsStream::set_linger`; default `None`).
+    pub linger: Option<Duration>,
 }
 
 /// Queue sizes rsocket allows (`RS_QP_MIN_SIZE`, `RS_QP_MAX_SIZE`).
@@ -32,6 +37,8 @@ impl Default for Config {
             rmem: 1 << 17,
             wmem: 1 << 17,
             polling_time: Duration::from_micros(10),
+            keepalive: None,
+            linger: None,
         }
     }
 }

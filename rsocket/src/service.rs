@@ -3,14 +3,15 @@
 //! socket, and on the completion channel of every connection; it turns CM events into
 //! connections made, accepted and lost, and completions into data and credits, and keeps
 //! each socket's readiness descriptor up to date. It also finishes closing sockets whose
-//! last handle was dropped with data still in flight.
+//! last handle was dropped with data still in flight, and sends keepalives when due.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use xrdma_verbs::cm::{Event, EventChannel, EventKind};
@@ -33,6 +34,8 @@ pub(crate) struct Service {
     next_token: AtomicU64,
     /// Streams whose last handle is gone, kept until their close completes.
     closing: Mutex<Vec<Arc<StreamInner>>>,
+    /// Wake-ups asked for by sockets (their keepalives), earliest first.
+    timers: Mutex<BinaryHeap<Reverse<(Instant, u64)>>>,
     wake: OwnedFd,
 }
 
@@ -92,6 +95,7 @@ impl Service {
             entries: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(16),
             closing: Mutex::new(Vec::new()),
+            timers: Mutex::new(BinaryHeap::new()),
             wake,
         };
         svc.watch_fd(svc.channel.as_raw_fd(), CHANNEL_TOKEN, false)?;
@@ -147,9 +151,59 @@ impl Service {
     /// Keeps `stream` until its close completes.
     pub(crate) fn linger(&self, stream: Arc<StreamInner>) {
         self.closing.lock().push(stream);
+        self.wake();
+    }
+
+    /// Wakes the thread at `at` for the socket of `token`.
+    pub(crate) fn schedule(&self, token: u64, at: Instant) {
+        let mut timers = self.timers.lock();
+        let earliest = timers.peek().is_none_or(|Reverse((first, _))| at < *first);
+        timers.push(Reverse((at, token)));
+        drop(timers);
+        if earliest {
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
         let one = 1u64;
         // SAFETY: 8 bytes from a live u64 to our eventfd.
         unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// How long epoll may sleep: until the next timer, and a tick while sockets close.
+    fn sleep_ms(&self) -> i32 {
+        let mut limit = self
+            .timers
+            .lock()
+            .peek()
+            .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+        if !self.closing.lock().is_empty() {
+            limit = Some(limit.map_or(CLOSING_TICK, |l| l.min(CLOSING_TICK)));
+        }
+        // Rounded up: waking a millisecond early would spin until the timer is due.
+        limit.map_or(-1, |l| {
+            l.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        })
+    }
+
+    /// Runs the timers that are due.
+    fn run_timers(&self) {
+        let now = Instant::now();
+        loop {
+            let token = {
+                let mut timers = self.timers.lock();
+                match timers.peek() {
+                    Some(Reverse((at, _))) if *at <= now => timers.pop().map(|Reverse(t)| t.1),
+                    _ => break,
+                }
+            };
+            if let Some(Some(Entry::Stream(s))) = token.map(|t| self.entry(t)) {
+                if let Some(s) = s.upgrade() {
+                    s.keepalive_tick(now);
+                }
+            }
+        }
     }
 
     fn entry(&self, token: u64) -> Option<Entry> {
@@ -159,11 +213,7 @@ impl Service {
     fn run(&self) {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
         loop {
-            let timeout = if self.closing.lock().is_empty() {
-                -1
-            } else {
-                CLOSING_TICK.as_millis() as i32
-            };
+            let timeout = self.sleep_ms();
             // SAFETY: `events` is a live array of the length passed.
             let n = unsafe {
                 libc::epoll_wait(
@@ -191,27 +241,27 @@ impl Service {
                 })
                 .collect();
             self.closing.lock().extend(still);
+            let timers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.run_timers();
+            }));
+            if timers.is_err() {
+                crate::SERVICE_PANICS.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
     fn handle(&self, token: u64) {
-        {
-            {
-                match token {
-                    CHANNEL_TOKEN => self.drain_channel(),
-                    WAKE_TOKEN => {
-                        let mut v = 0u64;
-                        // SAFETY: reads 8 bytes into a live u64.
-                        unsafe {
-                            libc::read(self.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8)
-                        };
-                    }
-                    token => {
-                        if let Some(Entry::Stream(s)) = self.entry(token) {
-                            if let Some(s) = s.upgrade() {
-                                s.service_completions();
-                            }
-                        }
+        match token {
+            CHANNEL_TOKEN => self.drain_channel(),
+            WAKE_TOKEN => {
+                let mut v = 0u64;
+                // SAFETY: reads 8 bytes into a live u64.
+                unsafe { libc::read(self.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+            }
+            token => {
+                if let Some(Entry::Stream(s)) = self.entry(token) {
+                    if let Some(s) = s.upgrade() {
+                        s.service_completions();
                     }
                 }
             }

@@ -7,15 +7,22 @@ use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use xrdma_rsocket::{Builder, RsListener, RsStream};
+use xrdma_rsocket::{Builder, Config, RsListener, RsStream};
 use xrdma_verbs::cm::add_device;
 use xrdma_verbs::net::sim::{self, SimConfig, SimNetwork};
 use xrdma_verbs::verbs::{Context, ContextConfig};
 
 /// Two hosts, 198.18.0.1 and .2, on one simulated network shared by the tests.
 fn hosts() -> (SocketAddr, SocketAddr) {
-    static NET: OnceLock<(SimNetwork, Context, Context)> = OnceLock::new();
-    NET.get_or_init(|| {
+    net();
+    (sim::host_addr(1), sim::host_addr(2))
+}
+
+/// The network, with hosts 1 and 2 that every test may use, and host 3 that one test takes
+/// down.
+fn net() -> &'static SimNetwork {
+    static NET: OnceLock<(SimNetwork, [Context; 3])> = OnceLock::new();
+    &NET.get_or_init(|| {
         let net = SimNetwork::new(SimConfig {
             delay: Duration::ZERO,
             ..SimConfig::default()
@@ -26,7 +33,7 @@ fn hosts() -> (SocketAddr, SocketAddr) {
             add_device(&ctx).unwrap();
             ctx
         };
-        let (a, b) = (open(1), open(2));
+        let hosts = [open(1), open(2), open(3)];
         // Virtual time follows real time, for the CM's and RC's timers.
         let clock = net.clone();
         std::thread::spawn(move || {
@@ -35,9 +42,9 @@ fn hosts() -> (SocketAddr, SocketAddr) {
                 clock.advance(Duration::from_millis(1));
             }
         });
-        (net, a, b)
-    });
-    (sim::host_addr(1), sim::host_addr(2))
+        (net, hosts)
+    })
+    .0
 }
 
 fn at(host: SocketAddr, port: u16) -> SocketAddr {
@@ -208,4 +215,45 @@ fn non_blocking_connect_completes_through_writability() {
     );
     let e = refused.take_error().unwrap().expect("an error");
     assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED));
+}
+
+#[test]
+fn a_vanished_peer_ends_reads_with_keepalive_and_writes_with_etimedout() {
+    let (a, _) = hosts();
+    let c = sim::host_addr(3);
+    let listener = RsListener::bind(at(c, 7480)).unwrap();
+    let keepalive = Config {
+        keepalive: Some(Duration::from_secs(1)),
+        ..Config::default()
+    };
+    let reader = Builder::new()
+        .config(keepalive)
+        .bind(at(a, 0))
+        .connect(at(c, 7480))
+        .unwrap();
+    assert_eq!(reader.keepalive().unwrap(), Some(Duration::from_secs(1)));
+    let (_r_peer, _) = listener.accept().unwrap();
+    let writer = Builder::new().bind(at(a, 0)).connect(at(c, 7480)).unwrap();
+    let (mut w_peer, _) = listener.accept().unwrap();
+    (&writer).write_all(b"alive").unwrap();
+    let mut got = [0u8; 5];
+    w_peer.read_exact(&mut got).unwrap();
+    // Host 3 goes away without a word, as a killed process's host does for its peers.
+    net().set_host_down(c.ip(), true);
+    let writing = std::thread::spawn(move || {
+        let chunk = vec![7u8; 1 << 16];
+        loop {
+            if let Err(e) = (&writer).write(&chunk) {
+                return e;
+            }
+        }
+    });
+    // Nothing comes to the reader; its keepalive finds the peer gone.
+    let e = (&reader).read(&mut got).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ETIMEDOUT), "reader: {e}");
+    let e = writing.join().unwrap();
+    assert!(
+        matches!(e.raw_os_error(), Some(libc::ETIMEDOUT | libc::ECONNRESET)),
+        "writer: {e}"
+    );
 }

@@ -58,6 +58,12 @@ pub(crate) struct Conn {
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) nodelay: bool,
+    /// `SO_KEEPALIVE` with `TCP_KEEPIDLE`: the interval of keepalives, when on.
+    pub(crate) keepalive: Option<Duration>,
+    /// When the next keepalive is due (while connected, with keepalive on).
+    keepalive_at: Option<Instant>,
+    /// `SO_LINGER`: how long the last close may wait for the data to be delivered.
+    pub(crate) linger: Option<Duration>,
     pub(crate) local: Option<SocketAddr>,
     pub(crate) peer: Option<SocketAddr>,
     close_deadline: Option<Instant>,
@@ -90,6 +96,9 @@ impl Conn {
             read_timeout: None,
             write_timeout: None,
             nodelay: false,
+            keepalive: config.keepalive,
+            keepalive_at: None,
+            linger: config.linger,
             local: None,
             peer: None,
             close_deadline: None,
@@ -351,6 +360,51 @@ impl Conn {
                 false
             }
         }
+    }
+
+    /// Ends the connection at once, dropping what was not delivered (`SO_LINGER` with a
+    /// zero timeout, or one that ran out).
+    pub(crate) fn abort(&mut self) {
+        self.teardown();
+        self.phase = Phase::Closed;
+    }
+
+    /// Starts the keepalive interval from now, if keepalive is on and the socket is
+    /// connected; returns when the keepalive is due, for the service to wake then.
+    pub(crate) fn arm_keepalive(&mut self) -> Option<Instant> {
+        let at = match (self.keepalive, self.phase) {
+            (Some(idle), Phase::Connected) => Some(Instant::now() + idle),
+            _ => None,
+        };
+        self.keepalive_at = at;
+        at
+    }
+
+    /// True if a keepalive is on and armed.
+    pub(crate) fn keepalive_armed(&self) -> bool {
+        self.keepalive_at.is_some()
+    }
+
+    /// The service's call at `now`: sends the keepalive if it is due (as rsocket does,
+    /// unless the control slots are all in use, which is traffic enough), and returns when
+    /// the next one is. `None` if none is due now: a wake-up for a timer since re-armed.
+    pub(crate) fn keepalive_tick(&mut self, now: Instant) -> Option<Instant> {
+        if self.keepalive_at.is_none_or(|at| at > now) {
+            return None;
+        }
+        if self.dead.is_some() || self.peer_gone {
+            self.keepalive_at = None;
+            return None;
+        }
+        if let Some(link) = self.link.as_mut() {
+            if link.proto.ctrl_avail() && link.send_keepalive().is_err() {
+                self.break_connection(libc::ECONNRESET);
+                self.publish();
+                self.keepalive_at = None;
+                return None;
+            }
+        }
+        self.arm_keepalive()
     }
 
     /// A closing socket's progress; true once it is closed.

@@ -275,6 +275,25 @@ impl Link {
         self.post(msg, &[], true, (0, 0))
     }
 
+    /// Posts a keepalive: rsocket's zero-byte RDMA WRITE without immediate data, which the
+    /// peer's QP acknowledges without its application. Its failure (no ACK within the
+    /// retries) breaks the connection. Call only when a control slot is free.
+    pub(crate) fn send_keepalive(&mut self) -> io::Result<()> {
+        let msg = self.proto.ctrl(Ctrl::Keepalive);
+        let wr = SendWr {
+            wr_id: u64::from(msg.0),
+            opcode: SendOpcode::RdmaWrite,
+            send_flags: SendFlags::default(),
+            sg_list: &[],
+            imm_data: 0,
+            ud: None,
+            rdma: Some((0, Rkey(0))),
+            atomic: None,
+        };
+        // SAFETY: no memory is named: a zero-byte write reaches none at the peer either.
+        unsafe { self.res.qp.post_send(&wr) }.map_err(os)
+    }
+
     /// Sends as much of `data` as the protocol allows now; returns the bytes sent.
     pub(crate) fn send(&mut self, data: &[u8], olen: &mut u32) -> io::Result<usize> {
         let mut sent = 0;

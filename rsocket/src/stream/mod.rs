@@ -71,7 +71,48 @@ impl StreamInner {
     }
 
     pub(crate) fn on_cm_event(&self, event: xrdma_verbs::cm::Event) {
-        self.conn.lock().on_cm_event(self.token, event);
+        let keepalive = {
+            let mut c = self.conn.lock();
+            c.on_cm_event(self.token, event);
+            if c.keepalive_armed() {
+                None
+            } else {
+                c.arm_keepalive()
+            }
+        };
+        self.schedule_keepalive(keepalive);
+    }
+
+    /// Has the service wake at `at` for this socket's keepalive.
+    fn schedule_keepalive(&self, at: Option<Instant>) {
+        if let (Some(at), Ok(svc)) = (at, service()) {
+            svc.schedule(self.token, at);
+        }
+    }
+
+    /// The service's call: a keepalive may be due.
+    pub(crate) fn keepalive_tick(&self, now: Instant) {
+        let next = self.conn.lock().keepalive_tick(now);
+        self.schedule_keepalive(next);
+    }
+
+    /// Waits up to `limit` for a closing socket to deliver what it sent, then drops
+    /// the rest (`SO_LINGER`).
+    fn linger_for(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.conn.lock().continue_close() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                self.conn.lock().abort();
+                return;
+            }
+            if self.wait(0, Some(deadline)).is_err() {
+                self.conn.lock().abort();
+                return;
+            }
+        }
     }
 
     /// The service's call for a closing socket; true once closed.
@@ -451,6 +492,56 @@ impl RsStream {
         Ok(self.inner.conn.lock().nodelay)
     }
 
+    /// `SO_KEEPALIVE` and `TCP_KEEPIDLE` in one: with `Some(interval)`, a keepalive goes
+    /// to the peer's QP every `interval` (as rsocket sends them, whether or not data
+    /// moves), and a peer that no longer acknowledges ends the connection with
+    /// `ETIMEDOUT`, which a blocked reader then gets. `None` turns it off (the default).
+    pub fn set_keepalive(&self, interval: Option<Duration>) -> io::Result<()> {
+        if interval.is_some_and(|t| t.is_zero()) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let at = {
+            let mut c = self.inner.conn.lock();
+            c.keepalive = interval;
+            c.arm_keepalive()
+        };
+        self.inner.schedule_keepalive(at);
+        Ok(())
+    }
+
+    /// The keepalive interval, if keepalive is on.
+    pub fn keepalive(&self) -> io::Result<Option<Duration>> {
+        Ok(self.inner.conn.lock().keepalive)
+    }
+
+    /// `SO_LINGER`: with `Some(limit)`, dropping the last handle waits up to `limit` for
+    /// the data written to be delivered, then drops what is left; `Some(0)` drops it at
+    /// once. `None` (the default) delivers it in the background.
+    pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
+        self.inner.conn.lock().linger = linger;
+        Ok(())
+    }
+
+    /// The `SO_LINGER` setting.
+    pub fn linger(&self) -> io::Result<Option<Duration>> {
+        Ok(self.inner.conn.lock().linger)
+    }
+
+    /// The receive ring's size in bytes (`SO_RCVBUF`; set with [`Config::rmem`] before
+    /// connecting, as rsocket sizes its rings once).
+    ///
+    /// [`Config::rmem`]: crate::Config::rmem
+    pub fn recv_buffer_size(&self) -> io::Result<usize> {
+        Ok(self.inner.conn.lock().config.rmem as usize)
+    }
+
+    /// The send ring's size in bytes (`SO_SNDBUF`; see [`Config::wmem`]).
+    ///
+    /// [`Config::wmem`]: crate::Config::wmem
+    pub fn send_buffer_size(&self) -> io::Result<usize> {
+        Ok(self.inner.conn.lock().config.wmem as usize)
+    }
+
     /// Takes the socket's pending error (`SO_ERROR`).
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         Ok(self
@@ -464,14 +555,30 @@ impl RsStream {
 }
 
 impl Drop for RsStream {
+    /// The last handle closes: at once with `SO_LINGER` of zero (undelivered data is
+    /// dropped), waiting up to its timeout with a longer one, and otherwise in the
+    /// background, as TCP does.
     fn drop(&mut self) {
         if self.inner.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        let lingers = self.inner.conn.lock().begin_close();
-        if lingers {
-            if let Ok(svc) = service() {
-                svc.linger(self.inner.clone());
+        let (lingers, linger) = {
+            let mut c = self.inner.conn.lock();
+            match c.linger {
+                Some(t) if t.is_zero() => {
+                    c.abort();
+                    return;
+                }
+                linger => (c.begin_close(), linger),
+            }
+        };
+        match (lingers, linger) {
+            (false, _) => {}
+            (true, Some(limit)) => self.inner.linger_for(limit),
+            (true, None) => {
+                if let Ok(svc) = service() {
+                    svc.linger(self.inner.clone());
+                }
             }
         }
     }

@@ -15,7 +15,7 @@
 //! Buffers are recycled through a pool, so a run in steady state does not allocate.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -84,6 +84,8 @@ pub struct SimStats {
     pub corrupted: u64,
     /// Addressed to nobody.
     pub unroutable: u64,
+    /// Dropped because their sender's or receiver's host is down.
+    pub host_down: u64,
     /// Put into a receiver's mailbox.
     pub delivered: u64,
 }
@@ -130,6 +132,8 @@ struct Shared {
     seq: u64,
     in_flight: BinaryHeap<Reverse<InFlight>>,
     mailboxes: HashMap<SocketAddr, Mailbox>,
+    /// Hosts whose datagrams, sent or due, vanish.
+    down: HashSet<IpAddr>,
     pool: Vec<Vec<u8>>,
     stats: SimStats,
 }
@@ -176,6 +180,11 @@ impl Shared {
             }
             _ => now,
         };
+        if self.down.contains(&src.ip()) || self.down.contains(&dst.ip()) {
+            self.stats.host_down += 1;
+            self.pool.push(bytes);
+            return;
+        }
         if self.rng.chance(self.config.loss) {
             self.stats.lost += 1;
             self.pool.push(bytes);
@@ -255,6 +264,7 @@ impl SimNetwork {
                 seq: 0,
                 in_flight: BinaryHeap::new(),
                 mailboxes: HashMap::new(),
+                down: HashSet::new(),
                 pool: Vec::new(),
                 stats: SimStats::default(),
             })),
@@ -355,6 +365,18 @@ impl SimNetwork {
     /// Changes the impairments from now on (the random sequence continues).
     pub fn reconfigure(&self, f: impl FnOnce(&mut SimConfig)) {
         f(&mut self.shared.lock().config);
+    }
+
+    /// Takes host `ip` off the network (`down`), as a machine that lost power or a
+    /// process killed before it could say goodbye: what it sends and what is sent to it
+    /// from now on vanishes, without an answer. Or puts it back.
+    pub fn set_host_down(&self, ip: IpAddr, down: bool) {
+        let mut sh = self.shared.lock();
+        if down {
+            sh.down.insert(ip);
+        } else {
+            sh.down.remove(&ip);
+        }
     }
 }
 
