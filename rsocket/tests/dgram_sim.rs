@@ -21,7 +21,7 @@ const B: [u8; 4] = [127, 0, 0, 12];
 
 /// The two hosts' contexts, on one simulated network (MTU 9000, so 4096-byte RoCE
 /// messages) shared by the tests.
-fn hosts() -> &'static (Context, Context) {
+fn hosts() -> (&'static Context, &'static Context) {
     static NET: OnceLock<(SimNetwork, Context, Context)> = OnceLock::new();
     let (_, a, b) = NET.get_or_init(|| {
         let net = SimNetwork::new(SimConfig {
@@ -45,9 +45,7 @@ fn hosts() -> &'static (Context, Context) {
         });
         (net, a, b)
     });
-    // A static's fields, borrowed for as long.
-    static PAIR: OnceLock<(Context, Context)> = OnceLock::new();
-    PAIR.get_or_init(|| (a.clone(), b.clone()))
+    (a, b)
 }
 
 fn socket(ip: [u8; 4]) -> RsDatagram {
