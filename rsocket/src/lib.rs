@@ -2,7 +2,8 @@
 //! speaking rdma-core's rsocket protocol on the wire.
 //!
 //! [`RsListener`] and [`RsStream`] have the shape of `std::net`'s `TcpListener` and
-//! `TcpStream`: porting a program is a change of type names. No set-up call is needed:
+//! `TcpStream`: porting a program is a change of type names. [`RsDatagram`] is the
+//! `UdpSocket`, over UD QPs with rsocket's datagram protocol. No set-up call is needed:
 //! the interface comes from the kernel's routing table and its context is opened on first
 //! use (see [`configure`] and the `XRDMA_*` variables it describes).
 //!
@@ -43,6 +44,7 @@
 
 mod config;
 mod device;
+mod dgram;
 mod listener;
 pub mod proto;
 mod readiness;
@@ -56,6 +58,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use config::Config;
 pub use device::{Backend, Settings, configure};
+pub use dgram::RsDatagram;
 pub use listener::{Incoming, RsListener};
 pub use stream::RsStream;
 
@@ -65,6 +68,9 @@ pub(crate) static PROTOCOL_ERRORS: AtomicU64 = AtomicU64::new(0);
 /// Panics caught in the service thread: each is a bug, counted so that tests see it.
 pub(crate) static SERVICE_PANICS: AtomicU64 = AtomicU64::new(0);
 
+/// Datagrams dropped because their rsocket header was malformed.
+pub(crate) static DGRAM_DROPPED: AtomicU64 = AtomicU64::new(0);
+
 /// Counters of the process's sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -73,6 +79,8 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// Bugs caught in the service thread (always 0, unless xrdma has one).
     pub service_panics: u64,
+    /// Datagrams dropped because their rsocket header was malformed.
+    pub dgram_dropped: u64,
 }
 
 /// The process's counters.
@@ -80,6 +88,7 @@ pub fn stats() -> Stats {
     Stats {
         protocol_errors: PROTOCOL_ERRORS.load(Ordering::Relaxed),
         service_panics: SERVICE_PANICS.load(Ordering::Relaxed),
+        dgram_dropped: DGRAM_DROPPED.load(Ordering::Relaxed),
     }
 }
 
@@ -135,6 +144,20 @@ impl Builder {
     /// connection is made or has failed, and `take_error` then says which.
     pub fn connect_nonblocking(&self, addr: SocketAddr) -> io::Result<RsStream> {
         RsStream::start(self.config, self.local, addr)
+    }
+
+    /// A datagram socket bound to the first of `addr`'s addresses that can be bound.
+    /// The [`Config`]'s `rmem` and `wmem` bound its queues, as in rsocket: one 2048-byte
+    /// slot per entry.
+    pub fn bind_datagram<A: ToSocketAddrs>(&self, addr: A) -> io::Result<RsDatagram> {
+        let mut last = io::Error::from(io::ErrorKind::InvalidInput);
+        for a in addr.to_socket_addrs()? {
+            match RsDatagram::open(self.config, a) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Listens on the first of `addr`'s addresses that can be bound.

@@ -1,7 +1,8 @@
 //! The service thread: one per process, it makes the progress of sockets nobody is calling
 //! into. It sleeps in `epoll` on the connection manager's event channel, shared by every
 //! socket, and on the completion channel of every connection; it turns CM events into
-//! connections made, accepted and lost, and completions into data and credits, and keeps
+//! connections made, accepted and lost, and completions into data and credits, reads
+//! datagram sockets' UDP sockets (rsocket's `udp_svc`), and keeps
 //! each socket's readiness descriptor up to date. It also finishes closing sockets whose
 //! last handle was dropped with data still in flight, and sends keepalives when due.
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use xrdma_verbs::cm::{Event, EventChannel, EventKind};
 
+use crate::dgram::DgramInner;
 use crate::listener::ListenerInner;
 use crate::stream::StreamInner;
 
@@ -24,6 +26,7 @@ use crate::stream::StreamInner;
 pub(crate) enum Entry {
     Stream(Weak<StreamInner>),
     Listener(Weak<ListenerInner>),
+    Datagram(Weak<DgramInner>),
 }
 
 pub(crate) struct Service {
@@ -258,13 +261,19 @@ impl Service {
                 // SAFETY: reads 8 bytes into a live u64.
                 unsafe { libc::read(self.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
             }
-            token => {
-                if let Some(Entry::Stream(s)) = self.entry(token) {
+            token => match self.entry(token) {
+                Some(Entry::Stream(s)) => {
                     if let Some(s) = s.upgrade() {
                         s.service_completions();
                     }
                 }
-            }
+                Some(Entry::Datagram(d)) => {
+                    if let Some(d) = d.upgrade() {
+                        d.service_events();
+                    }
+                }
+                _ => {}
+            },
         }
     }
 
