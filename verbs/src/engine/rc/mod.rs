@@ -24,6 +24,11 @@
 //!   packet without counting a retry. A lost last packet or a lost NAK then costs a few
 //!   round trips, not the 67 ms ACK timeout ibv_rc_pingpong sets; only the ACK timeout
 //!   counts retries towards RETRY_EXC_ERR.
+//! - exponential backoff: each ACK timeout without progress doubles the next one (and the
+//!   probe's), up to 32 times the configured timeout, until an ACK makes progress. A peer
+//!   whose process is not scheduled for a while (a busy machine: nothing acknowledges for
+//!   it as a NIC would) is not given up on after half a second of rdma_cm's 67 ms timeout,
+//!   and a dead one still ends in RETRY_EXC_ERR, after about 8.5 s with retry_cnt 7.
 //!
 //! # Call order
 //!
@@ -68,6 +73,8 @@ const MIN_CWND: u32 = 4;
 /// Bounds of the probe timer: four smoothed round trips, within these.
 const MIN_PROBE: Duration = Duration::from_micros(500);
 const MAX_PROBE: Duration = Duration::from_millis(20);
+/// The ACK timeout doubles with each retry, at most this many times.
+const MAX_BACKOFF_SHIFT: u8 = 5;
 /// The round-trip estimate before the first sample.
 const INITIAL_RTT: Duration = Duration::from_micros(250);
 
@@ -560,7 +567,7 @@ impl RcEngine {
     /// After an ACK: the timers run while packets are outstanding, from now.
     fn rearm(&mut self, now: Instant) {
         if self.req.una < self.req.next_psn {
-            match self.config.timeout {
+            match self.ack_timeout() {
                 Some(t) => self.timers.set(Timer::Retransmit, now + t),
                 None => self.timers.stop(Timer::Retransmit),
             }
@@ -571,10 +578,25 @@ impl RcEngine {
         }
     }
 
-    /// Four smoothed round trips, within bounds, and never past the ACK timeout.
+    /// Four smoothed round trips, within bounds, never past the ACK timeout, and backed off
+    /// as it is.
     fn probe_delay(&self) -> Duration {
         let d = (self.req.srtt * 4).clamp(MIN_PROBE, MAX_PROBE);
-        self.config.timeout.map_or(d, |t| d.min(t))
+        let d = self.config.timeout.map_or(d, |t| d.min(t));
+        d * (1 << self.backoff_shift())
+    }
+
+    /// The ACK timeout now: the configured one, doubled for each retry since the last
+    /// progress (at most `MAX_BACKOFF_SHIFT` times).
+    fn ack_timeout(&self) -> Option<Duration> {
+        self.config.timeout.map(|t| t * (1 << self.backoff_shift()))
+    }
+
+    fn backoff_shift(&self) -> u8 {
+        self.config
+            .retry_cnt
+            .saturating_sub(self.req.retries)
+            .min(MAX_BACKOFF_SHIFT)
     }
 
     /// A packet was lost: resend from the oldest unacknowledged one, with half the window.
@@ -1217,7 +1239,7 @@ impl RcEngine {
     /// not running, and times the packet if none is being timed.
     fn arm_retransmit(&mut self, now: Instant, psn: Psn) {
         if !self.timers.is_armed(Timer::Retransmit) {
-            if let Some(t) = self.config.timeout {
+            if let Some(t) = self.ack_timeout() {
                 self.timers.set(Timer::Retransmit, now + t);
             }
         }

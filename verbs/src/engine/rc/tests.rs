@@ -624,13 +624,13 @@ fn vanished_peer(retry_cnt: u8) {
             RcStatus::Flushed
         ]
     );
-    // The first try and retry_cnt retransmissions, each after one timeout.
+    // The first try and retry_cnt retransmissions, each after a timeout twice the one
+    // before (up to 32 times the first).
     let waited = p.now - start;
-    let tries = u64::from(retry_cnt) + 1;
+    let timeouts: u64 = (0..=u32::from(retry_cnt)).map(|i| 200 << i.min(5)).sum();
     assert!(
-        waited >= Duration::from_micros(tries * 200)
-            && waited < Duration::from_micros((tries + 1) * 200),
-        "retry_cnt {retry_cnt}: {waited:?}"
+        waited >= Duration::from_micros(timeouts) && waited < Duration::from_micros(timeouts + 200),
+        "retry_cnt {retry_cnt}: {waited:?}, {timeouts} us expected"
     );
     assert!(p.ends[0].0.is_failed());
 }
