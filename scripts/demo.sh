@@ -49,10 +49,11 @@ else
 fi
 "${at_a[@]}" "$X" devinfo "${xa[@]}"
 
+server_opts=() # options of the server's side too (the socket tests' --polling-time)
 xrdma() { # test, extra client options -> the client's human line; its JSON goes to $OUT/test
   local test=$1
   shift
-  "${at_a[@]}" "$X" perf "$test" --server "${xa[@]}" >/dev/null &
+  "${at_a[@]}" "$X" perf "$test" --server "${xa[@]}" "${server_opts[@]}" >/dev/null &
   local out
   out=$("${at_b[@]}" "$X" perf "$test" --connect "$SERVER" "${xb[@]}" "$@" "${extra[@]}" --json)
   wait
@@ -119,6 +120,24 @@ ratio "rc-send-bw 64 B $(json rc-send-bw msg_rate) msg/s vs ud-bw $(json ud-bw m
 
 echo "== xrdma perf cm-connect: RC connections set up and torn down by the connection manager"
 xrdma cm-connect
+
+# Stream rsockets as a program uses them (write, read), next to the kernel's TCP measured by
+# the same harness on the same addresses: by default (rsocket polls 10 us, then sleeps; TCP
+# blocks) and both spinning.
+echo "== xrdma perf rs-lat, rs-bw (stream rsockets) and tcp-lat, tcp-bw (kernel TCP)"
+for mode in default spinning; do
+  if [ "$mode" = default ]; then server_opts=(); else server_opts=(--polling-time 1000000); fi
+  xrdma rs-lat "${server_opts[@]}"
+  cp "$OUT/rs-lat.json" "$OUT/rs-lat-$mode.json"
+  xrdma tcp-lat "${server_opts[@]}"
+  cp "$OUT/tcp-lat.json" "$OUT/tcp-lat-$mode.json"
+  server_opts=()
+  ratio "rs-lat 64 B p50 $(json rs-lat-$mode lat_us_p50) us vs kernel TCP ($mode) p50 $(json tcp-lat-$mode lat_us_p50) us" "$(json rs-lat-$mode lat_us_p50)" "$(json tcp-lat-$mode lat_us_p50)"
+done
+xrdma rs-bw --size 65536
+xrdma tcp-bw --size 65536
+ratio "rs-bw 64 KiB $(json rs-bw gbps) Gbit/s vs kernel TCP $(json tcp-bw gbps) Gbit/s" "$(json rs-bw gbps)" "$(json tcp-bw gbps)"
+ratio "rs-bw 64 KiB $(json rs-bw gbps) Gbit/s vs rc-write-bw $(json rc-write-bw gbps) Gbit/s" "$(json rs-bw gbps)" "$(json rc-write-bw gbps)"
 
 if [ "$(id -u)" -eq 0 ]; then
   # rdma-core's rdma_cm programs, unmodified, over libxrdma.so: the connection manager

@@ -76,7 +76,7 @@ fn finish(server: Child, client: Output) -> String {
 }
 
 /// The tests, and how many messages each runs.
-const TESTS: [(&str, u64); 11] = [
+const TESTS: [(&str, u64); 15] = [
     ("raw-lat", 2000),
     ("raw-bw", 100_000),
     ("ud-lat", 2000),
@@ -88,6 +88,10 @@ const TESTS: [(&str, u64); 11] = [
     ("rc-read-lat", 2000),
     ("rc-read-bw", 20_000),
     ("rc-atomic-lat", 2000),
+    ("rs-lat", 2000),
+    ("rs-bw", 20_000),
+    ("tcp-lat", 2000),
+    ("tcp-bw", 20_000),
 ];
 
 fn check_lat(json: &str, iters: u64) {
@@ -100,8 +104,11 @@ fn check_lat(json: &str, iters: u64) {
 fn check_bw(json: &str, iters: u64) {
     let received = field(json, "iters") as u64;
     assert_eq!(field(json, "sent") as u64, iters, "{json}");
-    if json.contains("\"rc-") {
-        // RC is reliable: every message arrives.
+    if ["\"rc-", "\"rs-", "\"tcp-"]
+        .iter()
+        .any(|t| json.contains(t))
+    {
+        // RC and the streams over it (and TCP) are reliable: every message arrives.
         assert_eq!(received, iters, "{json}");
     } else {
         // Raw frames and UD are unreliable; the receiver counts what arrived, never more
@@ -142,7 +149,15 @@ fn perf_tests_run_between_two_hosts_over_xdp() {
         ]);
         client.args(["--iface", b.iface(), "--timeout", "20"]);
         let json = run_pair(server, client, test, iters);
-        assert!(json.contains("\"backend\":\"xdp\""), "{json}");
+        let backend = if test.starts_with("tcp-") {
+            "kernel"
+        } else {
+            "xdp"
+        };
+        assert!(
+            json.contains(&format!("\"backend\":\"{backend}\"")),
+            "{json}"
+        );
     }
 }
 

@@ -34,6 +34,16 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// One `xrdma perf` run of `test` with `size`-byte messages over `xdp`, server on host A,
 /// client on host B, in this process.
 pub fn xrdma_perf(t: &Topology, test: Test, size: usize) -> perf::Report {
+    xrdma_perf_polling(t, test, size, None)
+}
+
+/// As [`xrdma_perf`], with the socket tests' `--polling-time`.
+pub fn xrdma_perf_polling(
+    t: &Topology,
+    test: Test,
+    size: usize,
+    polling_time: Option<Duration>,
+) -> perf::Report {
     let latency = test.name().ends_with("-lat");
     let opts = |host: &Host, role| Options {
         test,
@@ -45,6 +55,7 @@ pub fn xrdma_perf(t: &Topology, test: Test, size: usize) -> perf::Report {
         oob_port: perf::DEFAULT_OOB_PORT,
         cm_port: perf::DEFAULT_CM_PORT,
         timeout: Duration::from_secs(20),
+        polling_time,
     };
     let server_opts = opts(t.a(), Role::Server);
     let client_opts = opts(t.b(), Role::Client(IpAddr::V4(t.a().ipv4())));
@@ -158,4 +169,32 @@ pub fn iperf3_gbps(t: &Topology) -> f64 {
     let rest = &text[at + "\"bits_per_second\":".len()..];
     let end = rest.find([',', '}', '\n']).unwrap();
     rest[..end].trim().parse::<f64>().unwrap() / 1e9
+}
+
+/// One `yes > /dev/null` per core while it lives: a machine whose cores are all taken.
+pub struct Busy(Vec<std::process::Child>);
+
+impl Busy {
+    pub fn start() -> Busy {
+        let cores = thread::available_parallelism().map_or(2, |n| n.get());
+        Busy(
+            (0..cores)
+                .map(|_| {
+                    std::process::Command::new("yes")
+                        .stdout(Stdio::null())
+                        .spawn()
+                        .expect("yes")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

@@ -103,7 +103,8 @@ impl BackendArgs {
 #[derive(Args)]
 struct PerfArgs {
     /// Test to run: raw-lat, raw-bw, ud-lat, ud-bw, rc-send-lat, rc-send-bw, rc-write-lat,
-    /// rc-write-bw, rc-read-lat, rc-read-bw, rc-atomic-lat or cm-connect.
+    /// rc-write-bw, rc-read-lat, rc-read-bw, rc-atomic-lat, cm-connect, rs-lat, rs-bw, or
+    /// tcp-lat and tcp-bw (the kernel's TCP, for comparison).
     test: Test,
     /// Wait for a client.
     #[arg(long, conflicts_with = "connect", required_unless_present = "connect")]
@@ -128,12 +129,17 @@ struct PerfArgs {
     /// TCP port of the control connection.
     #[arg(long, default_value_t = perf::DEFAULT_OOB_PORT)]
     oob_port: u16,
-    /// rdma_cm port (PS_TCP) cm-connect listens on (server) or connects to (client).
+    /// rdma_cm port (PS_TCP) cm-connect and the socket tests listen on (server) or connect
+    /// to (client).
     #[arg(long, default_value_t = perf::DEFAULT_CM_PORT)]
     cm_port: u16,
     /// Seconds to wait for the peer.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// Socket tests: microseconds a blocked call polls before it sleeps (default: rsocket's
+    /// 10 for rs-*, 0 for tcp-*; a large value spins, as sockperf's busy polling does).
+    #[arg(long)]
+    polling_time: Option<u64>,
 }
 
 fn duration(secs: f64, what: &str) -> Result<Duration, String> {
@@ -155,6 +161,7 @@ fn perf_cmd(args: &PerfArgs) -> Result<(), String> {
         oob_port: args.oob_port,
         cm_port: args.cm_port,
         timeout: duration(args.timeout, "timeout")?,
+        polling_time: args.polling_time.map(Duration::from_micros),
     };
     let report = perf::run(&opts).map_err(|e| e.to_string())?;
     println!("{}", report.human());

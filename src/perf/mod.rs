@@ -17,6 +17,10 @@
 //!   ([`xrdma_verbs::cm`]), as rdma_cm programs do; the rate is connections per second (see
 //!   the `cm` module).
 //!
+//! - `rs-lat`, `rs-bw`: stream rsockets ([`xrdma_rsocket`]), ping-pong and streaming;
+//!   `tcp-lat`, `tcp-bw`: the same on the kernel's TCP between the same hosts (see the `rs`
+//!   module).
+//!
 //! Raw frames have no reliability: a lost ping is resent after a timeout, a lost stream
 //! frame is simply not counted.
 
@@ -25,6 +29,7 @@ pub mod oob;
 mod raw;
 mod rc;
 pub mod report;
+mod rs;
 mod ud;
 mod verbs;
 
@@ -71,10 +76,18 @@ pub enum Test {
     RcAtomicLat,
     /// RC connections through the connection manager: connect, disconnect, per second.
     CmConnect,
+    /// Stream rsocket ping-pong latency.
+    RsLat,
+    /// Stream rsocket streaming bandwidth.
+    RsBw,
+    /// Kernel TCP ping-pong latency, as `rs-lat` measures it.
+    TcpLat,
+    /// Kernel TCP streaming bandwidth, as `rs-bw` measures it.
+    TcpBw,
 }
 
 /// Every test, in the order help texts list them.
-pub const TESTS: [Test; 12] = [
+pub const TESTS: [Test; 16] = [
     Test::RawLat,
     Test::RawBw,
     Test::UdLat,
@@ -87,6 +100,10 @@ pub const TESTS: [Test; 12] = [
     Test::RcReadBw,
     Test::RcAtomicLat,
     Test::CmConnect,
+    Test::RsLat,
+    Test::RsBw,
+    Test::TcpLat,
+    Test::TcpBw,
 ];
 
 impl Test {
@@ -105,6 +122,10 @@ impl Test {
             Test::RcReadBw => "rc-read-bw",
             Test::RcAtomicLat => "rc-atomic-lat",
             Test::CmConnect => "cm-connect",
+            Test::RsLat => "rs-lat",
+            Test::RsBw => "rs-bw",
+            Test::TcpLat => "tcp-lat",
+            Test::TcpBw => "tcp-bw",
         }
     }
 
@@ -113,6 +134,7 @@ impl Test {
             Test::RawBw | Test::UdBw => 1_000_000,
             // Reliable streams carry every message: fewer by default, as perftest does.
             Test::RcSendBw | Test::RcWriteBw | Test::RcReadBw => 100_000,
+            Test::RsBw | Test::TcpBw => 100_000,
             Test::CmConnect => 1000,
             _ => 10_000,
         }
@@ -166,6 +188,9 @@ pub struct Options {
     pub cm_port: u16,
     /// How long to wait for the peer (server: for a client; client: for the server).
     pub timeout: Duration,
+    /// Socket tests: how long a blocked call polls before it sleeps (default: rsocket's
+    /// 10 µs for rsockets, none for TCP).
+    pub polling_time: Option<Duration>,
 }
 
 /// An error of a perf run, with what was being done.
@@ -208,6 +233,8 @@ pub fn run_on(opts: &Options, io: Box<dyn FrameIo>) -> Result<Report> {
         Test::RawLat | Test::RawBw => raw::run(opts, io),
         Test::UdLat | Test::UdBw => ud::run(opts, io),
         Test::CmConnect => cm::run(opts, io),
+        Test::RsLat | Test::RsBw => rs::run_rsocket(opts, io),
+        Test::TcpLat | Test::TcpBw => rs::run_tcp(opts, &io.link().clone()),
         _ => rc::run(opts, io),
     }
 }
