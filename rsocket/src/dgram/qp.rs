@@ -286,7 +286,7 @@ impl DsQp {
     /// and arms the CQ so that the next one signals the channel.
     pub(crate) fn drive(&mut self, arrive: &mut dyn FnMut(&mut DsQp, Arrival)) {
         let mut events = 0u32;
-        while self.channel.get_event().is_ok() {
+        while self.channel.pending() > 0 && self.channel.get_event().is_ok() {
             events += 1;
         }
         if events > 0 {
