@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::proto::msg::{scale_to_value, value_to_scale};
+
 /// The sizes and timings of a socket. The defaults are rsocket's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
@@ -12,6 +14,10 @@ pub struct Config {
     pub rq_size: u16,
     /// Bytes sent inline, without copying into the send ring (`RDMA_INLINE`, default 64).
     pub inline: u16,
+    /// Entries of the iomap table, where the peer announces buffers it mapped for our
+    /// `iowrite` (`RDMA_IOMAPSIZE`, default 0: none). Rounded as rsocket's 8-bit scaled
+    /// encoding has it.
+    pub iomap_size: u16,
     /// Receive ring bytes (`SO_RCVBUF`, default 128 KiB).
     pub rmem: u32,
     /// Send ring bytes (`SO_SNDBUF`, default 128 KiB).
@@ -34,6 +40,7 @@ impl Default for Config {
             sq_size: 384,
             rq_size: 384,
             inline: 64,
+            iomap_size: 0,
             rmem: 1 << 17,
             wmem: 1 << 17,
             polling_time: Duration::from_micros(10),
@@ -52,6 +59,9 @@ impl Config {
         self.rq_size = self.rq_size.clamp(*QP_SIZE_RANGE.start(), max);
         self.rmem = self.rmem.max(4096) & !1;
         self.wmem = self.wmem.max(4096);
+        let iomap = u32::from(self.iomap_size);
+        self.iomap_size =
+            scale_to_value(value_to_scale(iomap, 8), 8).min(u32::from(u16::MAX)) as u16;
         self
     }
 }

@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 
 use xrdma_verbs::verbs::{AccessFlags, Error, Mr, Pd};
 
-use crate::proto::msg::{RS_SGE_LEN, RsSge};
+use crate::proto::msg::{IOMAP_ENTRY_LEN, IomapEntry, RS_SGE_LEN, RsSge};
 
 /// A registered buffer. See the [module documentation](self).
 pub(crate) struct RegBuf {
@@ -98,6 +98,24 @@ impl RegBuf {
         }
         self.write(at, &[0u8; RS_SGE_LEN]);
         Some(sge)
+    }
+}
+
+impl RegBuf {
+    /// The iomap entry a peer wrote at byte `at` of a table held here, if the entry is in
+    /// use (its length is not 0).
+    pub(crate) fn read_iomap(&self, at: usize) -> Option<IomapEntry> {
+        if at + IOMAP_ENTRY_LEN > self.len() {
+            return None;
+        }
+        let mut b = [0u8; IOMAP_ENTRY_LEN];
+        // SAFETY: inside the allocation; volatile, since the peer writes it at any time (a
+        // torn entry only misplaces a write the peer's QP then checks against its keys).
+        for (i, byte) in b.iter_mut().enumerate() {
+            *byte = unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(at + i)) };
+        }
+        let e = IomapEntry::from_host_bytes(&b);
+        (e.sge.length != 0).then_some(e)
     }
 }
 

@@ -257,3 +257,61 @@ fn a_vanished_peer_ends_reads_with_keepalive_and_writes_with_etimedout() {
         "writer: {e}"
     );
 }
+
+#[test]
+fn iowrite_lands_in_the_peers_mapped_buffer() {
+    let (a, b) = hosts();
+    let with_iomap = Config {
+        iomap_size: 1,
+        ..Config::default()
+    };
+    let listener = Builder::new()
+        .config(with_iomap)
+        .listen(at(b, 7481))
+        .unwrap();
+    let client = Builder::new()
+        .config(with_iomap)
+        .bind(at(a, 0))
+        .connect(at(b, 7481))
+        .unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    // The server maps a buffer at offset 0 and says so in band, as riostream does.
+    let len = 1 << 20;
+    let mut target = vec![0u8; len];
+    // SAFETY: `target` outlives the mapping (unmapped below) and is read only after the
+    // client said it wrote.
+    let offset = unsafe { server.iomap(target.as_mut_ptr(), len, Some(0)) }.unwrap();
+    assert_eq!(offset, 0);
+    server.write_all(b"ready").unwrap();
+    let mut word = [0u8; 5];
+    (&client).read_exact(&mut word).unwrap();
+    let data = pattern(len);
+    let mut at_off = 0;
+    while at_off < len {
+        at_off += client.iowrite(&data[at_off..], at_off as u64, 0).unwrap();
+    }
+    // Past the mapping's end: no mapping holds it.
+    let e = client.iowrite(b"x", len as u64, 0).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    (&client).write_all(b"done!").unwrap();
+    server.read_exact(&mut word).unwrap();
+    assert_eq!(&word, b"done!");
+    assert!(target == data, "the mapped buffer holds other bytes");
+    server.iounmap(target.as_mut_ptr(), len).unwrap();
+    let e = server.iounmap(target.as_mut_ptr(), len).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    // The client's table has one slot; the unmapping freed it for a new mapping.
+    let mut other = vec![0u8; 64];
+    // SAFETY: as above; unmapped before it is dropped.
+    unsafe { server.iomap(other.as_mut_ptr(), 64, None) }.unwrap();
+    server.iounmap(other.as_mut_ptr(), 64).unwrap();
+}
+
+#[test]
+fn iomap_needs_a_table_at_the_peer() {
+    let (client, _server, _l) = pair(7482);
+    let mut buf = vec![0u8; 64];
+    // SAFETY: refused, so nothing is mapped.
+    let e = unsafe { client.iomap(buf.as_mut_ptr(), 64, None) }.unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOMEM));
+}

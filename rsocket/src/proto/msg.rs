@@ -171,6 +171,51 @@ impl RsSge {
     }
 }
 
+/// `struct rs_iomap`: a buffer a peer mapped with `riomap`, as it writes it into our iomap
+/// table (in our byte order): writes to `offset..offset + sge.length` land at `sge.addr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IomapEntry {
+    /// The offset the mapping answers to.
+    pub offset: u64,
+    /// Where it is, its key and its length.
+    pub sge: RsSge,
+}
+
+/// Bytes of an [`IomapEntry`].
+pub const IOMAP_ENTRY_LEN: usize = 24;
+
+impl IomapEntry {
+    /// The 24 bytes of the entry in `order`: offset, then the SGE.
+    pub fn to_bytes(self, order: SgeOrder) -> [u8; IOMAP_ENTRY_LEN] {
+        let mut b = [0u8; IOMAP_ENTRY_LEN];
+        b[..8].copy_from_slice(&match order {
+            SgeOrder::Little => self.offset.to_le_bytes(),
+            SgeOrder::Big => self.offset.to_be_bytes(),
+        });
+        b[8..].copy_from_slice(&self.sge.to_bytes(order));
+        b
+    }
+
+    /// An entry from 24 bytes written in this host's order.
+    pub fn from_host_bytes(b: &[u8; IOMAP_ENTRY_LEN]) -> IomapEntry {
+        let mut o = [0u8; 8];
+        o.copy_from_slice(&b[..8]);
+        let mut sge = [0u8; RS_SGE_LEN];
+        sge.copy_from_slice(&b[8..]);
+        IomapEntry {
+            offset: u64::from_ne_bytes(o),
+            sge: RsSge::from_host_bytes(&sge),
+        }
+    }
+
+    /// Where a write at `offset` of `len` bytes lands, if this entry covers all of it.
+    pub fn place(&self, offset: u64, len: u64) -> Option<u64> {
+        let end = self.offset.checked_add(u64::from(self.sge.length))?;
+        (offset >= self.offset && offset.checked_add(len)? <= end)
+            .then(|| self.sge.addr.wrapping_add(offset - self.offset))
+    }
+}
+
 /// `RS_CONN_FLAG_NET`: the sender is big-endian.
 pub const CONN_FLAG_NET: u8 = 1 << 0;
 /// `RS_CONN_FLAG_IOMAP`: the sender's target table has iomap entries after its SGEs.

@@ -7,13 +7,15 @@ use std::sync::atomic::Ordering;
 
 use xrdma_verbs::cm::{CmId, ConnParam};
 use xrdma_verbs::verbs::{
-    AccessFlags, CompletionChannel, Context, Cq, Lkey, QpCap, QpInitAttr, QpType, QueuePair,
-    RecvWr, Rkey, SendFlags, SendOpcode, SendWr, Sge, WcFlags, WcStatus, WorkCompletion,
+    AccessFlags, CompletionChannel, Context, Cq, Lkey, Mr, Pd, QpCap, QpInitAttr, QpType,
+    QueuePair, RecvWr, Rkey, SendFlags, SendOpcode, SendWr, Sge, WcFlags, WcStatus, WorkCompletion,
 };
 
 use crate::config::Config;
-use crate::proto::msg::{ConnData, Ctrl, Msg};
-use crate::proto::stream::{CreditUpdate, DataWrite, ProtoError, Received, Sizes, StreamProto};
+use crate::proto::msg::{ConnData, Ctrl, IOMAP_ENTRY_LEN, IomapEntry, Msg, RS_SGE_LEN, RsSge};
+use crate::proto::stream::{
+    CreditUpdate, DataWrite, ProtoError, Received, SGL_SIZE, Sizes, StreamProto,
+};
 use crate::regbuf::RegBuf;
 
 /// `wr_id` bit of receives (`RS_WR_ID_FLAG_RECV`); sends carry their message.
@@ -44,7 +46,21 @@ pub(crate) struct Resources {
     rbuf: RegBuf,
     sbuf: RegBuf,
     table: RegBuf,
+    /// Our buffers mapped for the peer to write into (`riomap`), each registered.
+    maps: Vec<LocalMap>,
+    pd: Pd,
     pub(crate) ctx: Context,
+}
+
+/// A buffer of ours the peer may write into: announced in slot `index` of its iomap table.
+struct LocalMap {
+    /// Registered for the peer's writes; deregistered when the mapping goes.
+    mr: Mr,
+    addr: u64,
+    len: usize,
+    offset: u64,
+    index: u32,
+    announced: bool,
 }
 
 /// A connection's data path.
@@ -57,6 +73,8 @@ pub(crate) struct Link {
     armed: bool,
     /// The peer's connection data is in: credits can go.
     connected: bool,
+    /// Entries of our iomap table.
+    iomap_size: u16,
 }
 
 fn os(e: xrdma_verbs::verbs::Error) -> io::Error {
@@ -103,12 +121,14 @@ impl Link {
         let remote = AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE;
         let rbuf = RegBuf::new(&pd, config.rmem as usize, remote).map_err(os)?;
         let sbuf = RegBuf::new(&pd, config.wmem as usize, AccessFlags::LOCAL_WRITE).map_err(os)?;
-        let table = RegBuf::new(&pd, crate::proto::stream::SGL_SIZE * 16, remote).map_err(os)?;
+        let table_len = SGL_SIZE * RS_SGE_LEN + usize::from(config.iomap_size) * IOMAP_ENTRY_LEN;
+        let table = RegBuf::new(&pd, table_len, remote).map_err(os)?;
         let proto = StreamProto::new(Sizes {
             sq_size: config.sq_size,
             rq_size: config.rq_size,
             rbuf_size: config.rmem,
             sbuf_size: config.wmem,
+            iomap_size: config.iomap_size,
         });
         let mut link = Link {
             proto,
@@ -119,12 +139,15 @@ impl Link {
                 rbuf,
                 sbuf,
                 table,
+                maps: Vec::new(),
+                pd,
                 ctx,
             },
             inline,
             reposts: u32::from(config.rq_size),
             armed: false,
             connected: false,
+            iomap_size: config.iomap_size,
         };
         link.post_reposts()?;
         Ok(link)
@@ -201,7 +224,11 @@ impl Link {
             self.armed = true;
         }
         if happened.error.is_none() && happened.proto_error.is_none() {
-            if let Err(e) = self.post_reposts().and_then(|()| self.send_credits()) {
+            let owed = self
+                .post_reposts()
+                .and_then(|()| self.send_credits())
+                .and_then(|()| self.announce_maps());
+            if let Err(e) = owed {
                 happened.error = Some(e.raw_os_error().unwrap_or(libc::ECONNRESET));
             }
         }
@@ -297,6 +324,8 @@ impl Link {
 
     /// Sends as much of `data` as the protocol allows now; returns the bytes sent.
     pub(crate) fn send(&mut self, data: &[u8], olen: &mut u32) -> io::Result<usize> {
+        // Mappings first, as rsocket sends them: data after them tells the peer they are in.
+        self.announce_maps()?;
         let mut sent = 0;
         while sent < data.len() && self.proto.can_send() {
             let w = self.proto.next_write(data.len() - sent, olen);
@@ -307,7 +336,14 @@ impl Link {
         Ok(sent)
     }
 
+    /// Posts `chunk` (`w.len` bytes) to `w`'s place: inline if it is short enough, else
+    /// copied into the send ring. With an immediate (`w.imm` on the wire) for messages, a
+    /// plain RDMA WRITE for direct writes (`w.imm` is then only the `wr_id`).
     fn post_data(&mut self, w: &DataWrite, chunk: &[u8]) -> io::Result<()> {
+        self.post_chunk(w, chunk, SendOpcode::RdmaWriteWithImm)
+    }
+
+    fn post_chunk(&mut self, w: &DataWrite, chunk: &[u8], opcode: SendOpcode) -> io::Result<()> {
         let remote = (w.remote_addr, w.rkey);
         if w.len <= self.inline {
             let sg = [Sge {
@@ -315,7 +351,7 @@ impl Link {
                 length: w.len,
                 lkey: Lkey(0),
             }];
-            return self.post(w.imm, &sg, true, remote);
+            return self.post_op(opcode, w.imm, &sg, true, remote);
         }
         let span = self.proto.place_in_ring(w.len);
         let (first, second) = chunk.split_at(span.first as usize);
@@ -336,13 +372,24 @@ impl Link {
             },
         ];
         let n = if span.second > 0 { 2 } else { 1 };
-        self.post(w.imm, &sg[..n], false, remote)
+        self.post_op(opcode, w.imm, &sg[..n], false, remote)
     }
 
     fn post(&self, imm: Msg, sg: &[Sge], inline: bool, remote: (u64, u32)) -> io::Result<()> {
+        self.post_op(SendOpcode::RdmaWriteWithImm, imm, sg, inline, remote)
+    }
+
+    fn post_op(
+        &self,
+        opcode: SendOpcode,
+        imm: Msg,
+        sg: &[Sge],
+        inline: bool,
+        remote: (u64, u32),
+    ) -> io::Result<()> {
         let wr = SendWr {
             wr_id: u64::from(imm.0),
-            opcode: SendOpcode::RdmaWriteWithImm,
+            opcode,
             send_flags: if inline && !sg.is_empty() {
                 SendFlags::INLINE
             } else {
@@ -358,6 +405,130 @@ impl Link {
         // ring, registered for the connection's life, whose bytes the accounting keeps
         // untouched until this request completes.
         unsafe { self.res.qp.post_send(&wr) }.map_err(os)
+    }
+
+    /// Maps `len` bytes at `buf` for the peer to write into with its `riowrite` at
+    /// `offset` (the buffer's address if `None`); returns the offset. The mapping is
+    /// announced in the peer's iomap table as soon as the protocol lets a message go.
+    /// ENOMEM when the peer's table is full (or it has none).
+    ///
+    /// # Safety
+    ///
+    /// `buf..buf + len` stays valid until [`iounmap`](Self::iounmap) or the connection's
+    /// end, and the program expects the peer to write into it at any time.
+    pub(crate) unsafe fn iomap(
+        &mut self,
+        buf: *mut u8,
+        len: usize,
+        offset: Option<u64>,
+    ) -> io::Result<u64> {
+        let index = (0..self.proto.remote_iomap_len())
+            .find(|i| self.res.maps.iter().all(|m| m.index != *i))
+            .ok_or(io::Error::from_raw_os_error(libc::ENOMEM))?;
+        let access = AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE;
+        // SAFETY: the caller keeps the buffer valid while it is mapped.
+        let mr = unsafe { self.res.pd.reg_mr(buf, len, access) }.map_err(os)?;
+        let offset = offset.unwrap_or(buf as u64);
+        self.res.maps.push(LocalMap {
+            mr,
+            addr: buf as u64,
+            len,
+            offset,
+            index,
+            announced: false,
+        });
+        self.announce_maps()?;
+        Ok(offset)
+    }
+
+    /// Unmaps the buffer mapped at `buf` with `len` bytes (EINVAL if none is). As with
+    /// rsocket, the peer is not told: its writes there fail from now on.
+    pub(crate) fn iounmap(&mut self, buf: *mut u8, len: usize) -> io::Result<()> {
+        let at = self
+            .res
+            .maps
+            .iter()
+            .position(|m| m.addr == buf as u64 && m.len == len)
+            .ok_or(io::Error::from_raw_os_error(libc::EINVAL))?;
+        self.res.maps.swap_remove(at);
+        Ok(())
+    }
+
+    /// Sends the announcements of mappings not yet made, as far as the protocol allows.
+    fn announce_maps(&mut self) -> io::Result<()> {
+        if !self.connected {
+            return Ok(());
+        }
+        while let Some(i) = self.res.maps.iter().position(|m| !m.announced) {
+            if !self.proto.can_send() {
+                break;
+            }
+            let m = &mut self.res.maps[i];
+            m.announced = true;
+            let entry = IomapEntry {
+                offset: m.offset,
+                sge: RsSge {
+                    addr: m.addr,
+                    key: m.mr.rkey().0,
+                    length: m.len.min(u32::MAX as usize) as u32,
+                },
+            };
+            let (bytes, addr, key, imm) = self.proto.iomap_write(m.index, entry);
+            let w = DataWrite {
+                len: IOMAP_ENTRY_LEN as u32,
+                remote_addr: addr,
+                rkey: key,
+                imm,
+            };
+            self.post_data(&w, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// The peer's mapping that holds `offset`, from our iomap table: where a write there
+    /// lands, its key, and the bytes the mapping holds from there.
+    fn peer_map(&self, offset: u64) -> Option<(u64, u32, u64)> {
+        (0..usize::from(self.iomap_size)).find_map(|i| {
+            let e = self
+                .res
+                .table
+                .read_iomap(SGL_SIZE * RS_SGE_LEN + i * IOMAP_ENTRY_LEN)?;
+            let dest = e.place(offset, 1)?;
+            let room = e.offset + u64::from(e.sge.length) - offset;
+            Some((dest, e.sge.key, room))
+        })
+    }
+
+    /// Writes as much of `data` as the protocol allows now into the peer's mapping at
+    /// `offset` (`riowrite`), with plain RDMA WRITEs; returns the bytes written. EINVAL if
+    /// no mapping of the peer's holds `offset`.
+    pub(crate) fn iowrite(
+        &mut self,
+        data: &[u8],
+        offset: u64,
+        olen: &mut u32,
+    ) -> io::Result<usize> {
+        self.announce_maps()?;
+        let mut sent = 0;
+        while sent < data.len() && self.proto.can_send() {
+            let at = offset + sent as u64;
+            let Some((dest, key, room)) = self.peer_map(at) else {
+                if sent == 0 {
+                    return Err(io::Error::from_raw_os_error(libc::EINVAL));
+                }
+                break;
+            };
+            let (len, imm) = self.proto.next_direct_write(data.len() - sent, room, olen);
+            let w = DataWrite {
+                len,
+                remote_addr: dest,
+                rkey: key,
+                imm,
+            };
+            self.post_chunk(&w, &data[sent..sent + len as usize], SendOpcode::RdmaWrite)?;
+            sent += len as usize;
+        }
+        Ok(sent)
     }
 
     /// Copies up to `buf.len()` queued bytes out (leaving them queued with `peek`).

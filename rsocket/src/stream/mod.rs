@@ -251,6 +251,48 @@ impl StreamInner {
     /// `send(2)` with `MSG_DONTWAIT`: a blocking send returns once all of `bufs` is sent.
     pub(crate) fn send(&self, bufs: &[IoSlice<'_>], flags: i32) -> io::Result<usize> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
+        self.writing(total, flags, |link, done, olen| {
+            let mut moved = 0;
+            let mut skip = done;
+            for b in bufs {
+                if skip >= b.len() {
+                    skip -= b.len();
+                    continue;
+                }
+                // An error after some bytes went: report those; the next attempt fails.
+                let n = match link.send(&b[skip..], olen) {
+                    Ok(n) => n,
+                    Err(_) if moved > 0 => break,
+                    Err(e) => return Err(e),
+                };
+                moved += n;
+                if n < b.len() - skip {
+                    break;
+                }
+                skip = 0;
+            }
+            Ok(moved)
+        })
+    }
+
+    /// `riowrite`: writes `buf` into the peer's mapping at `offset`, waiting as `send`
+    /// does.
+    pub(crate) fn iowrite(&self, buf: &[u8], offset: u64, flags: i32) -> io::Result<usize> {
+        self.writing(buf.len(), flags, |link, done, olen| {
+            link.iowrite(&buf[done..], offset + done as u64, olen)
+        })
+    }
+
+    /// A write of `total` bytes: `push(link, done, olen)` moves what it can of the rest and
+    /// says how much; between attempts that move nothing, it waits as [`blocking`] does.
+    ///
+    /// [`blocking`]: Self::blocking
+    fn writing(
+        &self,
+        total: usize,
+        flags: i32,
+        mut push: impl FnMut(&mut link::Link, usize, &mut u32) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         let mut done = 0;
         let mut olen = OLAP_START;
         self.blocking(
@@ -258,48 +300,35 @@ impl StreamInner {
             flags,
             |c| c.write_timeout,
             |c, give_up| {
-                if c.wr_shut {
-                    return Step::Done(Err(io::Error::from_raw_os_error(libc::EPIPE)));
-                }
-                if let Some(e) = c.dead {
-                    return Step::partial(done, io::Error::from_raw_os_error(e));
-                }
-                if c.peer_gone {
-                    return Step::partial(done, io::Error::from_raw_os_error(libc::EPIPE));
+                if let Some(stop) = write_stopped(c, done) {
+                    return stop;
                 }
                 let before = done;
                 let link = c.link.as_mut().expect("a connected socket has a link");
-                let mut skip = done;
-                for b in bufs {
-                    if skip >= b.len() {
-                        skip -= b.len();
-                        continue;
-                    }
-                    match link.send(&b[skip..], &mut olen) {
-                        Ok(n) => {
-                            done += n;
-                            if n < b.len() - skip {
-                                break;
-                            }
-                        }
-                        Err(e) => return Step::partial(done, e),
-                    }
-                    skip = 0;
+                match push(link, done, &mut olen) {
+                    Ok(n) => done += n,
+                    Err(e) => return Step::partial(done, e),
                 }
-                if done > before {
-                    c.publish();
-                }
-                if done == total {
-                    Step::Done(Ok(done))
-                } else if give_up {
-                    Step::partial(done, io::ErrorKind::WouldBlock.into())
-                } else if done > before {
-                    Step::Moved
-                } else {
-                    Step::Blocked
-                }
+                write_step(c, before, done, total, give_up)
             },
         )
+    }
+
+    /// Maps a buffer for the peer's `iowrite` (see [`RsStream::iomap`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`RsStream::iomap`].
+    unsafe fn iomap(&self, buf: *mut u8, len: usize, offset: Option<u64>) -> io::Result<u64> {
+        let mut c = self.conn.lock();
+        if let Some(e) = c.not_connected() {
+            return Err(e);
+        }
+        let link = c.link.as_mut().expect("a connected socket has a link");
+        // SAFETY: passed on from the caller.
+        let r = unsafe { link.iomap(buf, len, offset) };
+        c.publish();
+        r
     }
 
     /// Waits for a connection under way to be made (or to fail).
@@ -336,6 +365,46 @@ impl Drop for StreamInner {
         if let Ok(svc) = service() {
             svc.unregister(self.token);
         }
+    }
+}
+
+/// Why a write cannot go on, after `done` bytes: shut down, broken, or the peer gone.
+fn write_stopped(c: &Conn, done: usize) -> Option<Step<usize>> {
+    if c.wr_shut {
+        return Some(Step::Done(Err(io::Error::from_raw_os_error(libc::EPIPE))));
+    }
+    if let Some(e) = c.dead {
+        return Some(Step::partial(done, io::Error::from_raw_os_error(e)));
+    }
+    if c.peer_gone {
+        return Some(Step::partial(
+            done,
+            io::Error::from_raw_os_error(libc::EPIPE),
+        ));
+    }
+    None
+}
+
+/// Where a write stands after an attempt that took it from `before` to `done` of `total`
+/// bytes.
+fn write_step(
+    c: &mut Conn,
+    before: usize,
+    done: usize,
+    total: usize,
+    give_up: bool,
+) -> Step<usize> {
+    if done > before {
+        c.publish();
+    }
+    if done == total {
+        Step::Done(Ok(done))
+    } else if give_up {
+        Step::partial(done, io::ErrorKind::WouldBlock.into())
+    } else if done > before {
+        Step::Moved
+    } else {
+        Step::Blocked
     }
 }
 
@@ -540,6 +609,44 @@ impl RsStream {
     /// [`Config::wmem`]: crate::Config::wmem
     pub fn send_buffer_size(&self) -> io::Result<usize> {
         Ok(self.inner.conn.lock().config.wmem as usize)
+    }
+
+    /// `riomap`: lets the peer write `len` bytes at `buf` directly with its
+    /// [`iowrite`](Self::iowrite), at offsets `offset..offset + len` (`None`: the buffer's
+    /// address is the offset, rsocket's -1). Returns the offset. The mapping is announced in
+    /// the peer's iomap table (sized by its [`Config::iomap_size`]) as soon as the protocol
+    /// lets a message go; ENOMEM if that table is full or the peer has none. The peer is not
+    /// told of its writes: it tells in band (a `write` after its `iowrite`s arrives after
+    /// them).
+    ///
+    /// # Safety
+    ///
+    /// `buf..buf + len` must stay valid until [`iounmap`](Self::iounmap) or the socket's
+    /// close, and the program must expect its bytes to change at any time, as a DMA
+    /// target: read it with volatile or atomic reads, or after the peer said it wrote.
+    ///
+    /// [`Config::iomap_size`]: crate::Config::iomap_size
+    pub unsafe fn iomap(&self, buf: *mut u8, len: usize, offset: Option<u64>) -> io::Result<u64> {
+        // SAFETY: passed on from the caller.
+        unsafe { self.inner.iomap(buf, len, offset) }
+    }
+
+    /// `riounmap`: ends the mapping of `len` bytes at `buf` (EINVAL if there is none). As
+    /// with rsocket the peer is not told; its writes there fail from now on.
+    pub fn iounmap(&self, buf: *mut u8, len: usize) -> io::Result<()> {
+        let mut c = self.inner.conn.lock();
+        match c.link.as_mut() {
+            Some(link) => link.iounmap(buf, len),
+            None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        }
+    }
+
+    /// `riowrite`: writes `buf` straight into the peer's mapping at `offset` (see
+    /// [`iomap`](Self::iomap)), with RDMA WRITEs its application does not see; waits as a
+    /// write does (`MSG_DONTWAIT` in `flags`, or non-blocking mode, to not). EINVAL if no
+    /// mapping of the peer's holds `offset`; a write stops at a mapping's end.
+    pub fn iowrite(&self, buf: &[u8], offset: u64, flags: i32) -> io::Result<usize> {
+        self.inner.iowrite(buf, offset, flags)
     }
 
     /// Takes the socket's pending error (`SO_ERROR`).

@@ -22,7 +22,10 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use super::msg::{ConnData, Ctrl, Msg, Op, RS_SGE_LEN, RsSge, SgeOrder};
+use super::msg::{
+    ConnData, Ctrl, IOMAP_ENTRY_LEN as ENTRY_LEN, IomapEntry, Msg, Op, RS_SGE_LEN, RsSge, SgeOrder,
+    scale_to_value, value_to_scale,
+};
 
 /// The send ring must have this much free before a chunk is sent (`RS_SNDLOWAT`).
 pub const SNDLOWAT: u32 = 2048;
@@ -35,7 +38,7 @@ pub const CTRL_SLOTS: u32 = 4;
 /// Entries of the target table (`RS_SGL_SIZE`).
 pub const SGL_SIZE: usize = 2;
 /// Bytes of an iomap entry (`struct rs_iomap`).
-pub const IOMAP_ENTRY_LEN: u32 = 24;
+pub const IOMAP_ENTRY_LEN: u32 = ENTRY_LEN as u32;
 
 /// The sizes of a connection's queues and rings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,9 @@ pub struct Sizes {
     pub rbuf_size: u32,
     /// Bytes of the send ring.
     pub sbuf_size: u32,
+    /// Entries of our iomap table, where the peer announces the buffers it maps
+    /// (`RDMA_IOMAPSIZE`; 0 for none).
+    pub iomap_size: u16,
 }
 
 /// What a peer did that the protocol does not allow.
@@ -155,7 +161,8 @@ pub struct StreamProto {
     ctrl_seqno: u32,
     ctrl_max_seqno: u32,
 
-    // The peer's target table.
+    // The peer's target table, and its iomap table (entries, not bytes, in `length`).
+    remote_iomap: RsSge,
     remote_sgl: RsSge,
     remote_sge: u32,
     remote_order: SgeOrder,
@@ -191,6 +198,7 @@ impl StreamProto {
             next_offer: 1,
             ctrl_seqno: 0,
             ctrl_max_seqno: CTRL_SLOTS,
+            remote_iomap: RsSge::default(),
             remote_sgl: RsSge::default(),
             remote_sge: 1,
             remote_order: SgeOrder::HOST,
@@ -222,7 +230,7 @@ impl StreamProto {
                     0
                 },
             credits: self.sizes.rq_size,
-            target_iomap_size: 0,
+            target_iomap_size: value_to_scale(u32::from(self.sizes.iomap_size), 8),
             target_sgl: RsSge {
                 addr: table.0,
                 key: table.1,
@@ -246,6 +254,17 @@ impl StreamProto {
         }
         self.remote_sgl = peer.target_sgl;
         self.remote_sge = 1 % peer.target_sgl.length;
+        if peer.flags & super::msg::CONN_FLAG_IOMAP != 0 {
+            // The iomap table follows the target table's SGEs.
+            self.remote_iomap = RsSge {
+                addr: peer
+                    .target_sgl
+                    .addr
+                    .wrapping_add(RS_SGE_LEN as u64 * u64::from(peer.target_sgl.length)),
+                key: peer.target_sgl.key,
+                length: scale_to_value(peer.target_iomap_size, 8),
+            };
+        }
         self.remote_order = peer.sge_order();
         self.target[0] = peer.data_buf;
         self.sseq_comp = peer.credits;
@@ -290,6 +309,58 @@ impl StreamProto {
             self.target_sge = (self.target_sge + 1) % SGL_SIZE;
         }
         write
+    }
+
+    /// Entries of the peer's iomap table: how many buffers we may map for it to write into.
+    pub fn remote_iomap_len(&self) -> u32 {
+        self.remote_iomap.length
+    }
+
+    /// Announces our mapping `entry` in slot `index` of the peer's iomap table
+    /// (`rs_write_iomap`): returns the entry's bytes in the peer's order, where they go
+    /// (address and key) and the message. It takes a credit, a send queue entry and ring
+    /// space, as data does. Call only when [`can_send`](Self::can_send) and `index` is
+    /// below [`remote_iomap_len`](Self::remote_iomap_len).
+    pub fn iomap_write(
+        &mut self,
+        index: u32,
+        entry: IomapEntry,
+    ) -> ([u8; ENTRY_LEN], u64, u32, Msg) {
+        self.sseq_no = self.sseq_no.wrapping_add(1);
+        self.sqe_avail -= 1;
+        self.sbuf_bytes_avail -= IOMAP_ENTRY_LEN;
+        let addr = self
+            .remote_iomap
+            .addr
+            .wrapping_add(u64::from(index) * u64::from(IOMAP_ENTRY_LEN));
+        (
+            entry.to_bytes(self.remote_order),
+            addr,
+            self.remote_iomap.key,
+            Msg::new(Op::IomapSgl, index),
+        )
+    }
+
+    /// The next chunk of a direct write (`riowrite`) with `left` bytes to go, at most
+    /// `room` (what the mapping holds from there): its length and its message (`WRITE`,
+    /// never on the wire: the `wr_id` of a plain RDMA WRITE). It takes a send queue entry and
+    /// ring space. Call only when [`can_send`](Self::can_send), as rsocket does.
+    pub fn next_direct_write(&mut self, left: usize, room: u64, olen: &mut u32) -> (u32, Msg) {
+        let mut len = if (*olen as usize) < left {
+            let l = *olen;
+            if *olen < MAX_TRANSFER {
+                *olen <<= 1;
+            }
+            l
+        } else {
+            left as u32
+        };
+        len = len
+            .min(self.sbuf_bytes_avail)
+            .min(room.min(u64::from(u32::MAX)) as u32);
+        self.sqe_avail -= 1;
+        self.sbuf_bytes_avail -= len;
+        (len, Msg::new(Op::Write, len))
     }
 
     /// Places a chunk of `len` bytes (not sent inline) in the send ring.
@@ -397,7 +468,12 @@ impl StreamProto {
                 }
                 Ok(Received::Progress)
             }
-            Op::IomapSgl => Ok(Received::Nothing),
+            // The peer announced a mapping in our iomap table. rsocket does not count the
+            // message as consumed (the credit is lost); we do, so the peer gets it back.
+            Op::IomapSgl => {
+                self.rseq_no = self.rseq_no.wrapping_add(1);
+                Ok(Received::Nothing)
+            }
             Op::Ctrl => Ok(match msg.data() {
                 d if d == Ctrl::Disconnect as u32 => Received::Disconnect,
                 d if d == Ctrl::Shutdown as u32 => Received::Shutdown,

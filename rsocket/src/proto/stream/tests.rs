@@ -237,6 +237,7 @@ const DEFAULT: Sizes = Sizes {
     rq_size: 384,
     rbuf_size: 1 << 17,
     sbuf_size: 1 << 17,
+    iomap_size: 0,
 };
 
 #[test]
@@ -253,6 +254,7 @@ fn tiny_queues_and_rings_do_not_stall() {
         rq_size: 16,
         rbuf_size: 8192,
         sbuf_size: 4096,
+        iomap_size: 0,
     };
     for seed in 1..=20 {
         exchange(seed, tiny, 300_000, 1 + seed as usize);
@@ -349,4 +351,44 @@ fn sends_done_counts_control_slots_too() {
     assert!(!a.proto.all_sends_done());
     a.proto.on_send_done(c.imm);
     assert!(a.proto.all_sends_done());
+}
+
+#[test]
+fn iomap_tables_are_found_and_announcements_cost_a_message() {
+    let with_table = Sizes {
+        iomap_size: 4,
+        ..DEFAULT
+    };
+    let b = StreamProto::new(with_table);
+    let cd = b.conn_data((TABLE_BASE, TKEY), (RBUF_BASE, RKEY));
+    assert_eq!(scale_to_value(cd.target_iomap_size, 8), 4);
+    let mut a = StreamProto::new(DEFAULT);
+    a.accept_conn_data(&ConnData::parse(&cd.to_bytes()).unwrap())
+        .unwrap();
+    assert_eq!(a.remote_iomap_len(), 4);
+    let entry = IomapEntry {
+        offset: 100,
+        sge: RsSge {
+            addr: 0x5000,
+            key: 9,
+            length: 50,
+        },
+    };
+    let (bytes, addr, key, imm) = a.iomap_write(3, entry);
+    // Slot 3 of the table that follows the peer's two SGEs.
+    assert_eq!(addr, TABLE_BASE + 2 * 16 + 3 * 24);
+    assert_eq!((key, imm.op(), imm.data()), (TKEY, Op::IomapSgl, 3));
+    assert_eq!(IomapEntry::from_host_bytes(&bytes), entry);
+    assert_eq!(entry.place(120, 30), Some(0x5000 + 20));
+    assert_eq!(entry.place(120, 31), None, "past the mapping's end");
+    assert_eq!(entry.place(99, 1), None, "before its start");
+    assert!(!a.all_sends_done());
+    a.on_send_done(imm);
+    assert!(a.all_sends_done());
+    // A direct write takes a queue entry and ring space, no credit, and gives them back.
+    let mut olen = OLAP_START;
+    let (len, msg) = a.next_direct_write(10_000, 3000, &mut olen);
+    assert_eq!((len, msg.op()), (OLAP_START, Op::Write));
+    a.on_send_done(msg);
+    assert!(a.all_sends_done());
 }
