@@ -134,6 +134,8 @@ for mode in default spinning; do
   server_opts=()
   ratio "rs-lat 64 B p50 $(json rs-lat-$mode lat_us_p50) us vs kernel TCP ($mode) p50 $(json tcp-lat-$mode lat_us_p50) us" "$(json rs-lat-$mode lat_us_p50)" "$(json tcp-lat-$mode lat_us_p50)"
 done
+xrdma rs-dgram-lat
+ratio "rs-dgram-lat 64 B p50 $(json rs-dgram-lat lat_us_p50) us vs kernel UDP (default) p50 $(p50 < "$OUT/udp-default.txt") us" "$(json rs-dgram-lat lat_us_p50)" "$(p50 < "$OUT/udp-default.txt")"
 xrdma rs-bw --size 65536
 xrdma tcp-bw --size 65536
 ratio "rs-bw 64 KiB $(json rs-bw gbps) Gbit/s vs kernel TCP $(json tcp-bw gbps) Gbit/s" "$(json rs-bw gbps)" "$(json tcp-bw gbps)"

@@ -76,7 +76,7 @@ fn finish(server: Child, client: Output) -> String {
 }
 
 /// The tests, and how many messages each runs.
-const TESTS: [(&str, u64); 15] = [
+const TESTS: [(&str, u64); 16] = [
     ("raw-lat", 2000),
     ("raw-bw", 100_000),
     ("ud-lat", 2000),
@@ -90,6 +90,7 @@ const TESTS: [(&str, u64); 15] = [
     ("rc-atomic-lat", 2000),
     ("rs-lat", 2000),
     ("rs-bw", 20_000),
+    ("rs-dgram-lat", 2000),
     ("tcp-lat", 2000),
     ("tcp-bw", 20_000),
 ];
@@ -194,9 +195,10 @@ fn perf_tests_run_over_loopback_with_udp() {
     // Each test gets its own ports, so it can run beside others.
     let port = 20000 + (std::process::id() % 20000) as u16;
     for (i, (test, iters)) in TESTS.into_iter().enumerate() {
-        let (roce, oob) = (
+        let (roce, oob, cm) = (
             (port + 2 * i as u16).to_string(),
             (port + 2 * i as u16 + 1).to_string(),
+            (port + 1000 + i as u16).to_string(),
         );
         let common = [
             "--backend",
@@ -207,6 +209,8 @@ fn perf_tests_run_over_loopback_with_udp() {
             &roce,
             "--oob-port",
             &oob,
+            "--cm-port",
+            &cm,
             "--timeout",
             "20",
         ];
@@ -226,7 +230,15 @@ fn perf_tests_run_over_loopback_with_udp() {
             ])
             .args(common);
         let json = run_pair(server, client, test, iters);
-        assert!(json.contains("\"backend\":\"udp\""), "{json}");
+        let backend = if test.starts_with("tcp-") {
+            "kernel"
+        } else {
+            "udp"
+        };
+        assert!(
+            json.contains(&format!("\"backend\":\"{backend}\"")),
+            "{json}"
+        );
     }
 }
 

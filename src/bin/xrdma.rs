@@ -103,8 +103,8 @@ impl BackendArgs {
 #[derive(Args)]
 struct PerfArgs {
     /// Test to run: raw-lat, raw-bw, ud-lat, ud-bw, rc-send-lat, rc-send-bw, rc-write-lat,
-    /// rc-write-bw, rc-read-lat, rc-read-bw, rc-atomic-lat, cm-connect, rs-lat, rs-bw, or
-    /// tcp-lat and tcp-bw (the kernel's TCP, for comparison).
+    /// rc-write-bw, rc-read-lat, rc-read-bw, rc-atomic-lat, cm-connect, rs-lat, rs-bw,
+    /// rs-dgram-lat, or tcp-lat and tcp-bw (the kernel's TCP, for comparison).
     test: Test,
     /// Wait for a client.
     #[arg(long, conflicts_with = "connect", required_unless_present = "connect")]

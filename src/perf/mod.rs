@@ -17,7 +17,8 @@
 //!   ([`xrdma_verbs::cm`]), as rdma_cm programs do; the rate is connections per second (see
 //!   the `cm` module).
 //!
-//! - `rs-lat`, `rs-bw`: stream rsockets ([`xrdma_rsocket`]), ping-pong and streaming;
+//! - `rs-lat`, `rs-bw`: stream rsockets ([`xrdma_rsocket`]), ping-pong and streaming, and
+//!   `rs-dgram-lat`, datagram rsockets' ping-pong;
 //!   `tcp-lat`, `tcp-bw`: the same on the kernel's TCP between the same hosts (see the `rs`
 //!   module).
 //!
@@ -80,6 +81,8 @@ pub enum Test {
     RsLat,
     /// Stream rsocket streaming bandwidth.
     RsBw,
+    /// Datagram rsocket ping-pong latency.
+    RsDgramLat,
     /// Kernel TCP ping-pong latency, as `rs-lat` measures it.
     TcpLat,
     /// Kernel TCP streaming bandwidth, as `rs-bw` measures it.
@@ -87,7 +90,7 @@ pub enum Test {
 }
 
 /// Every test, in the order help texts list them.
-pub const TESTS: [Test; 16] = [
+pub const TESTS: [Test; 17] = [
     Test::RawLat,
     Test::RawBw,
     Test::UdLat,
@@ -102,6 +105,7 @@ pub const TESTS: [Test; 16] = [
     Test::CmConnect,
     Test::RsLat,
     Test::RsBw,
+    Test::RsDgramLat,
     Test::TcpLat,
     Test::TcpBw,
 ];
@@ -124,6 +128,7 @@ impl Test {
             Test::CmConnect => "cm-connect",
             Test::RsLat => "rs-lat",
             Test::RsBw => "rs-bw",
+            Test::RsDgramLat => "rs-dgram-lat",
             Test::TcpLat => "tcp-lat",
             Test::TcpBw => "tcp-bw",
         }
@@ -234,6 +239,7 @@ pub fn run_on(opts: &Options, io: Box<dyn FrameIo>) -> Result<Report> {
         Test::UdLat | Test::UdBw => ud::run(opts, io),
         Test::CmConnect => cm::run(opts, io),
         Test::RsLat | Test::RsBw => rs::run_rsocket(opts, io),
+        Test::RsDgramLat => rs::run_dgram(opts, io),
         Test::TcpLat | Test::TcpBw => rs::run_tcp(opts, &io.link().clone()),
         _ => rc::run(opts, io),
     }

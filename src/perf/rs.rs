@@ -9,6 +9,9 @@
 //!   shuts down its side; the server reads until end of file and reports the bytes and the
 //!   time from the first to the last (the receiver's rate).
 //!
+//! - `rs-dgram-lat`: the same ping-pong with datagram rsockets; a datagram lost (UD is
+//!   unreliable) is sent again after `DGRAM_RESEND` and counted as lost.
+//!
 //! A blocked call polls for `--polling-time` before it sleeps: rsocket's own 10 µs by
 //! default (rsocket sockets) or not at all (TCP, as a blocking socket); a long one makes
 //! both spin, as sockperf's busy-polling runs do. The rsocket listens on the rdma_cm port
@@ -29,6 +32,8 @@ use super::{Options, PerfError, Report, Result, Role, Session, Test, meet};
 
 /// Round trips before the counted ones.
 const WARMUP: u64 = 100;
+/// How long `rs-dgram-lat` waits for an echo before it sends the datagram again.
+const DGRAM_RESEND: Duration = Duration::from_millis(200);
 
 /// What a run measures over: an rsocket or a kernel TCP socket.
 trait Stream: Read + Write {
@@ -108,41 +113,146 @@ impl Stream for Tcp {
     }
 }
 
+/// What the rsocket tests run on: the backend as the sockets' device (kept open while
+/// they run), their configuration and the link.
+struct RsDevice {
+    _ctx: Context,
+    config: Config,
+    link: LinkInfo,
+}
+
+impl RsDevice {
+    fn open(opts: &Options, io: Box<dyn FrameIo>) -> Result<RsDevice> {
+        let link = io.link().clone();
+        // The rsocket finds this context through the connection manager, as it would one
+        // it opened itself for the interface.
+        let ctx = Context::new(io, ContextConfig::default())?;
+        cm::add_device(&ctx)?;
+        let config = Config {
+            polling_time: opts.polling_time.unwrap_or(Config::default().polling_time),
+            ..Config::default()
+        };
+        Ok(RsDevice {
+            _ctx: ctx,
+            config,
+            link,
+        })
+    }
+
+    fn builder(&self) -> xrdma_rsocket::Builder {
+        xrdma_rsocket::Builder::new().config(self.config)
+    }
+
+    /// `r` with the backend it ran on.
+    fn label(&self, r: Report) -> Report {
+        Report {
+            backend: self.link.backend.to_string(),
+            mode: format!("rsocket, {}", self.link.mode),
+            ..r
+        }
+    }
+}
+
 /// Runs `rs-lat` or `rs-bw` over the backend `io`.
 pub(super) fn run_rsocket(opts: &Options, io: Box<dyn FrameIo>) -> Result<Report> {
-    let link = io.link().clone();
-    // The rsocket finds this context through the connection manager, as it would one it
-    // opened itself for the interface.
-    let ctx = Context::new(io, ContextConfig::default())?;
-    cm::add_device(&ctx)?;
-    let config = Config {
-        polling_time: opts.polling_time.unwrap_or(Config::default().polling_time),
-        ..Config::default()
-    };
-    let label = |r: Report| Report {
-        backend: link.backend.to_string(),
-        mode: format!("rsocket, {}", link.mode),
-        ..r
-    };
+    let dev = RsDevice::open(opts, io)?;
+    let link = &dev.link;
     match opts.role {
         Role::Server => {
-            let at = SocketAddr::new(roce_ip(&link)?, opts.cm_port);
-            let listener = xrdma_rsocket::Builder::new()
-                .config(config)
+            let at = SocketAddr::new(roce_ip(link)?, opts.cm_port);
+            let listener = dev
+                .builder()
                 .listen(at)
                 .map_err(|e| PerfError(format!("listening on {at}: {e}")))?;
-            let s = meet(opts, &link, usize::MAX, &[])?;
+            let s = meet(opts, link, usize::MAX, &[])?;
             let stream = accept_rs(&listener, opts.timeout)?;
-            serve(opts.test, s, stream).map(label)
+            serve(opts.test, s, stream).map(|r| dev.label(r))
         }
         Role::Client(_) => {
-            let s = meet(opts, &link, usize::MAX, &[])?;
+            let s = meet(opts, link, usize::MAX, &[])?;
             let at = SocketAddr::new(s.peer.ip(), opts.cm_port);
-            let stream = xrdma_rsocket::Builder::new()
-                .config(config)
+            let stream = dev
+                .builder()
                 .connect(at)
                 .map_err(|e| PerfError(format!("connecting to {at}: {e}")))?;
-            drive(opts.test, s, stream).map(label)
+            drive(opts.test, s, stream).map(|r| dev.label(r))
+        }
+    }
+}
+
+/// Runs `rs-dgram-lat` over the backend `io`.
+pub(super) fn run_dgram(opts: &Options, io: Box<dyn FrameIo>) -> Result<Report> {
+    let dev = RsDevice::open(opts, io)?;
+    let link = &dev.link;
+    let me = roce_ip(link)?;
+    let builder = dev.builder();
+    match opts.role {
+        Role::Server => {
+            let at = SocketAddr::new(me, opts.cm_port);
+            let sock = builder
+                .bind_datagram(at)
+                .map_err(|e| PerfError(format!("binding {at}: {e}")))?;
+            let mut s = meet(opts, link, usize::MAX, &[])?;
+            sock.set_read_timeout(Some(Duration::from_millis(5)))?;
+            let mut buf = vec![0u8; 1 << 16];
+            let mut echoed = 0u64;
+            loop {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        sock.send_to(&buf[..n], from)?;
+                        echoed += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if s.ctrl.try_recv()?.is_some() {
+                            break;
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(dev.label(Report {
+                iters: echoed,
+                sent: echoed,
+                ..report(opts.test, s.size)
+            }))
+        }
+        Role::Client(_) => {
+            let sock = builder
+                .bind_datagram(SocketAddr::new(me, 0))
+                .map_err(|e| PerfError(format!("binding {me}: {e}")))?;
+            let mut s = meet(opts, link, usize::MAX, &[])?;
+            let to = SocketAddr::new(s.peer.ip(), opts.cm_port);
+            sock.set_read_timeout(Some(DGRAM_RESEND))?;
+            let msg = vec![0x5au8; s.size];
+            let mut echo = vec![0u8; s.size.max(1)];
+            let (mut latencies, mut count, mut sent) = (Vec::new(), 0u64, 0u64);
+            let start = Instant::now();
+            while count < WARMUP || !s.limit.done(count - WARMUP, start) {
+                let t = Instant::now();
+                sock.send_to(&msg, to)
+                    .map_err(|e| PerfError(format!("sending to {to}: {e}")))?;
+                sent += 1;
+                match sock.recv_from(&mut echo) {
+                    Ok(_) => {
+                        if count >= WARMUP {
+                            latencies.push(t.elapsed() / 2);
+                        }
+                        count += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            s.ctrl.send(&Message::new("END").with("sent", sent))?;
+            latencies.sort_unstable();
+            let n = latencies.len() as u64;
+            Ok(dev.label(Report {
+                iters: n,
+                sent: n + (sent - count),
+                elapsed: start.elapsed(),
+                latencies,
+                ..report(opts.test, s.size)
+            }))
         }
     }
 }
