@@ -110,7 +110,8 @@ fn drain(fd: RawFd) {
     loop {
         // SAFETY: `buf` is live and writable for its whole length.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n <= 0 {
+        // Less than asked for: nothing is left (no second call to learn EAGAIN).
+        if n <= 0 || (n as usize) < buf.len() {
             return;
         }
     }

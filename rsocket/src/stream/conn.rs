@@ -220,6 +220,13 @@ impl Conn {
     /// Makes the data path's progress: completions, credits, reposts; applies what they
     /// told, and updates the readiness descriptor.
     pub(crate) fn drive(&mut self) {
+        self.progress();
+        self.publish();
+    }
+
+    /// [`drive`](Self::drive) without updating the descriptor: for a caller that goes on
+    /// under the lock and publishes the state it leaves.
+    pub(crate) fn progress(&mut self) {
         if let Some(link) = self.link.as_mut() {
             let mut h = Happened::default();
             link.drive(&mut h);
@@ -244,7 +251,6 @@ impl Conn {
                 }
             }
         }
-        self.publish();
     }
 
     /// The connection is broken (`e`): nothing more moves; the id is disconnected so

@@ -187,8 +187,13 @@ impl StreamInner {
                     Some(e) if e.raw_os_error() == Some(libc::EAGAIN) && !give_up => Step::Blocked,
                     Some(e) => Step::Done(Err(e)),
                     None => {
-                        c.drive();
-                        attempt(&mut c, give_up)
+                        // The descriptor shows the state the attempt leaves: data that
+                        // arrives and is read under one hold of the lock never makes it
+                        // readable (three system calls a message fewer).
+                        c.progress();
+                        let step = attempt(&mut c, give_up);
+                        c.publish();
+                        step
                     }
                 };
                 match step {
@@ -227,7 +232,7 @@ impl StreamInner {
                 if n > 0 {
                     done += n;
                     // Reading freed ring space: credits may be due.
-                    c.drive();
+                    c.progress();
                     return if !waitall || done == buf.len() {
                         Step::Done(Ok(done))
                     } else {
