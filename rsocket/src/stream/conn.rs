@@ -58,6 +58,8 @@ pub(crate) struct Conn {
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) nodelay: bool,
+    /// The size of the next chunk a write sends (see `StreamInner::writing`).
+    pub(crate) olen: u32,
     /// `SO_KEEPALIVE` with `TCP_KEEPIDLE`: the interval of keepalives, when on.
     pub(crate) keepalive: Option<Duration>,
     /// When the next keepalive is due (while connected, with keepalive on).
@@ -96,6 +98,7 @@ impl Conn {
             read_timeout: None,
             write_timeout: None,
             nodelay: false,
+            olen: crate::proto::stream::OLAP_START,
             keepalive: config.keepalive,
             keepalive_at: None,
             linger: config.linger,
@@ -220,16 +223,30 @@ impl Conn {
     /// Makes the data path's progress: completions, credits, reposts; applies what they
     /// told, and updates the readiness descriptor.
     pub(crate) fn drive(&mut self) {
-        self.progress();
+        self.progress_arming(true);
         self.publish();
     }
 
-    /// [`drive`](Self::drive) without updating the descriptor: for a caller that goes on
-    /// under the lock and publishes the state it leaves.
-    pub(crate) fn progress(&mut self) {
+    /// [`drive`](Self::drive) without updating the descriptor or arming the CQ: for a
+    /// caller that goes on polling under the lock, and drives (arms and publishes) before
+    /// it leaves or sleeps. True if completions came.
+    pub(crate) fn progress(&mut self) -> bool {
+        self.progress_arming(false)
+    }
+
+    /// Arms the CQ before a blocked caller sleeps; true if completions came first (the
+    /// caller tries again instead of sleeping).
+    pub(crate) fn progress_arming_for_sleep(&mut self) -> bool {
+        let came = self.progress_arming(true);
+        self.publish();
+        came
+    }
+
+    fn progress_arming(&mut self, arm: bool) -> bool {
+        let mut taken = 0;
         if let Some(link) = self.link.as_mut() {
             let mut h = Happened::default();
-            link.drive(&mut h);
+            taken = link.drive(&mut h, arm);
             if h.peer_shut {
                 self.peer_shut = true;
             }
@@ -251,6 +268,7 @@ impl Conn {
                 }
             }
         }
+        taken > 0
     }
 
     /// The connection is broken (`e`): nothing more moves; the id is disconnected so

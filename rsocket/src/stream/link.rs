@@ -194,7 +194,10 @@ impl Link {
     /// Takes every completion there is, arms the CQ so that the next one wakes whoever
     /// waits, and sends what the protocol owes (receives to repost, credits). Returns how
     /// many completions it took.
-    pub(crate) fn drive(&mut self, happened: &mut Happened) -> usize {
+    ///
+    /// The CQ is armed only with `arm`: a caller that goes on polling needs no event (each
+    /// would wake the service thread for nothing), and arms before it leaves or sleeps.
+    pub(crate) fn drive(&mut self, happened: &mut Happened, arm: bool) -> usize {
         let mut taken = 0;
         let mut events = 0u32;
         // `pending` first: it costs no system call, and a spinning caller comes here often.
@@ -215,7 +218,7 @@ impl Link {
             if n == POLL_BATCH {
                 continue;
             }
-            if self.armed {
+            if self.armed || !arm {
                 break;
             }
             // Arm, then look once more: a completion that came between the last poll and

@@ -197,7 +197,12 @@ impl StreamInner {
                     }
                 };
                 match step {
-                    Step::Done(r) => return r,
+                    Step::Done(r) => {
+                        // Armed again, so that the service thread hears of what comes
+                        // while the application is away.
+                        c.drive();
+                        return r;
+                    }
                     Step::Moved => {
                         spin_from = Instant::now();
                         continue;
@@ -207,6 +212,14 @@ impl StreamInner {
             };
             if spin_from.elapsed() < polling {
                 continue;
+            }
+            // Arm before sleeping; what came meanwhile is tried at once instead.
+            {
+                let mut c = self.conn.lock();
+                let came = c.progress_arming_for_sleep();
+                if came {
+                    continue;
+                }
             }
             timed_out =
                 !self.wait(events, deadline)? && deadline.is_some_and(|d| Instant::now() >= d);
@@ -299,7 +312,6 @@ impl StreamInner {
         mut push: impl FnMut(&mut link::Link, usize, &mut u32) -> io::Result<usize>,
     ) -> io::Result<usize> {
         let mut done = 0;
-        let mut olen = OLAP_START;
         self.blocking(
             libc::POLLOUT,
             flags,
@@ -310,7 +322,14 @@ impl StreamInner {
                 }
                 let before = done;
                 let link = c.link.as_mut().expect("a connected socket has a link");
-                match push(link, done, &mut olen) {
+                // rsocket starts every call's chunks at 2 KiB, doubling to 64 KiB. Here
+                // they start small only after the sends went idle: a stream of writes
+                // keeps its large chunks, a lone write still has its first bytes
+                // delivered early.
+                if link.proto.all_sends_done() {
+                    c.olen = OLAP_START;
+                }
+                match push(link, done, &mut c.olen) {
                     Ok(n) => done += n,
                     Err(e) => return Step::partial(done, e),
                 }
