@@ -315,3 +315,47 @@ fn iomap_needs_a_table_at_the_peer() {
     let e = unsafe { client.iomap(buf.as_mut_ptr(), 64, None) }.unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOMEM));
 }
+
+#[test]
+fn a_lingering_close_returns_once_its_data_is_delivered() {
+    let (client, mut server, _l) = pair(7483);
+    client.set_linger(Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(client.linger().unwrap(), Some(Duration::from_secs(30)));
+    let data = pattern(300_000);
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            let mut c = client;
+            c.write_all(&data).unwrap();
+            // Returns once the peer's QP took every byte (here: once the reader made room
+            // for the last of them), not before, and not 30 s later.
+            drop(c);
+            closed_tx.send(()).unwrap();
+        })
+    };
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).unwrap();
+    closed_rx.recv().unwrap();
+    writer.join().unwrap();
+    assert!(got == data);
+}
+
+#[test]
+fn a_zero_linger_close_ends_the_connection_at_once() {
+    let (client, mut server, _l) = pair(7484);
+    client.set_linger(Some(Duration::ZERO)).unwrap();
+    (&client).write_all(b"last words").unwrap();
+    drop(client);
+    // Whatever arrived before the abort may be read; then the connection is over.
+    let mut got = Vec::new();
+    let end = server.read_to_end(&mut got);
+    assert!(got.len() <= 10, "{got:?}");
+    assert!(
+        end.is_ok()
+            || end
+                .as_ref()
+                .is_err_and(|e| e.raw_os_error() == Some(libc::ECONNRESET)),
+        "{end:?}"
+    );
+}
