@@ -187,13 +187,13 @@ impl StreamInner {
                     Some(e) if e.raw_os_error() == Some(libc::EAGAIN) && !give_up => Step::Blocked,
                     Some(e) => Step::Done(Err(e)),
                     None => {
-                        // The descriptor shows the state the attempt leaves: data that
-                        // arrives and is read under one hold of the lock never makes it
-                        // readable (three system calls a message fewer).
+                        // The descriptor shows the state the call leaves, or the state
+                        // before it sleeps, not each step: data that arrives and is read
+                        // within the call never makes it readable, and a send ring that
+                        // fills and drains while a write spins never makes it unwritable
+                        // (system calls for each, that no one could use).
                         c.progress();
-                        let step = attempt(&mut c, give_up);
-                        c.publish();
-                        step
+                        attempt(&mut c, give_up)
                     }
                 };
                 match step {
@@ -333,7 +333,7 @@ impl StreamInner {
                     Ok(n) => done += n,
                     Err(e) => return Step::partial(done, e),
                 }
-                write_step(c, before, done, total, give_up)
+                write_step(before, done, total, give_up)
             },
         )
     }
@@ -411,16 +411,7 @@ fn write_stopped(c: &Conn, done: usize) -> Option<Step<usize>> {
 
 /// Where a write stands after an attempt that took it from `before` to `done` of `total`
 /// bytes.
-fn write_step(
-    c: &mut Conn,
-    before: usize,
-    done: usize,
-    total: usize,
-    give_up: bool,
-) -> Step<usize> {
-    if done > before {
-        c.publish();
-    }
+fn write_step(before: usize, done: usize, total: usize, give_up: bool) -> Step<usize> {
     if done == total {
         Step::Done(Ok(done))
     } else if give_up {
