@@ -6,8 +6,9 @@
 //!   back, the client reads them all: one way is half the round trip (as sockperf reports
 //!   it). After a warm-up, each round trip is a sample.
 //! - `*-bw`: the client writes `--size`-byte messages as fast as the socket takes them, then
-//!   shuts down its side; the server reads until end of file and reports the bytes and the
-//!   time from the first to the last (the receiver's rate).
+//!   shuts down its side (the rsockets with 1 MiB rings, as rstream's bandwidth test asks
+//!   with SO_SNDBUF/SO_RCVBUF of 512 KiB); the server reads until end of file and reports
+//!   the bytes and the time from the first to the last (the receiver's rate).
 //!
 //! - `rs-dgram-lat`: the same ping-pong with datagram rsockets; a datagram lost (UD is
 //!   unreliable) is sent again after `DGRAM_RESEND` and counted as lost.
@@ -32,6 +33,8 @@ use super::{Options, PerfError, Report, Result, Role, Session, Test, meet};
 
 /// Round trips before the counted ones.
 const WARMUP: u64 = 100;
+/// The rings of `rs-bw`'s sockets, as rstream's bandwidth test sizes them.
+const BW_BUFFER: u32 = 1 << 20;
 /// How long `rs-dgram-lat` waits for an echo before it sends the datagram again.
 const DGRAM_RESEND: Duration = Duration::from_millis(200);
 
@@ -128,10 +131,17 @@ impl RsDevice {
         // it opened itself for the interface.
         let ctx = Context::new(io, ContextConfig::default())?;
         cm::add_device(&ctx)?;
-        let config = Config {
+        let mut config = Config {
             polling_time: opts.polling_time.unwrap_or(Config::default().polling_time),
             ..Config::default()
         };
+        if opts.test == Test::RsBw {
+            // rstream's bandwidth test sets SO_SNDBUF and SO_RCVBUF to 512 KiB (rings
+            // twice that, as rsocket doubles them like Linux); TCP's windows grow by
+            // themselves.
+            config.rmem = BW_BUFFER;
+            config.wmem = BW_BUFFER;
+        }
         Ok(RsDevice {
             _ctx: ctx,
             config,
