@@ -53,7 +53,7 @@ impl ListenerInner {
         }
         let config = st.config;
         let accepted = StreamInner::new(config).and_then(|s| {
-            s.conn.lock().accept_request(s.token, &event)?;
+            s.lock().accept_request(s.token, &event)?;
             Ok(s)
         });
         match accepted {
@@ -148,7 +148,7 @@ impl RsListener {
                 let mut st = self.inner.state.lock();
                 if let Some(s) = st.queue.pop_front() {
                     st.publish();
-                    let peer = s.conn.lock().peer;
+                    let peer = s.lock().peer;
                     let stream = RsStream::from_inner(s);
                     let peer = peer.ok_or(io::Error::from_raw_os_error(libc::ECONNABORTED))?;
                     return Ok((stream, peer));

@@ -2,68 +2,16 @@
 //! echo of every size, half-close both ways, refusal, readiness of the descriptor.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::os::fd::AsRawFd;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use xrdma_rsocket::{Builder, Config, RsListener, RsStream};
-use xrdma_verbs::cm::add_device;
-use xrdma_verbs::net::sim::{self, SimConfig, SimNetwork};
-use xrdma_verbs::verbs::{Context, ContextConfig};
+use xrdma_rsocket::{Builder, Config, RsListener};
+use xrdma_verbs::net::sim;
 
-/// Two hosts, 198.18.0.1 and .2, on one simulated network shared by the tests.
-fn hosts() -> (SocketAddr, SocketAddr) {
-    net();
-    (sim::host_addr(1), sim::host_addr(2))
-}
+mod common;
 
-/// The network, with hosts 1 and 2 that every test may use, and host 3 that one test takes
-/// down.
-fn net() -> &'static SimNetwork {
-    static NET: OnceLock<(SimNetwork, [Context; 3])> = OnceLock::new();
-    &NET.get_or_init(|| {
-        let net = SimNetwork::new(SimConfig {
-            delay: Duration::ZERO,
-            ..SimConfig::default()
-        });
-        let open = |n: u8| {
-            let io = net.endpoint(sim::host_addr(n)).unwrap();
-            let ctx = Context::new(Box::new(io), ContextConfig::seeded(u64::from(n))).unwrap();
-            add_device(&ctx).unwrap();
-            ctx
-        };
-        let hosts = [open(1), open(2), open(3)];
-        // Virtual time follows real time, for the CM's and RC's timers.
-        let clock = net.clone();
-        std::thread::spawn(move || {
-            loop {
-                std::thread::sleep(Duration::from_millis(1));
-                clock.advance(Duration::from_millis(1));
-            }
-        });
-        (net, hosts)
-    })
-    .0
-}
-
-fn at(host: SocketAddr, port: u16) -> SocketAddr {
-    SocketAddr::new(host.ip(), port)
-}
-
-/// A client on host 1 connected to a listener on host 2 at `port`.
-fn pair(port: u16) -> (RsStream, RsStream, RsListener) {
-    let (a, b) = hosts();
-    let listener = RsListener::bind(at(b, port)).unwrap();
-    let client = Builder::new().bind(at(a, 0)).connect(at(b, port)).unwrap();
-    let (server, peer) = listener.accept().unwrap();
-    assert_eq!(peer.ip(), a.ip());
-    (client, server, listener)
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
-}
+use common::{at, hosts, net, pair, pattern};
 
 #[test]
 fn echo_of_every_size() {

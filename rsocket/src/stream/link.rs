@@ -75,6 +75,8 @@ pub(crate) struct Link {
     connected: bool,
     /// Entries of our iomap table.
     iomap_size: u16,
+    /// Sends were posted since the last [`flush`](Self::flush).
+    unflushed: bool,
 }
 
 fn os(e: xrdma_verbs::verbs::Error) -> io::Error {
@@ -148,6 +150,7 @@ impl Link {
             armed: false,
             connected: false,
             iomap_size: config.iomap_size,
+            unflushed: false,
         };
         link.post_reposts()?;
         Ok(link)
@@ -321,8 +324,19 @@ impl Link {
             rdma: Some((0, Rkey(0))),
             atomic: None,
         };
+        self.unflushed = true;
         // SAFETY: no memory is named: a zero-byte write reaches none at the peer either.
         unsafe { self.res.qp.post_send(&wr) }.map_err(os)
+    }
+
+    /// Hands the sends posted since the last call to the medium, and has the context's
+    /// helper thread look at the timers they armed. Posting leaves them to the next CQ
+    /// poll when the poster polled just now, and the socket's caller may not poll again:
+    /// it may go back to the application, or to sleep on the service's epoll.
+    pub(crate) fn flush(&mut self) {
+        if std::mem::take(&mut self.unflushed) {
+            self.res.ctx.with_backend(|_, _| ());
+        }
     }
 
     /// Sends as much of `data` as the protocol allows now; returns the bytes sent.
@@ -378,12 +392,12 @@ impl Link {
         self.post_op(opcode, w.imm, &sg[..n], false, remote)
     }
 
-    fn post(&self, imm: Msg, sg: &[Sge], inline: bool, remote: (u64, u32)) -> io::Result<()> {
+    fn post(&mut self, imm: Msg, sg: &[Sge], inline: bool, remote: (u64, u32)) -> io::Result<()> {
         self.post_op(SendOpcode::RdmaWriteWithImm, imm, sg, inline, remote)
     }
 
     fn post_op(
-        &self,
+        &mut self,
         opcode: SendOpcode,
         imm: Msg,
         sg: &[Sge],
@@ -404,6 +418,7 @@ impl Link {
             rdma: Some((remote.0, Rkey(remote.1))),
             atomic: None,
         };
+        self.unflushed = true;
         // SAFETY: inline data is copied before post_send returns; other SGEs name the send
         // ring, registered for the connection's life, whose bytes the accounting keeps
         // untouched until this request completes.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 pub(crate) use conn::{Conn, Phase};
 
@@ -45,13 +45,43 @@ impl<T> Step<T> {
 /// A stream socket's shared state: what every handle of it names.
 pub(crate) struct StreamInner {
     pub(crate) token: u64,
-    pub(crate) conn: Mutex<Conn>,
+    conn: Mutex<Conn>,
     fd: RawFd,
     /// Handles alive ([`RsStream`] and its clones): the last one closes.
     handles: AtomicUsize,
 }
 
+/// A stream's state under its lock. Sends posted under the lock leave when it is released.
+pub(crate) struct Locked<'a>(MutexGuard<'a, Conn>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.0
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(link) = self.0.link.as_mut() {
+            link.flush();
+        }
+    }
+}
+
 impl StreamInner {
+    /// Locks the socket's state.
+    pub(crate) fn lock(&self) -> Locked<'_> {
+        Locked(self.conn.lock())
+    }
+
     /// A new socket, registered with the service.
     pub(crate) fn new(config: Config) -> io::Result<Arc<StreamInner>> {
         let svc = service()?;
@@ -67,12 +97,12 @@ impl StreamInner {
 
     /// The service's call: completions came.
     pub(crate) fn service_completions(&self) {
-        self.conn.lock().drive();
+        self.lock().drive();
     }
 
     pub(crate) fn on_cm_event(&self, event: xrdma_verbs::cm::Event) {
         let keepalive = {
-            let mut c = self.conn.lock();
+            let mut c = self.lock();
             c.on_cm_event(self.token, event);
             if c.keepalive_armed() {
                 None
@@ -92,7 +122,7 @@ impl StreamInner {
 
     /// The service's call: a keepalive may be due.
     pub(crate) fn keepalive_tick(&self, now: Instant) {
-        let next = self.conn.lock().keepalive_tick(now);
+        let next = self.lock().keepalive_tick(now);
         self.schedule_keepalive(next);
     }
 
@@ -101,15 +131,15 @@ impl StreamInner {
     fn linger_for(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
-            if self.conn.lock().continue_close() {
+            if self.lock().continue_close() {
                 return;
             }
             if Instant::now() >= deadline {
-                self.conn.lock().abort();
+                self.lock().abort();
                 return;
             }
             if self.wait(0, Some(deadline)).is_err() {
-                self.conn.lock().abort();
+                self.lock().abort();
                 return;
             }
         }
@@ -117,14 +147,14 @@ impl StreamInner {
 
     /// The service's call for a closing socket; true once closed.
     pub(crate) fn continue_close(&self) -> bool {
-        self.conn.lock().continue_close()
+        self.lock().continue_close()
     }
 
     /// Waits until the descriptor shows `events` (or the completion channel fires, or
     /// `deadline` passes), making the context's progress meanwhile. False on timeout.
     fn wait(&self, events: i16, deadline: Option<Instant>) -> io::Result<bool> {
         let (cq_fd, ctx) = {
-            let c = self.conn.lock();
+            let c = self.lock();
             match &c.link {
                 Some(l) => (l.res.channel.as_raw_fd(), Some(l.res.ctx.clone())),
                 None => (-1, None),
@@ -175,12 +205,12 @@ impl StreamInner {
         timeout: impl Fn(&Conn) -> Option<Duration>,
         mut attempt: impl FnMut(&mut Conn, bool) -> Step<T>,
     ) -> io::Result<T> {
-        let deadline = timeout(&self.conn.lock()).map(|t| Instant::now() + t);
+        let deadline = timeout(&self.lock()).map(|t| Instant::now() + t);
         let mut spin_from = Instant::now();
         let mut timed_out = false;
         loop {
             let polling = {
-                let mut c = self.conn.lock();
+                let mut c = self.lock();
                 let give_up = timed_out || c.nonblocking || flags & libc::MSG_DONTWAIT != 0;
                 let step = match c.not_connected() {
                     // Still connecting: wait for it, unless told not to.
@@ -215,7 +245,7 @@ impl StreamInner {
             }
             // Arm before sleeping; what came meanwhile is tried at once instead.
             {
-                let mut c = self.conn.lock();
+                let mut c = self.lock();
                 let came = c.progress_arming_for_sleep();
                 if came {
                     continue;
@@ -344,7 +374,7 @@ impl StreamInner {
     ///
     /// As [`RsStream::iomap`].
     unsafe fn iomap(&self, buf: *mut u8, len: usize, offset: Option<u64>) -> io::Result<u64> {
-        let mut c = self.conn.lock();
+        let mut c = self.lock();
         if let Some(e) = c.not_connected() {
             return Err(e);
         }
@@ -360,7 +390,7 @@ impl StreamInner {
     fn finish_connect(&self, deadline: Option<Instant>) -> io::Result<()> {
         loop {
             {
-                let mut c = self.conn.lock();
+                let mut c = self.lock();
                 match c.phase {
                     Phase::Connected => return Ok(()),
                     Phase::Failed => {
@@ -434,7 +464,7 @@ pub struct RsStream {
 
 impl std::fmt::Debug for RsStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let c = self.inner.conn.lock();
+        let c = self.inner.lock();
         f.debug_struct("RsStream")
             .field("fd", &self.inner.fd)
             .field("phase", &c.phase)
@@ -471,7 +501,7 @@ impl RsStream {
     ) -> io::Result<RsStream> {
         let inner = StreamInner::new(config)?;
         let s = RsStream::from_inner(inner);
-        s.inner.conn.lock().start_connect(s.inner.token, src, dst)?;
+        s.inner.lock().start_connect(s.inner.token, src, dst)?;
         Ok(s)
     }
 
@@ -481,7 +511,7 @@ impl RsStream {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        let c = self.inner.conn.lock();
+        let c = self.inner.lock();
         match (c.phase, c.peer) {
             (Phase::Connected | Phase::Closing, Some(a)) => Ok(a),
             _ => Err(io::Error::from_raw_os_error(libc::ENOTCONN)),
@@ -505,7 +535,7 @@ impl RsStream {
             Shutdown::Write => (false, true),
             Shutdown::Both => (true, true),
         };
-        self.inner.conn.lock().shutdown(r, w)
+        self.inner.lock().shutdown(r, w)
     }
 
     /// Another handle to the same socket.
@@ -533,7 +563,7 @@ impl RsStream {
 
     /// Makes reads and writes fail with `WouldBlock` instead of waiting.
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.inner.conn.lock().nonblocking = nonblocking;
+        self.inner.lock().nonblocking = nonblocking;
         Ok(())
     }
 
@@ -542,7 +572,7 @@ impl RsStream {
         if timeout.is_some_and(|t| t.is_zero()) {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        self.inner.conn.lock().read_timeout = timeout;
+        self.inner.lock().read_timeout = timeout;
         Ok(())
     }
 
@@ -551,29 +581,29 @@ impl RsStream {
         if timeout.is_some_and(|t| t.is_zero()) {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        self.inner.conn.lock().write_timeout = timeout;
+        self.inner.lock().write_timeout = timeout;
         Ok(())
     }
 
     /// The read timeout.
     pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.inner.conn.lock().read_timeout)
+        Ok(self.inner.lock().read_timeout)
     }
 
     /// The write timeout.
     pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.inner.conn.lock().write_timeout)
+        Ok(self.inner.lock().write_timeout)
     }
 
     /// `TCP_NODELAY`. rsocket sends every write at once, so it only records the flag.
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.inner.conn.lock().nodelay = nodelay;
+        self.inner.lock().nodelay = nodelay;
         Ok(())
     }
 
     /// The `TCP_NODELAY` flag.
     pub fn nodelay(&self) -> io::Result<bool> {
-        Ok(self.inner.conn.lock().nodelay)
+        Ok(self.inner.lock().nodelay)
     }
 
     /// `SO_KEEPALIVE` and `TCP_KEEPIDLE` in one: with `Some(interval)`, a keepalive goes
@@ -585,7 +615,7 @@ impl RsStream {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         let at = {
-            let mut c = self.inner.conn.lock();
+            let mut c = self.inner.lock();
             c.keepalive = interval;
             c.arm_keepalive()
         };
@@ -595,20 +625,20 @@ impl RsStream {
 
     /// The keepalive interval, if keepalive is on.
     pub fn keepalive(&self) -> io::Result<Option<Duration>> {
-        Ok(self.inner.conn.lock().keepalive)
+        Ok(self.inner.lock().keepalive)
     }
 
     /// `SO_LINGER`: with `Some(limit)`, dropping the last handle waits up to `limit` for
     /// the data written to be delivered, then drops what is left; `Some(0)` drops it at
     /// once. `None` (the default) delivers it in the background.
     pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
-        self.inner.conn.lock().linger = linger;
+        self.inner.lock().linger = linger;
         Ok(())
     }
 
     /// The `SO_LINGER` setting.
     pub fn linger(&self) -> io::Result<Option<Duration>> {
-        Ok(self.inner.conn.lock().linger)
+        Ok(self.inner.lock().linger)
     }
 
     /// The receive ring's size in bytes (`SO_RCVBUF`; set with [`Config::rmem`] before
@@ -616,14 +646,14 @@ impl RsStream {
     ///
     /// [`Config::rmem`]: crate::Config::rmem
     pub fn recv_buffer_size(&self) -> io::Result<usize> {
-        Ok(self.inner.conn.lock().config.rmem as usize)
+        Ok(self.inner.lock().config.rmem as usize)
     }
 
     /// The send ring's size in bytes (`SO_SNDBUF`; see [`Config::wmem`]).
     ///
     /// [`Config::wmem`]: crate::Config::wmem
     pub fn send_buffer_size(&self) -> io::Result<usize> {
-        Ok(self.inner.conn.lock().config.wmem as usize)
+        Ok(self.inner.lock().config.wmem as usize)
     }
 
     /// `riomap`: lets the peer write `len` bytes at `buf` directly with its
@@ -649,7 +679,7 @@ impl RsStream {
     /// `riounmap`: ends the mapping of `len` bytes at `buf` (EINVAL if there is none). As
     /// with rsocket the peer is not told; its writes there fail from now on.
     pub fn iounmap(&self, buf: *mut u8, len: usize) -> io::Result<()> {
-        let mut c = self.inner.conn.lock();
+        let mut c = self.inner.lock();
         match c.link.as_mut() {
             Some(link) => link.iounmap(buf, len),
             None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
@@ -685,7 +715,7 @@ impl Drop for RsStream {
             return;
         }
         let (lingers, linger) = {
-            let mut c = self.inner.conn.lock();
+            let mut c = self.inner.lock();
             match c.linger {
                 Some(t) if t.is_zero() => {
                     c.abort();
