@@ -3,9 +3,9 @@
 //! rsocket's QP an immediate rsocket reserves, data beyond the ring space granted, an SGE
 //! no ring can hold, an SGE over one still in use, or bytes outside the receive ring. Each
 //! time the rsocket's reader gets ECONNRESET, the peer hears DISCONNECTED, the protocol
-//! errors counted grow by one (not for the write outside the ring: the verbs layer refuses
-//! that one, and the rsocket cannot hear of it yet, hence its test is ignored), and the
-//! service thread does not panic. On the simulated network.
+//! errors counted grow by one (the write outside the ring is refused by the QP, whose
+//! receive then completes in error), and the service thread does not panic. On the
+//! simulated network.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -262,10 +262,8 @@ fn an_sge_offered_over_one_in_use_ends_the_connection() {
 }
 
 #[test]
-#[ignore = "verbs: a write outside the MR is NAKed, but the responder's QP stays up and no \
-            receive completes in error, so the rsocket never hears of it"]
 fn bytes_outside_the_receive_ring_end_the_connection() {
-    ends_the_connection(7405, 0, |p| {
+    ends_the_connection(7405, 1, |p| {
         let ring = p.theirs.data_buf;
         // Just past the ring's end: the rsocket's rkey does not reach there.
         let past = ring.addr + 2 * u64::from(ring.length);

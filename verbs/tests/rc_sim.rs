@@ -893,3 +893,29 @@ fn receives_posted_with_one_wr_id_take_multi_packet_sends() {
     let sent = poll_n(&net, &[&a, &b], 0, N as usize);
     assert!(sent.iter().all(|wc| wc.status == WcStatus::Success));
 }
+
+#[test]
+fn a_write_outside_the_responders_memory_stops_both_qps() {
+    // As rxe: the responder NAKs a remote access error, completes the receive a WRITE
+    // with immediate data took in error, and goes to ERR (its other receives flush), so
+    // that its owner hears of it; the requester's WRITE fails with REM_ACCESS_ERR.
+    let (net, a, b) = connected_pair(14, 7);
+    post_recv(&b, 5, 8);
+    post_recv(&b, 6, 8);
+    let src = head(&a, 8);
+    let outside = SendWr {
+        imm_data: 1,
+        rdma: Some((b.buf.as_ptr() as u64 + b.buf.len() as u64, b.mr.rkey())),
+        ..wr(SendOpcode::RdmaWriteWithImm, &src)
+    };
+    unsafe { a.qp.post_send(&outside) }.unwrap();
+    let sent = poll_n(&net, &[&a, &b], 0, 1);
+    assert_eq!((sent[0].wr_id, sent[0].status), (9, WcStatus::RemAccessErr));
+    let got = poll_n(&net, &[&b], 0, 2);
+    let statuses: Vec<_> = got.iter().map(|w| (w.wr_id, w.status)).collect();
+    assert_eq!(
+        statuses,
+        vec![(5, WcStatus::RemAccessErr), (6, WcStatus::WrFlushErr)]
+    );
+    assert_eq!(b.qp.state(), QpState::Err);
+}

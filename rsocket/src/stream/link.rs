@@ -77,6 +77,8 @@ pub(crate) struct Link {
     iomap_size: u16,
     /// Sends were posted since the last [`flush`](Self::flush).
     unflushed: bool,
+    /// The peer broke the protocol (counted once).
+    violated: bool,
 }
 
 fn os(e: xrdma_verbs::verbs::Error) -> io::Error {
@@ -151,6 +153,7 @@ impl Link {
             connected: false,
             iomap_size: config.iomap_size,
             unflushed: false,
+            violated: false,
         };
         link.post_reposts()?;
         Ok(link)
@@ -244,6 +247,10 @@ impl Link {
     fn on_completion(&mut self, wc: &WorkCompletion, happened: &mut Happened) {
         if wc.wr_id & RECV_FLAG != 0 {
             if wc.status != WcStatus::Success {
+                if wc.status == WcStatus::RemAccessErr {
+                    // The peer wrote where it was not given room: its QP refused it.
+                    self.count_violation();
+                }
                 happened.error.get_or_insert(libc::ECONNRESET);
                 return;
             }
@@ -262,7 +269,7 @@ impl Link {
                     happened.peer_gone = true;
                 }
                 Err(e) => {
-                    crate::PROTOCOL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                    self.count_violation();
                     happened.proto_error = Some(e);
                 }
             }
@@ -278,6 +285,13 @@ impl Link {
                 }
                 _ => happened.error = Some(libc::ECONNRESET),
             }
+        }
+    }
+
+    /// Counts the peer's breaking the protocol, once for the connection it ends.
+    fn count_violation(&mut self) {
+        if !std::mem::replace(&mut self.violated, true) {
+            crate::PROTOCOL_ERRORS.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -487,6 +487,14 @@ impl RcEngine {
         self.timers.stop(Timer::Probe);
     }
 
+    /// The responder refused a request for its access rights (a class C error, IBTA
+    /// 9.9.3.1.3): after the NAK leaves, the QP goes to ERR, as rxe's does, so that its
+    /// owner hears of it (its receives flush) instead of waiting for data that will not
+    /// come. What the requester had queued is flushed.
+    fn responder_error(&mut self) {
+        self.fail(RcStatus::Flushed);
+    }
+
     /// Ends every queued request: the first with `status`, the rest flushed.
     fn fail(&mut self, status: RcStatus) {
         self.req.failed = true;
@@ -611,6 +619,11 @@ impl RcEngine {
     /// Handles one received transport packet addressed to this QP.
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8], mem: &mut dyn Memory) {
         self.now = Some(now);
+        if self.req.failed {
+            // The QP is going to ERR: it takes nothing more (a copy of the request it
+            // refused, arriving before its owner moved it, included).
+            return;
+        }
         let Ok((repr, payload)) = TransportRepr::parse(packet) else {
             return;
         };
@@ -808,7 +821,10 @@ impl RcEngine {
                     r.msn = r.msn.wrapping_add(1);
                     r.nak_sent = false;
                 }
-                Err(code) => r.pending = Some((Syndrome::Nak(code), psn)),
+                Err(code) => {
+                    r.pending = Some((Syndrome::Nak(code), psn));
+                    self.responder_error();
+                }
             }
             return;
         }
@@ -919,6 +935,18 @@ impl RcEngine {
             if let Err(code) = mem.remote_write(rkey, va + offset as u64, payload) {
                 r.in_progress = InProgress::None;
                 r.pending = Some((Syndrome::Nak(code), psn));
+                // The receive a WRITE with immediate data took completes in error, as
+                // rxe completes it, and the QP stops.
+                if let Some(handle) = recv {
+                    self.completions.push_back(RcCompletion::Recv {
+                        handle,
+                        status: RcStatus::RemoteAccess,
+                        len: 0,
+                        imm: None,
+                        write: true,
+                    });
+                }
+                self.responder_error();
                 return;
             }
             r.in_progress = InProgress::Write {
