@@ -75,8 +75,6 @@ pub(crate) struct Link {
     connected: bool,
     /// Entries of our iomap table.
     iomap_size: u16,
-    /// Sends were posted since the last [`flush`](Self::flush).
-    unflushed: bool,
     /// The peer broke the protocol (counted once).
     violated: bool,
 }
@@ -152,7 +150,6 @@ impl Link {
             armed: false,
             connected: false,
             iomap_size: config.iomap_size,
-            unflushed: false,
             violated: false,
         };
         link.post_reposts()?;
@@ -338,19 +335,8 @@ impl Link {
             rdma: Some((0, Rkey(0))),
             atomic: None,
         };
-        self.unflushed = true;
         // SAFETY: no memory is named: a zero-byte write reaches none at the peer either.
         unsafe { self.res.qp.post_send(&wr) }.map_err(os)
-    }
-
-    /// Hands the sends posted since the last call to the medium, and has the context's
-    /// helper thread look at the timers they armed. Posting leaves them to the next CQ
-    /// poll when the poster polled just now, and the socket's caller may not poll again:
-    /// it may go back to the application, or to sleep on the service's epoll.
-    pub(crate) fn flush(&mut self) {
-        if std::mem::take(&mut self.unflushed) {
-            self.res.ctx.with_backend(|_, _| ());
-        }
     }
 
     /// Sends as much of `data` as the protocol allows now; returns the bytes sent.
@@ -432,7 +418,6 @@ impl Link {
             rdma: Some((remote.0, Rkey(remote.1))),
             atomic: None,
         };
-        self.unflushed = true;
         // SAFETY: inline data is copied before post_send returns; other SGEs name the send
         // ring, registered for the connection's life, whose bytes the accounting keeps
         // untouched until this request completes.

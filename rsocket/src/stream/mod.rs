@@ -51,35 +51,10 @@ pub(crate) struct StreamInner {
     handles: AtomicUsize,
 }
 
-/// A stream's state under its lock. Sends posted under the lock leave when it is released.
-pub(crate) struct Locked<'a>(MutexGuard<'a, Conn>);
-
-impl std::ops::Deref for Locked<'_> {
-    type Target = Conn;
-
-    fn deref(&self) -> &Conn {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Locked<'_> {
-    fn deref_mut(&mut self) -> &mut Conn {
-        &mut self.0
-    }
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        if let Some(link) = self.0.link.as_mut() {
-            link.flush();
-        }
-    }
-}
-
 impl StreamInner {
     /// Locks the socket's state.
-    pub(crate) fn lock(&self) -> Locked<'_> {
-        Locked(self.conn.lock())
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Conn> {
+        self.conn.lock()
     }
 
     /// A new socket, registered with the service.

@@ -547,6 +547,23 @@ impl ContextShared {
         self.app_waiting.load(Ordering::SeqCst) == 0 && self.since_app_polled() < APP_POLLING
     }
 
+    /// After a post with the backend `io` held: rings the doorbell, unless the application
+    /// is polling (its next poll does, and back-to-back sends share one kick). Then, if
+    /// the helper thread sleeps with nothing to do, wakes it: the application may not
+    /// poll again, and the send's timers are new.
+    pub(crate) fn after_post(&self, io: &mut dyn FrameIo) -> Result<(), Error> {
+        if !self.app_is_polling() {
+            io.flush()?;
+            return Ok(());
+        }
+        if let Some(t) = self.progress.lock().as_ref() {
+            if t.asleep.load(Ordering::SeqCst) {
+                t.wake();
+            }
+        }
+        Ok(())
+    }
+
     /// Hands queued transmits to the medium.
     fn flush(&self) -> Result<(), Error> {
         Ok(self.io.lock().flush()?)
@@ -699,6 +716,9 @@ struct ProgressThread {
     /// True while the thread sleeps until woken, because application threads wait for CQ
     /// events and make progress themselves.
     parked: Arc<AtomicBool>,
+    /// True while the thread sleeps with nothing to do: until the backend is readable or
+    /// an RC timer it knew of is due. A send the application leaves unflushed must wake it.
+    asleep: Arc<AtomicBool>,
     wake: Arc<OwnedFd>,
     handle: Option<JoinHandle<()>>,
 }
@@ -719,14 +739,17 @@ impl ProgressThread {
         let weak = Arc::downgrade(shared);
         let io_fd = shared.io.lock().as_raw_fd();
         let parked = Arc::new(AtomicBool::new(false));
-        let (stop2, wake2, parked2) = (stop.clone(), wake.clone(), parked.clone());
+        let asleep = Arc::new(AtomicBool::new(false));
+        let (stop2, wake2, parked2, asleep2) =
+            (stop.clone(), wake.clone(), parked.clone(), asleep.clone());
         let handle = thread::Builder::new()
             .name("xrdma-progress".into())
-            .spawn(move || progress_loop(weak, io_fd, &wake2, &stop2, &parked2, spin))
+            .spawn(move || progress_loop(weak, io_fd, &wake2, &stop2, (&parked2, &asleep2), spin))
             .map_err(|_| Error::Full("cannot start the progress thread"))?;
         Ok(ProgressThread {
             stop,
             parked,
+            asleep,
             wake,
             handle: Some(handle),
         })
@@ -759,7 +782,7 @@ fn progress_loop(
     io_fd: i32,
     wake: &OwnedFd,
     stop: &AtomicBool,
-    parked: &AtomicBool,
+    (parked, asleep): (&AtomicBool, &AtomicBool),
     spin: Duration,
 ) {
     // Timeouts of a few microseconds (see `MIN_WATCH`) mean what they say: no 50 us of
@@ -826,9 +849,20 @@ fn progress_loop(
             continue;
         }
         // Spin again only after real work: a wake-up that finds nothing goes back to sleep,
-        // until the backend or the next RC timer needs us.
-        let timeout = ctx.upgrade().and_then(|s| s.rc_timeout());
+        // until the backend or the next RC timer needs us. Announce it first, then look
+        // once more: a send posted before the announcement is flushed (and its timers
+        // seen) here; one posted after it sees `asleep` and wakes us.
+        asleep.store(true, Ordering::SeqCst);
+        let Some(shared) = ctx.upgrade() else { return };
+        if shared.progress() > 0 {
+            asleep.store(false, Ordering::SeqCst);
+            last_work = Instant::now();
+            continue;
+        }
+        let timeout = shared.rc_timeout();
+        drop(shared);
         sleep_on(&[io_fd, wake.as_raw_fd()], timeout, wake);
+        asleep.store(false, Ordering::SeqCst);
     }
 }
 

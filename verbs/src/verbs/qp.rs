@@ -788,10 +788,7 @@ impl QpShared {
         unsafe { rc.post(wr, signaled) }.map_err(|_| Error::Full("send queue"))?;
         let now = io.now();
         self.rc_service(ctx, &mut **io, &mut st, now);
-        if !ctx.app_is_polling() {
-            io.flush()?;
-        }
-        Ok(())
+        ctx.after_post(&mut **io)
     }
 
     /// Runs an RC QP's timers, sends what its engine has to send, and delivers its
@@ -1033,9 +1030,7 @@ impl QpShared {
         // Ring the doorbell now, unless the application is polling: then its next poll
         // does (progress flushes), and back-to-back sends share one kick of the backend.
         // A thread about to wait for a CQ event flushes first (Context::get_cq_event).
-        if !ctx.app_is_polling() {
-            io.flush()?;
-        }
+        ctx.after_post(&mut **io)?;
         drop(io);
         if !sent {
             return Err(Error::Full("the backend's transmit ring stayed full"));
@@ -1143,9 +1138,7 @@ impl QpShared {
                 let seq = self.complete_send(&mut self.st.lock(), signaled.then_some(wc), false);
                 in_place.insert(index, InPlaceSend { qp: me, seq });
                 drop(in_place);
-                if !ctx.app_is_polling() {
-                    io.flush()?;
-                }
+                ctx.after_post(&mut **io)?;
                 return Ok(());
             }
             io.flush()?;
