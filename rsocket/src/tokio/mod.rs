@@ -7,8 +7,9 @@
 //! it may go on. The descriptor is level-triggered (it polls readable while bytes are
 //! queued), and a call that returns `WouldBlock` has just found it not ready, so the next
 //! change wakes the task (tokio's `try_io` protocol). The runtime needs its I/O driver
-//! (`enable_io`, or `enable_all`); the sockets' own progress is made by this crate's service
-//! thread, as for blocking sockets, so no runtime thread ever blocks on one.
+//! (`enable_io`, or `enable_all`). A call makes the socket's progress inline without ever
+//! waiting, and this crate's service thread makes it while tasks sleep, so no runtime thread
+//! blocks on an rsocket.
 //!
 //! # Example
 //!

@@ -47,17 +47,18 @@ impl RsStream {
     }
 
     /// A non-blocking connect, finished when the descriptor polls writable: the socket is
-    /// then connected, or `take_error` says why not.
+    /// then connected, or `take_error` says why not (asked second, so that a connection
+    /// made and broken since is returned, and reports its error on the first read).
     async fn connect_one(builder: &Builder, addr: SocketAddr) -> io::Result<RsStream> {
         let s = RsStream::from_std(builder.connect_nonblocking(addr)?)?;
         loop {
             let mut guard = s.io.writable().await?;
             let std = s.io.get_ref();
-            if let Some(e) = std.take_error()? {
-                return Err(e);
-            }
             if std.peer_addr().is_ok() {
                 return Ok(s);
+            }
+            if let Some(e) = std.take_error()? {
+                return Err(e);
             }
             if polls_writable(std.as_raw_fd()) {
                 // Writable, without an error nor a connection: it was closed.
