@@ -38,6 +38,12 @@
 //! it, never read or write it. Sockets are `Send + Sync`; `&RsStream` reads and writes.
 //! A blocked call polls for [`Config::polling_time`], then sleeps; one service thread per
 //! process makes the progress of sockets nobody is calling into.
+//!
+//! # tokio
+//!
+//! With the `tokio` feature, the module `tokio` holds `RsListener` and `RsStream` for
+//! tokio's runtime: `accept` and `connect` are futures, and streams are `AsyncRead` and
+//! `AsyncWrite`.
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -51,6 +57,8 @@ mod readiness;
 mod regbuf;
 mod service;
 mod stream;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
