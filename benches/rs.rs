@@ -14,17 +14,24 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{
-    Busy, Sockperf, iperf3_gbps, median, require_root, sockperf_p50, xrdma_perf, xrdma_perf_polling,
+    Busy, Sockperf, iperf3_gbps, json_field, median, require_root, sockperf_p50, xrdma_cli,
+    xrdma_perf,
 };
 use xrdma::perf::Test;
 use xrdma_testnet::Topology;
 
 const ROUNDS: usize = 3;
-/// A polling time no wait outlasts: the socket spins.
-const SPIN: Option<Duration> = Some(Duration::from_secs(1));
+/// A polling time no wait outlasts (microseconds): the socket spins.
+const SPIN: &[&str] = &["--polling-time", "1000000"];
+
+fn rs_lat(t: &Topology, args: &[&str]) -> f64 {
+    json_field(&xrdma_cli(t, "rs-lat", 64, args), "lat_us_p50")
+}
+
+fn rs_bw(t: &Topology) -> f64 {
+    json_field(&xrdma_cli(t, "rs-bw", 65536, &[]), "gbps")
+}
 
 /// Medians of `ROUNDS` rounds of `row`.
 fn medians<const N: usize>(what: &str, mut row: impl FnMut() -> [f64; N]) -> [f64; N] {
@@ -45,17 +52,15 @@ fn link(mtu: u32) -> String {
         .unwrap_or_else(|e| panic!("cannot build the MTU {mtu} hosts: {e}"));
     let [spin, tcp_spin, lat, tcp] = medians(&format!("MTU {mtu} latency"), || {
         [
-            xrdma_perf_polling(&t, Test::RsLat, 64, SPIN)
-                .latency_us(50.0)
-                .unwrap(),
+            rs_lat(&t, SPIN),
             sockperf_p50(&t, Sockperf::Spinning, true),
-            xrdma_perf(&t, Test::RsLat, 64).latency_us(50.0).unwrap(),
+            rs_lat(&t, &[]),
             sockperf_p50(&t, Sockperf::Default, true),
         ]
     });
     let [bw, write, iperf] = medians(&format!("MTU {mtu} bandwidth"), || {
         [
-            xrdma_perf(&t, Test::RsBw, 65536).gbps(),
+            rs_bw(&t),
             xrdma_perf(&t, Test::RcWriteBw, 65536).gbps(),
             iperf3_gbps(&t),
         ]
@@ -86,9 +91,9 @@ fn busy() -> String {
     let _load = Busy::start();
     let [lat, tcp, bw, iperf] = medians("busy", || {
         [
-            xrdma_perf(&t, Test::RsLat, 64).latency_us(50.0).unwrap(),
+            rs_lat(&t, &[]),
             sockperf_p50(&t, Sockperf::Default, true),
-            xrdma_perf(&t, Test::RsBw, 65536).gbps(),
+            rs_bw(&t),
             iperf3_gbps(&t),
         ]
     });

@@ -34,16 +34,6 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// One `xrdma perf` run of `test` with `size`-byte messages over `xdp`, server on host A,
 /// client on host B, in this process.
 pub fn xrdma_perf(t: &Topology, test: Test, size: usize) -> perf::Report {
-    xrdma_perf_polling(t, test, size, None)
-}
-
-/// As [`xrdma_perf`], with the socket tests' `--polling-time`.
-pub fn xrdma_perf_polling(
-    t: &Topology,
-    test: Test,
-    size: usize,
-    polling_time: Option<Duration>,
-) -> perf::Report {
     let latency = test.name().ends_with("-lat");
     let opts = |host: &Host, role| Options {
         test,
@@ -55,7 +45,7 @@ pub fn xrdma_perf_polling(
         oob_port: perf::DEFAULT_OOB_PORT,
         cm_port: perf::DEFAULT_CM_PORT,
         timeout: Duration::from_secs(20),
-        polling_time,
+        polling_time: None,
     };
     let server_opts = opts(t.a(), Role::Server);
     let client_opts = opts(t.b(), Role::Client(IpAddr::V4(t.a().ipv4())));
@@ -169,6 +159,66 @@ pub fn iperf3_gbps(t: &Topology) -> f64 {
     let rest = &text[at + "\"bits_per_second\":".len()..];
     let end = rest.find([',', '}', '\n']).unwrap();
     rest[..end].trim().parse::<f64>().unwrap() / 1e9
+}
+
+/// One run of the `xrdma` command's `perf test`, server on host A and client on host B, each
+/// its own process (as rsockets need: one service thread and one set of devices per
+/// process), with `args` on both sides; returns the client's JSON report.
+pub fn xrdma_cli(t: &Topology, test: &str, size: usize, args: &[&str]) -> String {
+    let exe = env!("CARGO_BIN_EXE_xrdma");
+    let latency = test.ends_with("-lat");
+    let count: Vec<String> = if latency {
+        vec!["--iters".into(), LAT_ITERS.to_string()]
+    } else {
+        vec!["--duration".into(), BW_SECONDS.to_string()]
+    };
+    let mut server = t
+        .a()
+        .ns()
+        .command(exe)
+        .args([
+            "perf",
+            test,
+            "--server",
+            "--backend",
+            "xdp",
+            "--iface",
+            t.a().iface(),
+        ])
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("xrdma perf server");
+    let out = t
+        .b()
+        .ns()
+        .command(exe)
+        .args(["perf", test, "--connect", &t.a().ipv4().to_string()])
+        .args(["--backend", "xdp", "--iface", t.b().iface(), "--json"])
+        .args(["--size", &size.to_string()])
+        .args(&count)
+        .args(args)
+        .output()
+        .expect("xrdma perf client");
+    let _ = server.wait();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "xrdma perf {test}: {}\n{text}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines().last().unwrap_or_default().to_string()
+}
+
+/// A number of a JSON report.
+pub fn json_field(json: &str, key: &str) -> f64 {
+    let at = json
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("no {key} in {json}"));
+    let rest = &json[at + key.len() + 3..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].parse().unwrap()
 }
 
 /// One `yes > /dev/null` per core while it lives: a machine whose cores are all taken.
