@@ -307,3 +307,23 @@ fn a_zero_linger_close_ends_the_connection_at_once() {
         "{end:?}"
     );
 }
+
+#[test]
+fn a_port_is_free_again_once_its_listener_and_connections_are_closed() {
+    // rsocket's ports are the CM's, freed when the ids go: no TIME_WAIT to wait out, so a
+    // restarted server binds at once (SO_REUSEADDR has nothing to add).
+    let (client, server, listener) = pair(7485);
+    (&client).write_all(b"x").unwrap();
+    drop((client, server, listener));
+    let (a, b) = hosts();
+    let again = RsListener::bind(at(b, 7485)).unwrap();
+    let c = Builder::new().bind(at(a, 0)).connect(at(b, 7485)).unwrap();
+    let (s, _) = again.accept().unwrap();
+    (&c).write_all(b"y").unwrap();
+    let mut got = [0u8; 1];
+    (&s).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"y");
+    // While a listener holds it, the port is taken.
+    let e = RsListener::bind(at(b, 7485)).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE), "{e}");
+}
