@@ -11,8 +11,9 @@
 //! Preloaded, its plain unversioned `ibv_*` definitions take the place of the versioned ones
 //! of the real libibverbs (which stays loaded, unused). The configuration is read from the
 //! environment once, at the first `ibv_get_device_list`: `XRDMA_IFACE` (comma-separated
-//! interfaces, one device `xrdma_<iface>` each), `XRDMA_BACKEND` (`xdp`, the default, or
-//! `udp`) and `XRDMA_UDP_PORT` (default 4791).
+//! interfaces, one device `xrdma_<iface>` each), `XRDMA_BACKEND` (`xdp` or `udp`; unset,
+//! `xdp` where allowed, else `udp`) and `XRDMA_UDP_PORT` (default 4791), as
+//! [`xrdma_verbs::devices`] reads them for every user of the process's devices.
 //!
 //! Contexts use libibverbs' legacy layout (`ibv_context.abi_compat` is not `UINTPTR_MAX`):
 //! the inline `ibv_post_send`, `ibv_post_recv`, `ibv_poll_cq` and `ibv_req_notify_cq` of

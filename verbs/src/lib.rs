@@ -41,6 +41,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cm;
+pub mod devices;
 pub mod engine;
 pub mod net;
 pub mod rng;

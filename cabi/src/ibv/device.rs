@@ -5,18 +5,11 @@ use std::ffi::{CStr, c_char, c_int, c_uint};
 use std::mem::offset_of;
 use std::sync::{Condvar, Mutex, OnceLock};
 
-use xrdma_verbs::net::{self, BackendConfig, udp::UdpConfig, xdp::XdpConfig};
-use xrdma_verbs::verbs::{Context, ContextConfig, Gid};
+use xrdma_verbs::devices;
+use xrdma_verbs::verbs::{Context, Gid};
 
 use crate::sys;
 use crate::{free, guard, guard_errno, into_ptr, set_errno, status, wrapper};
-
-/// Which backend a device opens.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Xdp,
-    Udp,
-}
 
 /// A device: one interface. `dev` first, so an `ibv_device *` converts back.
 #[repr(C)]
@@ -25,11 +18,9 @@ pub(crate) struct Device {
     /// Its place in the list (`ibv_get_device_index`).
     pub(crate) index: usize,
     pub(crate) iface: String,
-    backend: Backend,
-    port: u16,
     /// The interface's backend, once opened: every context of the device (each
-    /// `ibv_open_device`, and librdmacm's own) shares it, as they share a NIC; a second
-    /// AF_XDP program or UDP socket on the interface could not be opened.
+    /// `ibv_open_device`, librdmacm's own, and the rsockets') shares it, as they share a
+    /// NIC; a second AF_XDP program or UDP socket on the interface could not be opened.
     opened: Mutex<Option<Context>>,
 }
 
@@ -77,12 +68,9 @@ fn copy_str(dst: &mut [c_char], s: &str) {
 }
 
 fn read_config() -> Result<Vec<&'static Device>, (i32, String)> {
-    let ifaces = std::env::var("XRDMA_IFACE").unwrap_or_default();
-    let ifaces: Vec<&str> = ifaces
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
+    // XRDMA_IFACE, XRDMA_BACKEND and XRDMA_UDP_PORT, as the process's devices read them.
+    let settings = devices::settings().map_err(|e| (libc::EINVAL, format!("xrdma: {e}")))?;
+    let ifaces: Vec<&str> = settings.ifaces.iter().map(String::as_str).collect();
     if ifaces.is_empty() {
         return Err((
             libc::ENOSYS,
@@ -91,25 +79,6 @@ fn read_config() -> Result<Vec<&'static Device>, (i32, String)> {
                 .into(),
         ));
     }
-    let backend = match std::env::var("XRDMA_BACKEND").as_deref() {
-        Err(_) | Ok("") | Ok("xdp") => Backend::Xdp,
-        Ok("udp") => Backend::Udp,
-        Ok(other) => {
-            return Err((
-                libc::EINVAL,
-                format!("xrdma: XRDMA_BACKEND={other} is not a backend: use xdp or udp"),
-            ));
-        }
-    };
-    let port = match std::env::var("XRDMA_UDP_PORT") {
-        Err(_) => xrdma_verbs::wire::udp::ROCEV2_PORT,
-        Ok(p) => p.trim().parse().map_err(|_| {
-            (
-                libc::EINVAL,
-                format!("xrdma: XRDMA_UDP_PORT={p} is not a UDP port number"),
-            )
-        })?,
-    };
     Ok(ifaces
         .into_iter()
         .enumerate()
@@ -134,8 +103,6 @@ fn read_config() -> Result<Vec<&'static Device>, (i32, String)> {
                 dev,
                 index: i,
                 iface: iface.to_string(),
-                backend,
-                port,
                 opened: Mutex::new(None),
             }))
         })
@@ -233,35 +200,15 @@ pub(crate) fn devices() -> Result<&'static [&'static Device], (i32, &'static str
     }
 }
 
-/// The device's backend and verbs context, opened on first use and shared after.
+/// The device's backend and verbs context: the process's context of its interface
+/// ([`xrdma_verbs::devices`]), opened on first use and shared after, with the rsockets too.
 fn shared_context(d: &'static Device) -> Result<Context, i32> {
     let mut cached = d.opened.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(ctx) = cached.as_ref() {
         return Ok(ctx.clone());
     }
-    let config = match d.backend {
-        Backend::Xdp => BackendConfig::Xdp(XdpConfig {
-            port: d.port,
-            ..XdpConfig::new(d.iface.clone())
-        }),
-        Backend::Udp => BackendConfig::Udp(UdpConfig {
-            port: d.port,
-            ..UdpConfig::new(d.iface.clone())
-        }),
-    };
-    let opened = net::open(&config)
-        .map_err(xrdma_verbs::verbs::Error::from)
-        .and_then(|io| Context::new(io, ContextConfig::default()));
-    let inner = opened.map_err(|e| {
-        eprintln!(
-            "xrdma: cannot open {} ({} backend): {e}",
-            d.iface,
-            if d.backend == Backend::Xdp {
-                "xdp"
-            } else {
-                "udp"
-            }
-        );
+    let inner = devices::open(&d.iface).map_err(|e| {
+        eprintln!("xrdma: cannot open {}: {e}", d.iface);
         e.errno()
     })?;
     *cached = Some(inner.clone());
