@@ -83,25 +83,53 @@ impl DgramInner {
         mut attempt: impl FnMut(&mut DgramState) -> io::Result<Option<T>>,
     ) -> io::Result<T> {
         let deadline = timeout(&self.st.lock()).map(|t| Instant::now() + t);
-        let spin_from = Instant::now();
+        let mut spin_from = Instant::now();
         let mut timed_out = false;
+        // The UDP socket is read on the first attempt and after each sleep: it only
+        // carries a peer's first datagrams, and reading it is a system call.
+        let mut udp = true;
         loop {
             let polling = {
                 let mut st = self.st.lock();
-                st.drive();
-                if let Some(done) = attempt(&mut st)? {
-                    return Ok(done);
+                // Readiness shows, and the CQs are armed, when the call returns or
+                // sleeps: the events of a spinning call would only wake the service
+                // thread for nothing.
+                st.progress(udp, false);
+                udp = false;
+                let r = attempt(&mut st);
+                let give_up = timed_out || st.nonblocking || flags & libc::MSG_DONTWAIT != 0;
+                match r {
+                    Ok(Some(done)) => {
+                        st.drive();
+                        return Ok(done);
+                    }
+                    Err(e) => {
+                        st.drive();
+                        return Err(e);
+                    }
+                    Ok(None) if give_up => {
+                        st.drive();
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    Ok(None) => st.config.polling_time,
                 }
-                if timed_out || st.nonblocking || flags & libc::MSG_DONTWAIT != 0 {
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-                st.config.polling_time
             };
             if spin_from.elapsed() < polling {
                 continue;
             }
+            // Arm and publish before sleeping; what came meanwhile is tried at once.
+            {
+                let mut st = self.st.lock();
+                st.drive();
+                if let Some(done) = attempt(&mut st)? {
+                    st.drive();
+                    return Ok(done);
+                }
+            }
             timed_out =
                 !self.wait(events, deadline)? && deadline.is_some_and(|d| Instant::now() >= d);
+            spin_from = Instant::now();
+            udp = true;
         }
     }
 

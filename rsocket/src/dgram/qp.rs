@@ -283,8 +283,10 @@ impl DsQp {
     }
 
     /// Takes every completion there is (frees send slots, hands receives to `arrive`)
-    /// and arms the CQ so that the next one signals the channel.
-    pub(crate) fn drive(&mut self, arrive: &mut dyn FnMut(&mut DsQp, Arrival)) {
+    /// and, with `arm`, arms the CQ so that the next one signals the channel (a caller
+    /// that goes on polling arms only when it leaves or sleeps: each event would wake the
+    /// service thread for nothing).
+    pub(crate) fn drive(&mut self, arrive: &mut dyn FnMut(&mut DsQp, Arrival), arm: bool) {
         let mut events = 0u32;
         while self.channel.pending() > 0 && self.channel.get_event().is_ok() {
             events += 1;
@@ -302,7 +304,7 @@ impl DsQp {
             if n == POLL_BATCH {
                 continue;
             }
-            if self.armed {
+            if self.armed || !arm {
                 break;
             }
             // Arm, then look once more: a completion between the last poll and the

@@ -239,37 +239,50 @@ impl DgramState {
     /// Makes the socket's progress: reads its UDP socket, takes its completions, and
     /// updates the readiness descriptor.
     pub(crate) fn drive(&mut self) {
-        self.drain_udp();
+        self.progress(true, true);
+        self.publish();
+    }
+
+    /// [`drive`](Self::drive) without publishing readiness, reading the UDP socket only
+    /// with `udp` (a spinning caller reads it once, and again after it slept) and arming
+    /// the CQs only with `arm`: for a caller that goes on under the lock and drives
+    /// before it leaves or sleeps.
+    pub(crate) fn progress(&mut self, udp: bool, arm: bool) {
+        if udp {
+            self.drain_udp();
+        }
         let mut received = std::mem::take(&mut self.received);
         let mut failed = false;
         let room = self.sizes.rq as usize;
         let peer = self.peer;
         for (i, qp) in self.qps.iter_mut().enumerate() {
-            qp.drive(&mut |qp, arrival| match arrival {
-                Arrival::Datagram { slot, src, at, len } => {
-                    let wanted = peer.is_none_or(|p| p == src);
-                    if wanted && received.len() < room {
-                        received.push_back(Received {
-                            src,
-                            len: len as usize,
-                            payload: Payload::Slot { qp: i, slot, at },
-                        });
-                    } else {
-                        // Not for a connected socket's peer, or no room: lost, as UDP.
-                        let _ = qp.post_recv(slot);
+            qp.drive(
+                &mut |qp, arrival| match arrival {
+                    Arrival::Datagram { slot, src, at, len } => {
+                        let wanted = peer.is_none_or(|p| p == src);
+                        if wanted && received.len() < room {
+                            received.push_back(Received {
+                                src,
+                                len: len as usize,
+                                payload: Payload::Slot { qp: i, slot, at },
+                            });
+                        } else {
+                            // Not for a connected socket's peer, or no room: lost, as UDP.
+                            let _ = qp.post_recv(slot);
+                        }
                     }
-                }
-                Arrival::Malformed => {
-                    crate::DGRAM_DROPPED.fetch_add(1, Ordering::Relaxed);
-                }
-                Arrival::SendFailed => failed = true,
-            });
+                    Arrival::Malformed => {
+                        crate::DGRAM_DROPPED.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Arrival::SendFailed => failed = true,
+                },
+                arm,
+            );
         }
         self.received = received;
         if failed {
             self.so_error.get_or_insert(libc::EIO);
         }
-        self.publish();
     }
 
     /// Handles every datagram waiting on the UDP socket (`udp_svc_process_rs`).
