@@ -343,12 +343,12 @@ mod tests {
         UdpHeader {
             op: UdpOp::Data,
             qpn: Qpn::new(5).unwrap(),
-            addr: "10.0.0.1".parse().unwrap(),
+            addr: "198.18.0.9".parse().unwrap(),
         }
         .emit(&mut buf)
         .unwrap();
         buf[8] = 0xff;
-        let (h, _) = UdpHeader::parse(&buf, v4("10.0.0.1:1")).unwrap();
+        let (h, _) = UdpHeader::parse(&buf, v4("198.18.0.9:1")).unwrap();
         assert_eq!(h.qpn.value(), 5);
     }
 
@@ -358,11 +358,11 @@ mod tests {
         UdpHeader {
             op: UdpOp::Data,
             qpn: Qpn::new(5).unwrap(),
-            addr: "10.0.0.1".parse().unwrap(),
+            addr: "198.18.0.9".parse().unwrap(),
         }
         .emit(&mut good)
         .unwrap();
-        let from = v4("10.0.0.1:1");
+        let from = v4("198.18.0.9:1");
         let bad = |i: usize, v: u8| {
             let mut b = good;
             b[i] = v;
