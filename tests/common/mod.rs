@@ -1,4 +1,4 @@
-//! What the tests of stream rsockets between namespaced hosts share: both hosts' sockets in
+//! What the tests of rsockets between namespaced hosts share: both hosts' sockets in
 //! this one process, and a test run alone in a child process where a process-wide setting
 //! (the rsocket backend) must be its own.
 #![allow(dead_code)] // each test binary uses its own part
@@ -77,4 +77,60 @@ pub fn alone(name: &str, timeout: Duration, body: impl FnOnce()) {
         "{name} in its child process: {}",
         out.status
     );
+}
+
+/// Runs one of the rsocket examples between two fresh namespaced hosts on `backend`: its
+/// server on host B at `port` (once it has printed a line starting with `ready`), then its
+/// client on host A, killed after `timeout`. Returns the client's stdout, after checking
+/// that it succeeded and ended with `ok`.
+pub fn example_between_hosts(
+    example: &str,
+    port: u16,
+    backend: &str,
+    ready: &str,
+    timeout: Duration,
+) -> String {
+    use std::io::{BufRead, BufReader};
+
+    let t = xrdma_testnet::Topology::pair()
+        .unwrap_or_else(|e| panic!("cannot build the test hosts: {e}"));
+    let path = xrdma_testnet::built(&format!("examples/{example}"));
+    let (a, b) = (t.a(), t.b());
+    let at = format!("{}:{port}", b.ipv4());
+    let mut server = b
+        .ns()
+        .command(&path)
+        .args(["server", &at])
+        .env("XRDMA_BACKEND", backend)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("starting {example} server (cargo builds it with the tests): {e}")
+        });
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().expect("piped"))
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with(ready), "{example} server said {line:?}");
+    let client = a
+        .ns()
+        .command(&path)
+        .args(["client", &at])
+        .env("XRDMA_BACKEND", backend)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {example} client: {e}"));
+    let out = wait_or_kill(client, timeout, &format!("{example} client"));
+    let _ = server.kill();
+    let _ = server.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && stdout.ends_with("ok\n"),
+        "{example} over {backend}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
