@@ -6,49 +6,16 @@
 
 #![cfg(feature = "tokio")]
 
+mod common;
+
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xrdma_rsocket::Builder;
 use xrdma_rsocket::tokio::{RsListener, RsStream};
-use xrdma_verbs::cm::add_device;
-use xrdma_verbs::net::sim::{self, SimConfig, SimNetwork};
-use xrdma_verbs::verbs::{Context, ContextConfig};
 
-/// Two hosts, 198.18.0.1 and .2, on one simulated network shared by the tests.
-fn hosts() -> (SocketAddr, SocketAddr) {
-    static NET: OnceLock<(SimNetwork, [Context; 2])> = OnceLock::new();
-    NET.get_or_init(|| {
-        let net = SimNetwork::new(SimConfig {
-            delay: Duration::ZERO,
-            ..SimConfig::default()
-        });
-        let open = |n: u8| {
-            let io = net.endpoint(sim::host_addr(n)).unwrap();
-            let ctx = Context::new(Box::new(io), ContextConfig::seeded(u64::from(n))).unwrap();
-            add_device(&ctx).unwrap();
-            ctx
-        };
-        let hosts = [open(1), open(2)];
-        // Virtual time follows real time, for the CM's and RC's timers.
-        let clock = net.clone();
-        std::thread::spawn(move || {
-            loop {
-                std::thread::sleep(Duration::from_millis(1));
-                clock.advance(Duration::from_millis(1));
-            }
-        });
-        (net, hosts)
-    });
-    (sim::host_addr(1), sim::host_addr(2))
-}
-
-fn at(host: SocketAddr, port: u16) -> SocketAddr {
-    SocketAddr::new(host.ip(), port)
-}
+use common::{at, hosts};
 
 /// `f`, or a panic if it takes a minute: a task that nothing wakes ends the test.
 async fn within<F: Future>(f: F) -> F::Output {
