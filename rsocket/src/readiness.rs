@@ -9,6 +9,9 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+use xrdma_verbs::verbs::Context;
 
 /// A readiness descriptor and what it shows.
 #[derive(Debug)]
@@ -91,6 +94,40 @@ impl Readiness {
 }
 
 /// Sends without blocking; the bytes sent (0 when the buffer is full).
+/// How a blocked socket call sleeps: until one of `fds` is ready or `deadline` passes.
+/// With the context of its QPs, the context's progress is made meanwhile
+/// ([`Context::wait_driving`]); without one (a socket not connected yet), in `poll(2)`,
+/// for at most a millisecond at a time with `recheck` (the caller looks at its state
+/// again). False on timeout.
+pub(crate) fn sleep(
+    fds: &mut [libc::pollfd],
+    ctx: Option<Context>,
+    deadline: Option<Instant>,
+    recheck: bool,
+) -> io::Result<bool> {
+    let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    if timeout.is_some_and(|t| t.is_zero()) {
+        return Ok(false);
+    }
+    let n = match ctx {
+        Some(ctx) => ctx.wait_driving(fds, timeout)?,
+        None => {
+            let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+            let ms = if recheck { ms.max(1) } else { ms };
+            // SAFETY: `fds` is a live array of the length passed.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            n.max(0) as usize
+        }
+    };
+    Ok(n > 0)
+}
+
 fn send(fd: RawFd, bytes: &[u8]) -> usize {
     // SAFETY: `bytes` is live for the call and its length is passed.
     let n = unsafe {

@@ -49,26 +49,7 @@ impl DgramInner {
                 revents: 0,
             })
             .collect();
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if timeout.is_some_and(|t| t.is_zero()) {
-            return Ok(false);
-        }
-        let n = match ctx {
-            Some(ctx) => ctx.wait_driving(&mut fds, timeout)?,
-            None => {
-                let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
-                // SAFETY: `fds` is a live array of the length passed.
-                let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-                if n < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
-                n.max(0) as usize
-            }
-        };
-        Ok(n > 0)
+        crate::readiness::sleep(&mut fds, ctx, deadline, false)
     }
 
     /// Runs `attempt` under the lock, after making progress, until it returns

@@ -147,26 +147,9 @@ impl StreamInner {
                 revents: 0,
             },
         ];
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if timeout.is_some_and(|t| t.is_zero()) {
-            return Ok(false);
-        }
-        let n = match ctx {
-            Some(ctx) => ctx.wait_driving(&mut fds, timeout)?,
-            None => {
-                let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
-                // SAFETY: one live pollfd.
-                let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms.max(1)) };
-                if n < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
-                n.max(0) as usize
-            }
-        };
-        Ok(n > 0)
+        // Without a link (still connecting) the second descriptor is -1, which poll skips;
+        // the state is looked at again every millisecond.
+        crate::readiness::sleep(&mut fds, ctx, deadline, true)
     }
 
     /// Runs `attempt` under the lock, on a connected socket whose progress was just made,
