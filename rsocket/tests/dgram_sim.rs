@@ -2,6 +2,8 @@
 //! traffic crosses the simulator, while each socket's kernel UDP socket (which rsocket's
 //! protocol resolves peers over) lives on loopback, the hosts being 127.0.0.11 and .12.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
@@ -15,6 +17,8 @@ use xrdma_verbs::cm::add_device;
 use xrdma_verbs::net::sim::{SimConfig, SimNetwork};
 use xrdma_verbs::verbs::{Context, ContextConfig};
 use xrdma_verbs::wire::Qpn;
+
+use common::poll;
 
 const A: [u8; 4] = [127, 0, 0, 11];
 const B: [u8; 4] = [127, 0, 0, 12];
@@ -57,17 +61,6 @@ fn pattern(len: usize, seed: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i * 7 + seed * 13 + i / 251) as u8)
         .collect()
-}
-
-fn poll(fd: i32, events: i16, ms: i32) -> i16 {
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: one live pollfd.
-    unsafe { libc::poll(&mut p, 1, ms) };
-    p.revents
 }
 
 #[test]

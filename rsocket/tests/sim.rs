@@ -11,7 +11,7 @@ use xrdma_verbs::net::sim;
 
 mod common;
 
-use common::{at, hosts, net, pair, pattern};
+use common::{at, hosts, net, pair, pattern, poll};
 
 #[test]
 fn echo_of_every_size() {
@@ -98,17 +98,6 @@ fn nobody_listening_is_refused() {
         .connect(at(b, 7099))
         .unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED), "{e}");
-}
-
-fn poll(fd: i32, events: i16, ms: i32) -> i16 {
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: one live pollfd.
-    unsafe { libc::poll(&mut p, 1, ms) };
-    p.revents
 }
 
 #[test]

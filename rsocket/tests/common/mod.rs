@@ -64,3 +64,15 @@ pub fn pair(port: u16) -> (RsStream, RsStream, RsListener) {
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
+
+/// The events `fd` shows within `ms` milliseconds (`poll(2)` on it alone).
+pub fn poll(fd: i32, events: i16, ms: i32) -> i16 {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd.
+    unsafe { libc::poll(&mut p, 1, ms) };
+    p.revents
+}
