@@ -392,12 +392,12 @@ impl Link {
         self.post_op(opcode, w.imm, &sg[..n], false, remote)
     }
 
-    fn post(&mut self, imm: Msg, sg: &[Sge], inline: bool, remote: (u64, u32)) -> io::Result<()> {
+    fn post(&self, imm: Msg, sg: &[Sge], inline: bool, remote: (u64, u32)) -> io::Result<()> {
         self.post_op(SendOpcode::RdmaWriteWithImm, imm, sg, inline, remote)
     }
 
     fn post_op(
-        &mut self,
+        &self,
         opcode: SendOpcode,
         imm: Msg,
         sg: &[Sge],
