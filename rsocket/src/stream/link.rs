@@ -114,7 +114,10 @@ impl Link {
                 max_recv_wr: u32::from(config.rq_size),
                 max_send_sge: 2,
                 max_recv_sge: 1,
-                max_inline_data: inline,
+                // Credit updates carry their SGE inline, whatever the data's threshold
+                // (rsocket copies it to a registered control buffer instead when
+                // `RDMA_INLINE` is smaller).
+                max_inline_data: inline.max(RS_SGE_LEN as u32).min(dev.max_inline_data),
             },
             sq_sig_all: true,
             srq: None,
