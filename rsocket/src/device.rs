@@ -25,8 +25,8 @@ pub(crate) fn ensure() -> io::Result<()> {
         let settings = devices::settings().map_err(|e| (e.kind(), e.to_string()))?;
         for iface in &settings.ifaces {
             let ctx = devices::open(iface)
-                .map_err(|e| (io::ErrorKind::Other, format!("opening {iface}: {e}")))?;
-            cm::add_device(&ctx).map_err(|e| (io::ErrorKind::Other, e.to_string()))?;
+                .map_err(|e| (errno_kind(e.errno()), format!("opening {iface}: {e}")))?;
+            cm::add_device(&ctx).map_err(|e| (errno_kind(e.errno()), e.to_string()))?;
         }
         cm::set_device_opener(Arc::new(devices::open));
         Ok(())
@@ -35,6 +35,11 @@ pub(crate) fn ensure() -> io::Result<()> {
         Ok(()) => Ok(()),
         Err((kind, msg)) => Err(io::Error::new(*kind, msg.clone())),
     }
+}
+
+/// The kind of error `errno` is, so that an error with a message still says which it is.
+fn errno_kind(errno: i32) -> io::ErrorKind {
+    io::Error::from_raw_os_error(errno).kind()
 }
 
 /// Makes sure a listener on `ip` has its devices: the interface that holds `ip`, or for

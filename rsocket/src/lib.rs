@@ -79,6 +79,16 @@ pub(crate) static SERVICE_PANICS: AtomicU64 = AtomicU64::new(0);
 /// Datagrams dropped because their rsocket header was malformed.
 pub(crate) static DGRAM_DROPPED: AtomicU64 = AtomicU64::new(0);
 
+/// What a socket can do at once: what `poll(2)` on its descriptor says once it is brought
+/// up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ready {
+    /// A read (or accept) would not block: data, a connection, end of file or an error.
+    pub readable: bool,
+    /// A write would not block, or fails at once.
+    pub writable: bool,
+}
+
 /// Counters of the process's sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use xrdma_verbs::cm::{CmId, Event, PortSpace};
 
+use crate::Ready;
 use crate::config::Config;
 use crate::readiness::Readiness;
 use crate::service::{Entry, service};
@@ -174,6 +175,15 @@ impl RsListener {
         }
     }
 
+    /// Whether a connection waits for `accept`: the service thread queues them and keeps
+    /// the descriptor up to date, so this is also what polling it says.
+    pub fn poll_ready(&self) -> Ready {
+        Ready {
+            readable: !self.inner.state.lock().queue.is_empty(),
+            writable: false,
+        }
+    }
+
     /// The connections, as they come.
     pub fn incoming(&self) -> Incoming<'_> {
         Incoming { listener: self }
@@ -188,6 +198,12 @@ impl RsListener {
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         self.inner.state.lock().nonblocking = nonblocking;
         Ok(())
+    }
+
+    /// The sizes and options of the connections accepted from now on (rsocket's
+    /// listening sockets pass theirs on, set before or after `listen`).
+    pub fn set_accept_config(&self, config: Config) {
+        self.inner.state.lock().config = config;
     }
 
     /// Listening sockets have no error to report.

@@ -195,8 +195,9 @@ fn a_vanished_peer_ends_reads_with_keepalive_and_writes_with_etimedout() {
     );
 }
 
-#[test]
-fn iowrite_lands_in_the_peers_mapped_buffer() {
+/// A client on host 1 connected to host 2 at `port`, each with an iomap table of one
+/// entry; the listener is kept in the pair's scope by returning it.
+fn iomap_pair(port: u16) -> (xrdma_rsocket::RsStream, xrdma_rsocket::RsStream, RsListener) {
     let (a, b) = hosts();
     let with_iomap = Config {
         iomap_size: 1,
@@ -204,14 +205,20 @@ fn iowrite_lands_in_the_peers_mapped_buffer() {
     };
     let listener = Builder::new()
         .config(with_iomap)
-        .listen(at(b, 7481))
+        .listen(at(b, port))
         .unwrap();
     let client = Builder::new()
         .config(with_iomap)
         .bind(at(a, 0))
-        .connect(at(b, 7481))
+        .connect(at(b, port))
         .unwrap();
-    let (mut server, _) = listener.accept().unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server, listener)
+}
+
+#[test]
+fn iowrite_lands_in_the_peers_mapped_buffer() {
+    let (client, mut server, _l) = iomap_pair(7481);
     // The server maps a buffer at offset 0 and says so in band, as riostream does.
     let len = 1 << 20;
     let mut target = vec![0u8; len];
@@ -315,4 +322,75 @@ fn a_port_is_free_again_once_its_listener_and_connections_are_closed() {
     // While a listener holds it, the port is taken.
     let e = RsListener::bind(at(b, 7485)).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE), "{e}");
+}
+
+/// rstream's bandwidth test turns inline sends off (`RDMA_INLINE` 0) at one end.
+#[test]
+fn no_inline_data_at_one_end_still_carries_both_ways() {
+    let (a, b) = hosts();
+    let listener = RsListener::bind(at(b, 7020)).unwrap();
+    let no_inline = Config {
+        inline: 0,
+        ..Config::default()
+    };
+    let mut client = Builder::new()
+        .config(no_inline)
+        .bind(at(a, 0))
+        .connect(at(b, 7020))
+        .unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    for size in [1, 64, 4096, 1 << 16] {
+        let data = pattern(size);
+        client.write_all(&data).unwrap();
+        let mut got = vec![0u8; size];
+        server.read_exact(&mut got).unwrap();
+        assert!(got == data);
+        server.write_all(&data).unwrap();
+        client.read_exact(&mut got).unwrap();
+        assert!(got == data);
+    }
+}
+
+/// riostream's latency test: each side `iowrite`s a message into the other's mapping and
+/// spins, calling nothing, until the last byte of the other's arrives.
+#[test]
+fn iowrite_ping_pong_needs_no_reads_or_writes_between() {
+    let (client, server, _l) = iomap_pair(7483);
+    const LEN: usize = 64;
+    const ROUNDS: usize = 2000;
+    let side = move |s: xrdma_rsocket::RsStream, first: bool| {
+        let target: &'static mut [u8] = Box::leak(vec![0xffu8; LEN].into_boxed_slice());
+        let at = target.as_mut_ptr();
+        // SAFETY: the leaked buffer lives for ever; its last byte is read volatile.
+        unsafe { s.iomap(at, LEN, Some(0)) }.unwrap();
+        // Both mappings are announced before the first write.
+        (&s).write_all(b"m").unwrap();
+        let mut one = [0u8; 1];
+        (&s).read_exact(&mut one).unwrap();
+        let mut msg = [0u8; LEN];
+        let wait = |marker: u8| {
+            // SAFETY: inside the leaked buffer, which the peer writes by RDMA.
+            while unsafe { std::ptr::read_volatile(at.add(LEN - 1)) } != marker {
+                std::hint::spin_loop();
+            }
+        };
+        for round in 0..ROUNDS {
+            let marker = round as u8;
+            if !first {
+                wait(marker);
+            }
+            msg[LEN - 1] = marker;
+            let mut done = 0;
+            while done < LEN {
+                done += s.iowrite(&msg[done..], done as u64, 0).unwrap();
+            }
+            if first {
+                wait(marker);
+            }
+        }
+        s
+    };
+    let server = std::thread::spawn(move || side(server, false));
+    let _client = side(client, true);
+    let _server = server.join().unwrap();
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::Ready;
 use crate::config::Config;
 use crate::service::{Entry, service};
 use state::DgramState;
@@ -306,6 +307,23 @@ impl RsDatagram {
     /// reaches `addr`.
     pub fn max_payload_to(&self, addr: SocketAddr) -> io::Result<usize> {
         self.inner.st.lock().max_payload(addr)
+    }
+
+    /// Makes the progress that waits and says what the socket can do now, without
+    /// touching its descriptor: the spinning phase of an `rpoll`. Call
+    /// [`sync_ready`](Self::sync_ready) before sleeping on the descriptor.
+    pub fn poll_ready(&self) -> Ready {
+        let mut st = self.inner.st.lock();
+        st.progress(true, false);
+        st.ready_now()
+    }
+
+    /// [`poll_ready`](Self::poll_ready), and brings the descriptor up to date and has
+    /// the service thread keep it so: before the caller sleeps in `poll(2)`.
+    pub fn sync_ready(&self) -> Ready {
+        let mut st = self.inner.st.lock();
+        st.drive();
+        st.ready_now()
     }
 
     /// Makes calls fail with `WouldBlock` instead of waiting.

@@ -374,6 +374,13 @@ impl DgramState {
         self.qps.iter().all(DsQp::can_send)
     }
 
+    pub(crate) fn ready_now(&self) -> crate::Ready {
+        crate::Ready {
+            readable: self.readable(),
+            writable: self.writable(),
+        }
+    }
+
     pub(crate) fn publish(&mut self) {
         let (r, w) = (self.readable(), self.writable());
         self.ready.set(r, w);

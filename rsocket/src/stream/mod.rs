@@ -14,6 +14,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 pub(crate) use conn::{Conn, Phase};
 
+use crate::Ready;
 use crate::config::Config;
 use crate::proto::stream::OLAP_START;
 use crate::service::{Entry, service};
@@ -467,6 +468,30 @@ impl RsStream {
         self.inner.finish_connect(None)
     }
 
+    /// Makes the progress that waits and says what the socket can do now, without
+    /// touching its descriptor or waking the service thread: the spinning phase of an
+    /// `rpoll`. Call [`sync_ready`](Self::sync_ready) before sleeping on the descriptor.
+    pub fn poll_ready(&self) -> Ready {
+        let mut c = self.inner.lock();
+        c.progress();
+        Ready {
+            readable: c.readable(),
+            writable: c.writable(),
+        }
+    }
+
+    /// [`poll_ready`](Self::poll_ready), and brings the descriptor up to date and has
+    /// the service thread keep it so: before the caller sleeps in `poll(2)`, or returns
+    /// to code that may.
+    pub fn sync_ready(&self) -> Ready {
+        let mut c = self.inner.lock();
+        c.drive();
+        Ready {
+            readable: c.readable(),
+            writable: c.writable(),
+        }
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         let c = self.inner.lock();
@@ -517,6 +542,11 @@ impl RsStream {
     /// `send(2)`: `flags` may hold `MSG_DONTWAIT`.
     pub fn send_with_flags(&self, buf: &[u8], flags: i32) -> io::Result<usize> {
         self.inner.send(&[IoSlice::new(buf)], flags)
+    }
+
+    /// `sendmsg(2)` without ancillary data: the buffers in order, as one `send`.
+    pub fn send_vectored_with_flags(&self, bufs: &[IoSlice<'_>], flags: i32) -> io::Result<usize> {
+        self.inner.send(bufs, flags)
     }
 
     /// Makes reads and writes fail with `WouldBlock` instead of waiting.
