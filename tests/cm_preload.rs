@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use xrdma_testnet::{Host, Topology, built, wait_or_kill};
 
 /// How long one program may run before the test kills it and fails.
-const TIMEOUT: Duration = Duration::from_secs(90);
+const TIMEOUT: Duration = Duration::from_secs(240);
 
 fn library() -> PathBuf {
     built("libxrdma.so")
@@ -429,5 +429,60 @@ fn perftest_bandwidth_tests_connect_with_rdma_cm() {
         assert!(fields.len() >= 4, "{program} {extra:?}: {row}");
         let average: f64 = fields[3].parse().unwrap_or(0.0);
         assert!(average > 0.0, "{program} {extra:?} ({backend}): {row}");
+    }
+}
+
+/// rstream and riostream (rsockets: streams, and riomap/riowrite) with the options the
+/// issue names, on `backend`; each must print all its result rows on both sides.
+fn rstream_family(t: &Topology, backend: &str, program: &str, options: &[&[&str]]) {
+    for extra in options {
+        let mut server: Vec<&str> = vec!["-b", "0.0.0.0"];
+        server.extend_from_slice(extra);
+        let mut client: Vec<&str> = vec!["-s", "SERVER"];
+        client.extend_from_slice(extra);
+        // The last row of the run: 1 MiB bandwidth by default, 6 MiB with `-S all`.
+        let last = if extra.contains(&"all") {
+            "6m_bw"
+        } else {
+            "1m_bw"
+        };
+        let (_, out) = run(
+            t,
+            backend,
+            &Case {
+                program,
+                client_program: None,
+                server: &server,
+                client: &client,
+                listening: "usec/xfer",
+                server_done: last,
+                client_done: last,
+            },
+        );
+        for row in out
+            .lines()
+            .filter(|l| l.starts_with("64_lat") || l.starts_with("1m_bw"))
+        {
+            println!("{program} {extra:?} ({backend}): {row}");
+        }
+    }
+}
+
+#[test]
+fn rstream_runs_its_default_blocking_nonblocking_and_async_tests() {
+    let t = pair();
+    for backend in ["xdp", "udp"] {
+        rstream_family(
+            &t,
+            backend,
+            "rstream",
+            &[
+                &[],
+                &["-S", "all"],
+                &["-T", "b"],
+                &["-T", "n"],
+                &["-T", "a"],
+            ],
+        );
     }
 }

@@ -17,7 +17,7 @@ pub(crate) mod device;
 pub(crate) mod ep;
 pub(crate) mod id;
 pub(crate) mod qp;
-mod sockaddr;
+pub(crate) mod sockaddr;
 
 use std::ffi::c_int;
 
