@@ -144,6 +144,16 @@ pub fn open(iface: &str) -> Result<Context, Error> {
     Ok(ctx)
 }
 
+/// The contexts opened so far, with their interfaces.
+pub fn opened() -> Vec<(String, Context)> {
+    CONTEXTS
+        .lock()
+        .iter()
+        .flatten()
+        .map(|(iface, ctx)| (iface.clone(), ctx.clone()))
+        .collect()
+}
+
 /// True for a loopback interface (ARPHRD_LOOPBACK).
 pub fn is_loopback(iface: &str) -> bool {
     std::fs::read_to_string(format!("/sys/class/net/{iface}/type")).is_ok_and(|t| t.trim() == "772")
