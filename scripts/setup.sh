@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # Tests and benchmarks: tshark (decodes our frames), sockperf and iperf3 (kernel baselines).
 # libxrdma.so: libibverbs-dev (its header gives the ABI's struct layouts, through bindgen);
 # ibverbs-utils (ibv_devinfo, ibv_ud_pingpong: the unmodified programs the tests run on it).
-packages=(clang libelf-dev m4 libpcap-dev pkg-config zlib1g-dev make gcc
+packages=(clang libelf-dev m4 libpcap-dev pkg-config zlib1g-dev make gcc g++ valgrind
           iproute2 nftables iputils-ping tshark sockperf iperf3
           libibverbs-dev ibverbs-utils librdmacm-dev rdmacm-utils perftest)
 # Soft-RoCE peer (testnet's RxePeer, tests/rxe_interop.rs): QEMU boots Debian's 6.1 kernel
