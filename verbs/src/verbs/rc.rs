@@ -593,7 +593,7 @@ impl Memory for RcMemory<'_> {
         };
         // SAFETY: the range lies in a region registered in this PD with remote write access
         // (checked by `remote`); the region's owner keeps it valid while registered.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, data.len()) };
+        unsafe { place(data, ptr) };
         Ok(())
     }
 
@@ -664,6 +664,55 @@ impl RcMemory<'_> {
                 Err(NakCode::InvalidRequest)
             }
             Err(_) => Err(NakCode::RemoteAccessError),
+        }
+    }
+}
+
+/// The bytes of the write's end that [`place`] stores one by one, last.
+const TAIL: usize = 64;
+
+/// Writes `data` at `dst` as a NIC's DMA does: every byte once, the last [`TAIL`] bytes
+/// in address order after the rest. Applications wait for a peer's RDMA WRITE by
+/// polling its last byte (riostream, perftest's ib_write_lat), then overwrite that byte
+/// with their next message; `memcpy` may store bytes twice (glibc's stores a 64-byte
+/// copy as two overlapping 64-byte halves on AVX-512 machines), and its second store
+/// would undo the application's.
+///
+/// # Safety
+///
+/// `dst..dst + data.len()` must be valid for writes and not overlap `data`.
+unsafe fn place(data: &[u8], dst: *mut u8) {
+    let body = data.len().saturating_sub(TAIL);
+    // SAFETY: within the destination, per the contract.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, body) };
+    let mut at = body;
+    while at + 8 <= data.len() {
+        let word = u64::from_ne_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+        // SAFETY: 8 bytes within the destination; volatile, so not merged into a wider
+        // copy that could store them twice.
+        unsafe { std::ptr::write_volatile(dst.add(at).cast::<[u8; 8]>(), word.to_ne_bytes()) };
+        at += 8;
+    }
+    while at < data.len() {
+        // SAFETY: within the destination.
+        unsafe { std::ptr::write_volatile(dst.add(at), data[at]) };
+        at += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::place;
+
+    #[test]
+    fn place_writes_every_length_exactly_and_nothing_around_it() {
+        for len in 0..200 {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+            let mut dst = vec![0xeeu8; len + 16];
+            // SAFETY: `len` bytes from offset 8 lie inside `dst`, apart from `data`.
+            unsafe { place(&data, dst.as_mut_ptr().add(8)) };
+            assert_eq!(&dst[8..8 + len], &data[..], "length {len}");
+            assert!(dst[..8].iter().chain(&dst[8 + len..]).all(|&b| b == 0xee));
         }
     }
 }
