@@ -154,6 +154,10 @@ pub(crate) struct ContextShared {
     app_found: AtomicBool,
     /// Application threads inside `post_send` (see [`ContextShared::app_posting`]).
     app_posting: AtomicU32,
+    /// A post left its frames for the next progress to flush (`after_post`, while the
+    /// application polls); cleared by the flush. The helper thread does not go to sleep
+    /// while it is set: see `progress_loop`.
+    unflushed: AtomicBool,
 }
 
 /// An application thread inside `post_send`; dropping it notes when it left.
@@ -213,6 +217,7 @@ impl Context {
             qp1: RwLock::new(None),
             app_found: AtomicBool::new(false),
             app_posting: AtomicU32::new(0),
+            unflushed: AtomicBool::new(false),
         });
         if config.progress_thread {
             let thread = ProgressThread::start(&shared, config.spin)?;
@@ -457,12 +462,43 @@ impl Context {
         r
     }
 
+    /// Tells the context that the application stops polling its CQs for now, to wait on
+    /// memory for a peer's RDMA WRITE, say. While it polls, posts leave their transmits
+    /// to its next poll (so that back-to-back posts share one kick) and the helper thread
+    /// leaves arrivals to it; now the transmits go out at once, as a NIC's doorbell would
+    /// have sent them, and the helper thread takes what arrives from now on, as a NIC
+    /// writes memory whether or not anyone polls. The next poll undoes it.
+    pub fn stop_polling(&self) -> Result<(), Error> {
+        let shared = &self.shared;
+        shared.app_polled_us.store(NEVER_POLLED, Ordering::Relaxed);
+        shared.app_active_us.store(NEVER_POLLED, Ordering::Relaxed);
+        shared.unflushed.store(false, Ordering::SeqCst);
+        let r = shared.flush();
+        // It may be sleeping on the application's behalf, away from the backend.
+        shared.wake_helper();
+        r
+    }
+
     /// Runs one progress step on the calling thread: receives a batch, dispatches it,
     /// flushes transmits. Returns how many datagrams it handled; 0 also when another thread
     /// is making progress right now.
     pub fn progress(&self) -> usize {
         self.shared.progress()
     }
+}
+
+thread_local! {
+    /// Set on a library's service thread (see [`mark_service_thread`]).
+    static SERVICE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as a library's service thread (rsockets' is one): it polls CQs
+/// once per completion event, to act on them, not in a loop. Its polls drive progress as
+/// any thread's do, but do not count as the application polling: while an application
+/// polls, the helper thread leaves arrivals and transmits to it, and counting these polls
+/// would have it wait up to a millisecond, each time, for polls that do not come.
+pub fn mark_service_thread() {
+    SERVICE_THREAD.set(true);
 }
 
 /// `app_polled_us` of a context whose application has not polled yet.
@@ -490,6 +526,9 @@ const MAX_WATCH: Duration = Duration::from_millis(1);
 impl ContextShared {
     /// Progress on behalf of an application thread polling a CQ.
     pub(crate) fn progress_from_poll(&self) -> usize {
+        if SERVICE_THREAD.get() {
+            return self.progress_for(false);
+        }
         let now = self.epoch.elapsed().as_micros() as u64;
         self.app_polled_us.store(now, Ordering::Relaxed);
         self.app_active_us.store(now, Ordering::Relaxed);
@@ -519,6 +558,9 @@ impl ContextShared {
     /// Records whether the application's CQ poll, after [`Self::progress_from_poll`], found
     /// completions.
     pub(crate) fn app_poll_found(&self, found: bool) {
+        if SERVICE_THREAD.get() {
+            return;
+        }
         self.app_found.store(found, Ordering::Relaxed);
     }
 
@@ -556,6 +598,10 @@ impl ContextShared {
             io.flush()?;
             return Ok(());
         }
+        // Set before looking at `asleep`, as the helper thread sets `asleep` before it
+        // looks at this: either we see it asleep and wake it, or it sees the frames
+        // waiting and does not sleep.
+        self.unflushed.store(true, Ordering::SeqCst);
         if let Some(t) = self.progress.lock().as_ref() {
             if t.asleep.load(Ordering::SeqCst) {
                 t.wake();
@@ -637,6 +683,7 @@ impl ContextShared {
             agent.poll(now, &mut **io);
         }
         if !held {
+            self.unflushed.store(false, Ordering::SeqCst);
             let _ = io.flush();
         }
         io.reserved_done(&mut |index| {
@@ -857,6 +904,14 @@ fn progress_loop(
         if shared.progress() > 0 {
             asleep.store(false, Ordering::SeqCst);
             last_work = Instant::now();
+            continue;
+        }
+        // A post that saw us awake left frames unflushed, and our progress just now may
+        // have found the backend taken by that very post (it returns at once then):
+        // look again rather than sleep on them.
+        if shared.unflushed.load(Ordering::SeqCst) {
+            asleep.store(false, Ordering::SeqCst);
+            std::hint::spin_loop();
             continue;
         }
         let timeout = shared.rc_timeout();

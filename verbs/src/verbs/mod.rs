@@ -76,7 +76,9 @@ mod wr;
 pub use ah::{AddressHandle, AhAttr};
 pub use channel::CompletionChannel;
 pub use completion::{WcFlags, WcOpcode, WcStatus, WorkCompletion};
-pub use context::{AsyncEvent, Context, ContextConfig, QP1_QKEY, Qp1Agent, RxDrops};
+pub use context::{
+    AsyncEvent, Context, ContextConfig, QP1_QKEY, Qp1Agent, RxDrops, mark_service_thread,
+};
 pub use cq::Cq;
 pub use device::{AtomicCap, DeviceAttr, Gid, Mtu, PortAttr};
 pub use error::Error;
