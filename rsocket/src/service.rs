@@ -63,7 +63,10 @@ pub(crate) fn service() -> io::Result<&'static Service> {
                 .get_or_init(|| {
                     std::thread::Builder::new()
                         .name("xrdma-rsocket".into())
-                        .spawn(move || svc.run())
+                        .spawn(move || {
+                            xrdma_verbs::verbs::mark_service_thread();
+                            svc.run()
+                        })
                         .map(|_| ())
                 })
                 .as_ref()

@@ -367,25 +367,32 @@ fn iowrite_ping_pong_needs_no_reads_or_writes_between() {
         (&s).write_all(b"m").unwrap();
         let mut one = [0u8; 1];
         (&s).read_exact(&mut one).unwrap();
-        let mut msg = [0u8; LEN];
         let wait = |marker: u8| {
             // SAFETY: inside the leaked buffer, which the peer writes by RDMA.
             while unsafe { std::ptr::read_volatile(at.add(LEN - 1)) } != marker {
                 std::hint::spin_loop();
             }
         };
-        for round in 0..ROUNDS {
-            let marker = round as u8;
+        // As riostream: one buffer is both the mapping the peer writes and what is sent,
+        // its last byte the marker, set just before sending.
+        let mut marker = 0u8;
+        for _ in 0..ROUNDS {
             if !first {
                 wait(marker);
+                marker = marker.wrapping_add(1);
             }
-            msg[LEN - 1] = marker;
+            // SAFETY: as above; the peer writes it only after this round's write.
+            unsafe { std::ptr::write_volatile(at.add(LEN - 1), marker) };
+            marker = marker.wrapping_add(1);
+            // SAFETY: as above.
+            let msg = unsafe { std::slice::from_raw_parts(at, LEN) };
             let mut done = 0;
             while done < LEN {
                 done += s.iowrite(&msg[done..], done as u64, 0).unwrap();
             }
             if first {
                 wait(marker);
+                marker = marker.wrapping_add(1);
             }
         }
         s

@@ -285,9 +285,15 @@ impl StreamInner {
     /// `riowrite`: writes `buf` into the peer's mapping at `offset`, waiting as `send`
     /// does.
     pub(crate) fn iowrite(&self, buf: &[u8], offset: u64, flags: i32) -> io::Result<usize> {
-        self.writing(buf.len(), flags, |link, done, olen| {
+        let r = self.writing(buf.len(), flags, |link, done, olen| {
             link.iowrite(&buf[done..], offset + done as u64, olen)
-        })
+        });
+        // The peer's application learns of the write by polling its memory, and ours may
+        // now do the same for the answer rather than call in again: send it at once.
+        if let Some(link) = self.lock().link.as_ref() {
+            let _ = link.res.ctx.stop_polling();
+        }
+        r
     }
 
     /// A write of `total` bytes: `push(link, done, olen)` moves what it can of the rest and
