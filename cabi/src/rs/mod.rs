@@ -418,13 +418,24 @@ pub extern "C" fn rshutdown(socket: c_int, how: c_int) -> c_int {
     })
 }
 
-/// `rclose(3)`: the number is free at once; a stream's data still unsent goes on in the
-/// background as TCP's does (unless `SO_LINGER` says otherwise).
+/// How long `rclose` waits for a stream's data to be delivered, unless `SO_LINGER` was set.
+const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `rclose(3)`. As rsocket's, it returns once the data written is delivered and the
+/// connection closed (at most [`CLOSE_LIMIT`], then the connection is aborted): unlike a
+/// TCP socket's, an rsocket's data has nothing to deliver it after the process exits,
+/// which programs commonly do right after closing. A `SO_LINGER` the application set
+/// applies instead.
 #[unsafe(no_mangle)]
 pub extern "C" fn rclose(socket: c_int) -> c_int {
     guard_int(|| {
         let sock =
             table::remove(socket).ok_or_else(|| table::get(socket).err().unwrap_or(libc::EBADF))?;
+        if let Some(Live::Stream(s)) = sock.live() {
+            if sock.setup().linger.is_none() {
+                io(s.set_linger(Some(CLOSE_LIMIT)))?;
+            }
+        }
         drop(sock);
         Ok(0)
     })
