@@ -2,8 +2,8 @@
 //! prefix, and the programs of `cabi/examples/` are built against them with
 //! `pkg-config --cflags --libs xrdma` and `-Wall -Wextra -Werror -pedantic`.
 //!
-//! - `api_check.c`, as C11 and C++17, runs alone (no network, no root), also under
-//!   valgrind's memcheck, which must report no error.
+//! - `api_check.c`, as C11 and C++17, and linked with the static library, runs alone (no
+//!   network, no root), also under valgrind's memcheck, which must report no error.
 //! - `rs_echo.c` (stream echo), `rs_dgram_ping.c` (datagram ping) and `rs_epoll.c` (a
 //!   repoll loop over an rsocket and a pipe) run between two namespaced hosts, on the xdp
 //!   and udp backends, and under valgrind on the udp backend. On xdp memcheck reports an
@@ -117,6 +117,32 @@ fn the_installed_headers_and_library_build_and_run_the_api_check() {
         );
         assert!(out.contains("api_check: ok"), "{out}");
     }
+    // Linked with the static library instead: what `pkg-config --static` adds must do.
+    let private: Vec<String> = run(
+        Command::new("pkg-config")
+            .args(["--static", "--libs-only-l", "xrdma"])
+            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
+        "pkg-config --static xrdma",
+    )
+    .split_whitespace()
+    .filter(|f| *f != "-lxrdma")
+    .map(String::from)
+    .collect();
+    let fixed = prefix.join("api_check_static");
+    run(
+        Command::new("cc")
+            .args(["-std=c11"])
+            .args(strict)
+            .arg(format!("-I{}", prefix.join("include").display()))
+            .arg(&source)
+            .arg(prefix.join("lib/libxrdma.a"))
+            .args(&private)
+            .arg("-o")
+            .arg(&fixed),
+        "cc api_check.c libxrdma.a",
+    );
+    let out = run(&mut Command::new(&fixed), "api_check_static");
+    assert!(out.contains("api_check: ok"), "{out}");
     let out = run(
         Command::new("valgrind")
             .args([
