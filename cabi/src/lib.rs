@@ -77,6 +77,38 @@ fn guard<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
     }
 }
 
+/// `guard` for the entry points that fail with -1 (or another `fail` value) and errno: the
+/// body's value, or `fail` with errno set.
+fn guard_or<T: Copy>(fail: T, body: impl FnOnce() -> Result<T, i32>) -> T {
+    guard(fail, || {
+        body().unwrap_or_else(|e| {
+            set_errno(e);
+            fail
+        })
+    })
+}
+
+/// The errno of an `io::Error`: its OS error, else the one its kind stands for.
+fn io_errno(e: &std::io::Error) -> i32 {
+    use std::io::ErrorKind;
+    e.raw_os_error().unwrap_or(match e.kind() {
+        ErrorKind::WouldBlock => libc::EAGAIN,
+        ErrorKind::Interrupted => libc::EINTR,
+        ErrorKind::InvalidInput => libc::EINVAL,
+        ErrorKind::TimedOut => libc::ETIMEDOUT,
+        ErrorKind::ConnectionRefused => libc::ECONNREFUSED,
+        ErrorKind::ConnectionReset => libc::ECONNRESET,
+        ErrorKind::NotConnected => libc::ENOTCONN,
+        ErrorKind::AddrInUse => libc::EADDRINUSE,
+        ErrorKind::AddrNotAvailable => libc::EADDRNOTAVAIL,
+        ErrorKind::BrokenPipe => libc::EPIPE,
+        ErrorKind::OutOfMemory => libc::ENOMEM,
+        ErrorKind::Unsupported => libc::EOPNOTSUPP,
+        ErrorKind::PermissionDenied => libc::EACCES,
+        _ => libc::EIO,
+    })
+}
+
 /// `guard` for the entry points that return 0 or an errno value: the body gives its return
 /// value as `Ok`, and can use `?` on the lookups that fail with an errno (a bad handle, say).
 fn guard_errno(body: impl FnOnce() -> Result<c_int, c_int>) -> c_int {

@@ -2,7 +2,6 @@
 //! `rdma_ack_cm_event`, `rdma_event_str`.
 
 use std::ffi::{c_char, c_int};
-use std::io;
 use std::os::fd::AsRawFd;
 
 use xrdma_verbs::cm::{Event, EventChannel, EventParam};
@@ -10,7 +9,7 @@ use xrdma_verbs::cm::{Event, EventChannel, EventParam};
 use super::device::cm_devices;
 use super::guard_ret;
 use super::id::XId;
-use crate::{boxed, free, guard, set_errno, sys, wrapper};
+use crate::{boxed, free, guard, guard_or, sys, wrapper};
 
 /// An event channel. `ch` first, so an `rdma_event_channel *` converts back.
 #[repr(C)]
@@ -22,7 +21,7 @@ pub(crate) struct XEventChannel {
 impl XEventChannel {
     /// A new channel on the heap, as C holds it.
     pub(crate) fn new() -> Result<*mut XEventChannel, i32> {
-        let inner = EventChannel::new().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        let inner = EventChannel::new().map_err(|e| crate::io_errno(&e))?;
         Ok(boxed(XEventChannel {
             ch: sys::rdma_event_channel {
                 fd: inner.as_raw_fd(),
@@ -60,14 +59,10 @@ pub(crate) unsafe fn channel<'a>(
 /// `rdma_create_event_channel`: ENODEV when there is no device, as librdmacm.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rdma_create_event_channel() -> *mut sys::rdma_event_channel {
-    guard(std::ptr::null_mut(), || {
-        match cm_devices().and_then(|_| XEventChannel::new()) {
-            Ok(ch) => ch.cast(),
-            Err(e) => {
-                set_errno(e);
-                std::ptr::null_mut()
-            }
-        }
+    guard_or(std::ptr::null_mut(), || {
+        cm_devices()
+            .and_then(|_| XEventChannel::new())
+            .map(|ch| ch.cast())
     })
 }
 
@@ -82,11 +77,7 @@ pub unsafe extern "C" fn rdma_destroy_event_channel(ch: *mut sys::rdma_event_cha
 
 /// Takes the next event of `ch` as librdmacm's `struct rdma_cm_event`.
 pub(crate) fn next_event(ch: &XEventChannel) -> Result<*mut sys::rdma_cm_event, i32> {
-    let event = ch.inner.get_event().map_err(|e| match e.kind() {
-        io::ErrorKind::WouldBlock => libc::EAGAIN,
-        io::ErrorKind::Interrupted => libc::EINTR,
-        _ => e.raw_os_error().unwrap_or(libc::EIO),
-    })?;
+    let event = ch.inner.get_event().map_err(|e| crate::io_errno(&e))?;
     Ok(to_c(event).cast())
 }
 
@@ -226,7 +217,7 @@ fn event_name(event: c_int) -> &'static std::ffi::CStr {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ret;
+    use super::super::guard_ret;
     use super::*;
 
     #[test]
@@ -238,9 +229,9 @@ mod tests {
     }
 
     #[test]
-    fn ret_sets_errno() {
-        assert_eq!(ret(Ok(())), 0);
-        assert_eq!(ret(Err(libc::EINVAL)), -1);
+    fn guard_ret_sets_errno() {
+        assert_eq!(guard_ret(|| Ok(())), 0);
+        assert_eq!(guard_ret(|| Err(libc::EINVAL)), -1);
         assert_eq!(
             std::io::Error::last_os_error().raw_os_error(),
             Some(libc::EINVAL)

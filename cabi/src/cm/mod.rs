@@ -21,22 +21,11 @@ pub(crate) mod sockaddr;
 
 use std::ffi::c_int;
 
-use crate::{guard, set_errno};
-
-/// A call's result as librdmacm returns it: 0, or -1 with errno.
-fn ret(r: Result<(), i32>) -> c_int {
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            set_errno(e);
-            -1
-        }
-    }
-}
+use crate::guard_or;
 
 /// Runs an `int` export's body: 0, or -1 with errno (EIO for a panic).
 fn guard_ret(body: impl FnOnce() -> Result<(), i32>) -> c_int {
-    guard(-1, || ret(body()))
+    guard_or(-1, || body().map(|()| 0))
 }
 
 /// The errno of a verbs-layer error.

@@ -4,9 +4,8 @@ use std::ffi::{c_int, c_void};
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 
-use super::table::{Kind, Live, Socket};
+use super::table::{self, Kind, Live, Socket};
 use super::{check_family, dgram, guard_count, guard_int, in_family, io, read_addr, write_addr};
-use crate::guard;
 
 /// The largest datagram rsocket carries: its 2048-byte slots less its header.
 const DGRAM_MAX: usize = 2048;
@@ -164,7 +163,7 @@ fn recv_vectored(
                 }
             }
             Err(_) if done > 0 => break,
-            Err(e) => return Err(super::errno(&e)),
+            Err(e) => return Err(crate::io_errno(&e)),
         }
     }
     Ok((done, None))
@@ -174,7 +173,7 @@ fn recv_vectored(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rrecv(socket: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize {
     guard_count(|| {
-        let sock = super::socket(socket)?;
+        let sock = table::get(socket)?;
         // SAFETY: the caller's buffer, per recv(2)'s contract.
         let buf = unsafe { bytes_mut(buf, len) }?;
         recv(&sock, buf, flags).map(|(n, _)| n)
@@ -192,7 +191,7 @@ pub unsafe extern "C" fn rrecvfrom(
     src_len: *mut libc::socklen_t,
 ) -> isize {
     guard_count(|| {
-        let sock = super::socket(socket)?;
+        let sock = table::get(socket)?;
         // SAFETY: the caller's buffer, per recvfrom(2)'s contract.
         let buf = unsafe { bytes_mut(buf, len) }?;
         let (n, from) = recv(&sock, buf, flags)?;
@@ -215,7 +214,7 @@ pub unsafe extern "C" fn rrecvfrom(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rrecvmsg(socket: c_int, msg: *mut libc::msghdr, flags: c_int) -> isize {
     guard_count(|| {
-        let sock = super::socket(socket)?;
+        let sock = table::get(socket)?;
         if msg.is_null() {
             return Err(libc::EFAULT);
         }
@@ -254,7 +253,7 @@ pub unsafe extern "C" fn rsend(
     flags: c_int,
 ) -> isize {
     guard_count(|| {
-        let sock = super::socket(socket)?;
+        let sock = table::get(socket)?;
         // SAFETY: the caller's buffer, per send(2)'s contract.
         let buf = unsafe { bytes(buf, len) }?;
         send(&sock, &[IoSlice::new(buf)], flags, None)
@@ -272,7 +271,7 @@ pub unsafe extern "C" fn rsendto(
     to_len: libc::socklen_t,
 ) -> isize {
     guard_count(|| {
-        let sock = super::socket(socket)?;
+        let sock = table::get(socket)?;
         // SAFETY: the caller's buffer, per sendto(2)'s contract.
         let buf = unsafe { bytes(buf, len) }?;
         let to = if to.is_null() {
@@ -289,7 +288,7 @@ pub unsafe extern "C" fn rsendto(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rsendmsg(socket: c_int, msg: *const libc::msghdr, flags: c_int) -> isize {
     guard_count(|| {
-        let sock = super::socket(socket)?;
+        let sock = table::get(socket)?;
         if msg.is_null() {
             return Err(libc::EFAULT);
         }
@@ -322,7 +321,7 @@ pub unsafe extern "C" fn rread(socket: c_int, buf: *mut c_void, count: usize) ->
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rreadv(socket: c_int, iov: *const libc::iovec, count: c_int) -> isize {
     guard_count(|| {
-        let sock = super::socket(socket)?;
+        let sock = table::get(socket)?;
         // SAFETY: the caller's iovecs, per readv(2)'s contract.
         let mut bufs = unsafe { iovecs(iov, count) }?;
         recv_vectored(&sock, &mut bufs, 0).map(|(n, _)| n)
@@ -340,7 +339,7 @@ pub unsafe extern "C" fn rwrite(socket: c_int, buf: *const c_void, count: usize)
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rwritev(socket: c_int, iov: *const libc::iovec, count: c_int) -> isize {
     guard_count(|| {
-        let sock = super::socket(socket)?;
+        let sock = table::get(socket)?;
         // SAFETY: the caller's iovecs, per writev(2)'s contract.
         let bufs = unsafe { iovecs(iov, count) }?;
         let slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
@@ -348,12 +347,15 @@ pub unsafe extern "C" fn rwritev(socket: c_int, iov: *const libc::iovec, count: 
     })
 }
 
-/// The connected stream `socket` is; ENOTCONN otherwise (EINVAL for a listener, as
-/// rsocket's iomap calls answer a socket without a connection).
-fn stream(socket: c_int) -> Result<std::sync::Arc<Socket>, i32> {
-    let sock = super::socket(socket)?;
+/// Runs `f` on the connected stream `socket` is; ENOTCONN otherwise (EINVAL for a
+/// listener, EOPNOTSUPP for a datagram socket, as rsocket's iomap calls answer).
+fn with_stream<T>(
+    socket: c_int,
+    f: impl FnOnce(&xrdma_rsocket::RsStream) -> Result<T, i32>,
+) -> Result<T, i32> {
+    let sock = table::get(socket)?;
     match sock.live() {
-        Some(Live::Stream(_)) => Ok(sock),
+        Some(Live::Stream(s)) => f(s),
         Some(Live::Listener(_)) => Err(libc::EINVAL),
         _ if sock.kind == Kind::Dgram => Err(libc::EOPNOTSUPP),
         _ => Err(libc::ENOTCONN),
@@ -371,15 +373,11 @@ pub unsafe extern "C" fn riomap(
     _flags: c_int,
     offset: libc::off_t,
 ) -> libc::off_t {
-    guard(-1, || {
-        let r = (|| {
-            let sock = stream(socket)?;
+    crate::guard_or(-1, || {
+        with_stream(socket, |s| {
             if prot & !(libc::PROT_WRITE | libc::PROT_NONE) != 0 || buf.is_null() || len == 0 {
                 return Err(libc::EINVAL);
             }
-            let Some(Live::Stream(s)) = sock.live() else {
-                return Err(libc::ENOTCONN);
-            };
             let at = if offset == -1 {
                 None
             } else {
@@ -389,10 +387,6 @@ pub unsafe extern "C" fn riomap(
             // and the program expects the peer to write it.
             let got = io(unsafe { s.iomap(buf.cast(), len, at) })?;
             libc::off_t::try_from(got).map_err(|_| libc::EOVERFLOW)
-        })();
-        r.unwrap_or_else(|e| {
-            crate::set_errno(e);
-            -1
         })
     })
 }
@@ -400,13 +394,7 @@ pub unsafe extern "C" fn riomap(
 /// `riounmap(3)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn riounmap(socket: c_int, buf: *mut c_void, len: usize) -> c_int {
-    guard_int(|| {
-        let sock = stream(socket)?;
-        let Some(Live::Stream(s)) = sock.live() else {
-            return Err(libc::ENOTCONN);
-        };
-        io(s.iounmap(buf.cast(), len)).map(|()| 0)
-    })
+    guard_int(|| with_stream(socket, |s| io(s.iounmap(buf.cast(), len)).map(|()| 0)))
 }
 
 /// `riowrite(3)`: the bytes written, or `(size_t)-1` with errno.
@@ -418,20 +406,12 @@ pub unsafe extern "C" fn riowrite(
     offset: libc::off_t,
     flags: c_int,
 ) -> usize {
-    guard(usize::MAX, || {
-        let r = (|| {
-            let sock = stream(socket)?;
-            let Some(Live::Stream(s)) = sock.live() else {
-                return Err(libc::ENOTCONN);
-            };
+    crate::guard_or(usize::MAX, || {
+        with_stream(socket, |s| {
             // SAFETY: the caller's buffer, per riowrite's contract.
             let buf = unsafe { bytes(buf, count) }?;
             let offset = u64::try_from(offset).map_err(|_| libc::EINVAL)?;
             io(s.iowrite(buf, offset, flags))
-        })();
-        r.unwrap_or_else(|e| {
-            crate::set_errno(e);
-            usize::MAX
         })
     })
 }

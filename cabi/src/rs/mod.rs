@@ -20,60 +20,42 @@ pub(crate) mod table;
 use std::ffi::c_int;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
-use std::sync::Arc;
 
 use xrdma_rsocket::{Builder, RsDatagram, RsStream};
 
 use crate::cm::sockaddr;
-use crate::{guard, set_errno};
+use crate::{guard_or, io_errno};
 use table::{Kind, Live, Setup, Socket};
 
-/// The errno of an rsocket error.
-pub(crate) fn errno(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(match e.kind() {
-        io::ErrorKind::WouldBlock => libc::EAGAIN,
-        io::ErrorKind::InvalidInput => libc::EINVAL,
-        io::ErrorKind::TimedOut => libc::ETIMEDOUT,
-        io::ErrorKind::ConnectionRefused => libc::ECONNREFUSED,
-        io::ErrorKind::ConnectionReset => libc::ECONNRESET,
-        io::ErrorKind::NotConnected => libc::ENOTCONN,
-        io::ErrorKind::AddrInUse => libc::EADDRINUSE,
-        io::ErrorKind::AddrNotAvailable => libc::EADDRNOTAVAIL,
-        io::ErrorKind::BrokenPipe => libc::EPIPE,
-        io::ErrorKind::OutOfMemory => libc::ENOMEM,
-        io::ErrorKind::Unsupported => libc::EOPNOTSUPP,
-        io::ErrorKind::PermissionDenied => libc::EACCES,
-        _ => libc::EIO,
-    })
-}
-
 /// Runs an export that returns a count or 0: the value, or -1 with errno (EIO for a panic).
-pub(crate) fn guard_count<T: TryFrom<usize> + From<i8>>(
+pub(crate) fn guard_count<T: TryFrom<usize> + From<i8> + Copy>(
     body: impl FnOnce() -> Result<usize, i32>,
 ) -> T {
-    guard(T::from(-1), || match body() {
-        Ok(n) => T::try_from(n).unwrap_or(T::from(-1)),
-        Err(e) => {
-            set_errno(e);
-            T::from(-1)
-        }
+    guard_or(T::from(-1), || {
+        body().map(|n| T::try_from(n).unwrap_or(T::from(-1)))
     })
 }
 
 /// Runs an `int` export: its value, or -1 with errno (EIO for a panic).
 pub(crate) fn guard_int(body: impl FnOnce() -> Result<c_int, i32>) -> c_int {
-    guard(-1, || match body() {
-        Ok(v) => v,
-        Err(e) => {
-            set_errno(e);
-            -1
-        }
-    })
+    guard_or(-1, body)
+}
+
+/// The calling thread's errno, after a system call failed.
+pub(crate) fn last_errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// A system call's `int` result: -1 becomes its errno.
+pub(crate) fn sys(r: c_int) -> Result<c_int, i32> {
+    if r < 0 { Err(last_errno()) } else { Ok(r) }
 }
 
 /// An io result as an errno result.
 pub(crate) fn io<T>(r: io::Result<T>) -> Result<T, i32> {
-    r.map_err(|e| errno(&e))
+    r.map_err(|e| io_errno(&e))
 }
 
 /// Reads a socket address of `sock`'s family: EFAULT for NULL, EINVAL for a length too
@@ -369,7 +351,7 @@ pub unsafe extern "C" fn rconnect(
                     true => {
                         st.connecting = false;
                         match io(s.take_error())? {
-                            Some(e) => Err(errno(&e)),
+                            Some(e) => Err(io_errno(&e)),
                             None => Err(libc::EISCONN),
                         }
                     }
@@ -495,9 +477,4 @@ pub unsafe extern "C" fn rgetsockname(
             None => Ok(sock.setup().local.unwrap_or(any(sock.domain))),
         })
     }
-}
-
-/// The rsocket numbered `fd`, for the other modules.
-pub(crate) fn socket(fd: c_int) -> Result<Arc<Socket>, i32> {
-    table::get(fd)
 }

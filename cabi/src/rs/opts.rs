@@ -10,7 +10,7 @@
 use std::ffi::{c_int, c_long, c_void};
 use std::time::Duration;
 
-use super::table::{Kind, Live};
+use super::table::{self, Kind, Live};
 use super::{guard_int, io};
 
 /// rsocket's `SOL_RDMA` level and its option names.
@@ -91,7 +91,7 @@ pub unsafe extern "C" fn rsetsockopt(
     len: libc::socklen_t,
 ) -> c_int {
     guard_int(|| {
-        let sock = super::socket(socket)?;
+        let sock = table::get(socket)?;
         // SAFETY: the caller's value of `len` bytes, per setsockopt(2)'s contract.
         let int = || unsafe { read_opt::<c_int>(val, len) };
         let mut st = sock.setup();
@@ -195,7 +195,7 @@ pub unsafe extern "C" fn rgetsockopt(
     len: *mut libc::socklen_t,
 ) -> c_int {
     guard_int(|| {
-        let sock = super::socket(socket)?;
+        let sock = table::get(socket)?;
         if val.is_null() || len.is_null() {
             return Err(libc::EFAULT);
         }
@@ -254,7 +254,7 @@ pub unsafe extern "C" fn rgetsockopt(
                     Some(Live::Dgram(d)) => io(d.take_error())?,
                     _ => None,
                 };
-                put_int(e.map_or(0, |e| super::errno(&e)))?
+                put_int(e.map_or(0, |e| crate::io_errno(&e)))?
             }
             (libc::SOL_SOCKET, libc::SO_TYPE) => put_int(match sock.kind {
                 Kind::Stream => libc::SOCK_STREAM,
@@ -294,7 +294,7 @@ pub unsafe extern "C" fn rgetsockopt(
 #[unsafe(no_mangle)]
 pub extern "C" fn rfcntl(socket: c_int, cmd: c_int, arg: c_long) -> c_int {
     guard_int(|| {
-        let sock = super::socket(socket)?;
+        let sock = table::get(socket)?;
         match cmd {
             libc::F_GETFL => Ok(libc::O_RDWR | sock.setup().status_flags),
             libc::F_SETFL => {
@@ -310,16 +310,9 @@ pub extern "C" fn rfcntl(socket: c_int, cmd: c_int, arg: c_long) -> c_int {
                 st.status_flags = flags & (libc::O_NONBLOCK | libc::O_APPEND | libc::O_ASYNC);
                 Ok(0)
             }
+            // SAFETY: the socket's own descriptor; these commands take an int.
             libc::F_GETFD | libc::F_SETFD => {
-                // SAFETY: the socket's own descriptor; these commands take an int.
-                let r = unsafe { libc::fcntl(sock.fd, cmd, arg as c_int) };
-                if r < 0 {
-                    Err(std::io::Error::last_os_error()
-                        .raw_os_error()
-                        .unwrap_or(libc::EIO))
-                } else {
-                    Ok(r)
-                }
+                super::sys(unsafe { libc::fcntl(sock.fd, cmd, arg as c_int) })
             }
             _ => Err(libc::ENOTSUP),
         }

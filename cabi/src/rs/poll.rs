@@ -14,7 +14,7 @@ use std::time::Instant;
 use xrdma_rsocket::Config;
 
 use super::table::{self, Kind, Socket};
-use super::{dgram, guard_int};
+use super::{dgram, guard_int, last_errno, sys};
 
 /// The events an rsocket shows now; with `sync`, its descriptor is brought up to date too.
 fn revents(sock: &Socket, events: i16, sync: bool) -> i16 {
@@ -54,7 +54,7 @@ fn check(
                 let mut one = *p;
                 // SAFETY: one live pollfd.
                 if unsafe { libc::poll(&mut one, 1, 0) } < 0 {
-                    return Err(errno_now());
+                    return Err(last_errno());
                 }
                 one.revents
             }
@@ -62,12 +62,6 @@ fn check(
         n += c_int::from(p.revents != 0);
     }
     Ok(n)
-}
-
-fn errno_now() -> i32 {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
 }
 
 /// `rpoll(3)`: `poll(2)` over rsockets and ordinary descriptors.
@@ -126,11 +120,6 @@ fn poll_fds(fds: &mut [libc::pollfd], timeout: c_int) -> Result<c_int, i32> {
     };
     // SAFETY: the caller's pollfds; the rsockets' numbers are their kernel descriptors.
     sys(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, left) })
-}
-
-/// A system call's `int` result: -1 becomes its errno.
-fn sys(r: c_int) -> Result<c_int, i32> {
-    if r < 0 { Err(errno_now()) } else { Ok(r) }
 }
 
 /// `rselect(3)`: `select(2)` over rsockets and ordinary descriptors, through [`rpoll`].
