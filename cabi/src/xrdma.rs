@@ -35,23 +35,16 @@ pub unsafe extern "C" fn xrdma_configure(
 ) -> c_int {
     guard_int(|| {
         // SAFETY: NULL or a NUL-terminated string, per the header's contract.
-        let text = |p: *const c_char| (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) });
-        let ifaces = match text(ifaces) {
-            None => Vec::new(),
-            Some(s) => s
+        let text = |p: *const c_char| match p.is_null() {
+            true => Ok(""),
+            false => unsafe { CStr::from_ptr(p) }
                 .to_str()
-                .map_err(|_| libc::EINVAL)?
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
+                .map_err(|_| libc::EINVAL),
         };
-        let backend = match text(backend).map(CStr::to_bytes) {
-            None | Some(b"") => None,
-            Some(b"xdp") => Some(Backend::Xdp),
-            Some(b"udp") => Some(Backend::Udp),
-            Some(_) => return Err(libc::EINVAL),
+        let ifaces = devices::iface_list(text(ifaces)?);
+        let backend = match text(backend)? {
+            "" => None,
+            name => Some(name.parse::<Backend>().map_err(|_| libc::EINVAL)?),
         };
         let defaults = Settings::default();
         let settings = Settings {

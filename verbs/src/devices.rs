@@ -26,6 +26,31 @@ pub enum Backend {
     Udp,
 }
 
+impl std::str::FromStr for Backend {
+    type Err = io::Error;
+
+    /// `xdp` or `udp`.
+    fn from_str(name: &str) -> io::Result<Backend> {
+        match name {
+            "xdp" => Ok(Backend::Xdp),
+            "udp" => Ok(Backend::Udp),
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{other} is not a backend: use xdp or udp"),
+            )),
+        }
+    }
+}
+
+/// The interfaces of a comma-separated list, as `XRDMA_IFACE` gives them (blanks dropped).
+pub fn iface_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// Which interfaces and backend the process's devices use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -51,22 +76,13 @@ impl Settings {
     /// The settings of `XRDMA_IFACE`, `XRDMA_BACKEND` and `XRDMA_UDP_PORT`.
     pub fn from_env() -> io::Result<Settings> {
         let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
-        let ifaces = std::env::var("XRDMA_IFACE")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
+        let ifaces = iface_list(&std::env::var("XRDMA_IFACE").unwrap_or_default());
         let backend = match std::env::var("XRDMA_BACKEND").as_deref() {
             Err(_) | Ok("") => None,
-            Ok("xdp") => Some(Backend::Xdp),
-            Ok("udp") => Some(Backend::Udp),
-            Ok(other) => {
-                return Err(invalid(format!(
-                    "XRDMA_BACKEND={other} is not a backend: use xdp or udp"
-                )));
-            }
+            Ok(name) => Some(
+                name.parse()
+                    .map_err(|e| invalid(format!("XRDMA_BACKEND={e}")))?,
+            ),
         };
         let port = match std::env::var("XRDMA_UDP_PORT") {
             Err(_) => ROCEV2_PORT,
