@@ -455,7 +455,7 @@ impl Context {
         let mut io = self.shared.io.lock();
         let now = io.now();
         let r = f(&mut **io, now);
-        let _ = io.flush();
+        let _ = self.shared.flush_io(&mut **io);
         drop(io);
         // The agent may have armed an earlier timer than the helper sleeps for.
         self.shared.wake_helper();
@@ -472,7 +472,6 @@ impl Context {
         let shared = &self.shared;
         shared.app_polled_us.store(NEVER_POLLED, Ordering::Relaxed);
         shared.app_active_us.store(NEVER_POLLED, Ordering::Relaxed);
-        shared.unflushed.store(false, Ordering::SeqCst);
         let r = shared.flush();
         // It may be sleeping on the application's behalf, away from the backend.
         shared.wake_helper();
@@ -595,8 +594,7 @@ impl ContextShared {
     /// poll again, and the send's timers are new.
     pub(crate) fn after_post(&self, io: &mut dyn FrameIo) -> Result<(), Error> {
         if !self.app_is_polling() {
-            io.flush()?;
-            return Ok(());
+            return self.flush_io(io);
         }
         // Set before looking at `asleep`, as the helper thread sets `asleep` before it
         // looks at this: either we see it asleep and wake it, or it sees the frames
@@ -612,7 +610,14 @@ impl ContextShared {
 
     /// Hands queued transmits to the medium.
     fn flush(&self) -> Result<(), Error> {
-        Ok(self.io.lock().flush()?)
+        self.flush_io(&mut **self.io.lock())
+    }
+
+    /// Hands `io`'s queued transmits (the backend, held) to the medium: nothing a post left
+    /// is unflushed after.
+    fn flush_io(&self, io: &mut dyn FrameIo) -> Result<(), Error> {
+        self.unflushed.store(false, Ordering::SeqCst);
+        Ok(io.flush()?)
     }
 
     /// Wakes the helper thread, if there is one, to recompute its sleep.
@@ -683,8 +688,7 @@ impl ContextShared {
             agent.poll(now, &mut **io);
         }
         if !held {
-            self.unflushed.store(false, Ordering::SeqCst);
-            let _ = io.flush();
+            let _ = self.flush_io(&mut **io);
         }
         io.reserved_done(&mut |index| {
             if let Some(send) = self.in_place.lock().remove(&index) {
