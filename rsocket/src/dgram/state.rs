@@ -382,8 +382,8 @@ impl DgramState {
     }
 
     pub(crate) fn publish(&mut self) {
-        let (r, w) = (self.readable(), self.writable());
-        self.ready.set(r, w);
+        let now = self.ready_now();
+        self.ready.set(now.readable, now.writable);
     }
 
     /// No send is in flight.

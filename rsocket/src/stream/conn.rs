@@ -313,9 +313,17 @@ impl Conn {
         }
     }
 
+    /// What the socket can do now.
+    pub(crate) fn ready_now(&self) -> crate::Ready {
+        crate::Ready {
+            readable: self.readable(),
+            writable: self.writable(),
+        }
+    }
+
     pub(crate) fn publish(&mut self) {
-        let (r, w) = (self.readable(), self.writable());
-        self.ready.set(r, w);
+        let now = self.ready_now();
+        self.ready.set(now.readable, now.writable);
     }
 
     /// The error of a call that needs a connection, if it cannot go on.

@@ -480,10 +480,7 @@ impl RsStream {
     pub fn poll_ready(&self) -> Ready {
         let mut c = self.inner.lock();
         c.progress();
-        Ready {
-            readable: c.readable(),
-            writable: c.writable(),
-        }
+        c.ready_now()
     }
 
     /// [`poll_ready`](Self::poll_ready), and brings the descriptor up to date and has
@@ -492,10 +489,7 @@ impl RsStream {
     pub fn sync_ready(&self) -> Ready {
         let mut c = self.inner.lock();
         c.drive();
-        Ready {
-            readable: c.readable(),
-            writable: c.writable(),
-        }
+        c.ready_now()
     }
 
     /// The peer's address.
