@@ -39,6 +39,15 @@
 //! A blocked call polls for [`Config::polling_time`], then sleeps; one service thread per
 //! process makes the progress of sockets nobody is calling into.
 //!
+//! A program that calls in a loop takes what arrives itself, and the service thread keeps
+//! out of its way: it keeps a socket's descriptor up to date again once the calls stop
+//! for a millisecond. A program that goes from its calls straight to sleep on the
+//! descriptor calls `sync_ready` first ([`RsStream::sync_ready`],
+//! [`RsDatagram::sync_ready`]), as the C API's `rpoll` does and the `tokio` module does;
+//! otherwise it may see what arrives that much later. To sleep on sockets and other
+//! descriptors together, a [`Waiter`] does better still: its thread takes the sockets'
+//! events itself.
+//!
 //! # tokio
 //!
 //! With the `tokio` feature, the module `tokio` holds `RsListener` and `RsStream` for
@@ -56,9 +65,11 @@ pub mod proto;
 mod readiness;
 mod regbuf;
 mod service;
+mod shared;
 mod stream;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+mod wait;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -69,6 +80,7 @@ pub use device::{Backend, Settings, configure};
 pub use dgram::RsDatagram;
 pub use listener::{Incoming, RsListener};
 pub use stream::RsStream;
+pub use wait::Waiter;
 
 /// Protocol violations by peers, in this process: each ended its connection.
 pub(crate) static PROTOCOL_ERRORS: AtomicU64 = AtomicU64::new(0);

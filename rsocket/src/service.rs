@@ -47,6 +47,10 @@ const CHANNEL_TOKEN: u64 = 1;
 const WAKE_TOKEN: u64 = 2;
 
 /// How often closing sockets are looked at while they wait for their sends.
+/// Set in the token of a timer that looks for the end of a socket's calls (see
+/// [`Calls`](crate::shared::Calls)), rather than a keepalive's.
+pub(crate) const QUIET_TIMER: u64 = 1 << 63;
+
 const CLOSING_TICK: Duration = Duration::from_millis(5);
 
 /// The process's service, started on first use.
@@ -204,10 +208,18 @@ impl Service {
                     _ => break,
                 }
             };
-            if let Some(Some(Entry::Stream(s))) = token.map(|t| self.entry(t)) {
-                if let Some(s) = s.upgrade() {
-                    s.keepalive_tick(now);
-                }
+            match token {
+                // The end of a socket's calls (see `Calls`): as its events.
+                Some(t) if t & QUIET_TIMER != 0 => self.handle(t & !QUIET_TIMER),
+                Some(t) => match self.entry(t) {
+                    Some(Entry::Stream(s)) => {
+                        if let Some(s) = s.upgrade() {
+                            s.keepalive_tick(now);
+                        }
+                    }
+                    _ => self.handle(t),
+                },
+                None => {}
             }
         }
     }

@@ -227,6 +227,44 @@ fn non_blocking_and_the_descriptor_poll_as_the_socket_is() {
 }
 
 #[test]
+fn a_program_that_spins_then_sleeps_in_poll_sees_what_comes() {
+    // Calls in a loop leave the socket's events unarmed (they take what comes
+    // themselves); the descriptor must still show a datagram that comes once they have
+    // stopped and the program sleeps in poll(2), without any call of ours between.
+    let (a, b) = (socket(A), socket(B));
+    let b_addr = b.local_addr().unwrap();
+    b.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 16];
+    // Until `a` learns `b`'s QPN (from `b`'s answer on the UDP socket), its datagrams go
+    // over UDP, whose socket the service thread watches: send until one goes over UD
+    // (`a`'s context transmits it), each taken by spinning calls, which spend the events
+    // armed before.
+    loop {
+        let before = hosts().0.net_stats().tx_packets;
+        a.send_to(b"spun", b_addr).unwrap();
+        while b.recv_from(&mut buf).is_err() {}
+        if hosts().0.net_stats().tx_packets > before {
+            break;
+        }
+    }
+    for _ in 0..1000 {
+        let e = b.recv_from(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock);
+    }
+    let (go, went) = std::sync::mpsc::channel();
+    let sender = std::thread::spawn(move || {
+        went.recv().unwrap();
+        a.send_to(b"late", b_addr).unwrap();
+        a
+    });
+    go.send(()).unwrap();
+    assert_eq!(poll(b.as_raw_fd(), libc::POLLIN, 10_000), libc::POLLIN);
+    assert_eq!(b.recv_from(&mut buf).unwrap().0, 4);
+    assert_eq!(&buf[..4], b"late");
+    sender.join().unwrap();
+}
+
+#[test]
 fn a_short_buffer_truncates_and_peek_leaves_the_datagram() {
     let (a, b) = (socket(A), socket(B));
     let b_addr = b.local_addr().unwrap();

@@ -195,6 +195,31 @@ fn a_vanished_peer_ends_reads_with_keepalive_and_writes_with_etimedout() {
     );
 }
 
+#[test]
+fn a_program_that_spins_then_sleeps_in_poll_sees_what_comes() {
+    // As the datagram test of the same name: reads in a loop leave the events unarmed,
+    // and the descriptor must still show data that comes once the program sleeps in
+    // poll(2) without any call of ours between.
+    let (client, server, _l) = pair(7487);
+    server.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 16];
+    for _ in 0..1000 {
+        let e = (&server).read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+    }
+    let (go, went) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        went.recv().unwrap();
+        (&client).write_all(b"late").unwrap();
+        client
+    });
+    go.send(()).unwrap();
+    assert_eq!(poll(server.as_raw_fd(), libc::POLLIN, 10_000), libc::POLLIN);
+    assert_eq!((&server).read(&mut buf).unwrap(), 4);
+    assert_eq!(&buf[..4], b"late");
+    writer.join().unwrap();
+}
+
 /// A client on host 1 connected to host 2 at `port`, each with an iomap table of one
 /// entry; the listener is kept in the pair's scope by returning it.
 fn iomap_pair(port: u16) -> (xrdma_rsocket::RsStream, xrdma_rsocket::RsStream, RsListener) {
@@ -355,7 +380,7 @@ fn no_inline_data_at_one_end_still_carries_both_ways() {
 /// spins, calling nothing, until the last byte of the other's arrives.
 #[test]
 fn iowrite_ping_pong_needs_no_reads_or_writes_between() {
-    let (client, server, _l) = iomap_pair(7483);
+    let (client, server, _l) = iomap_pair(7486);
     const LEN: usize = 64;
     const ROUNDS: usize = 2000;
     let side = move |s: xrdma_rsocket::RsStream, first: bool| {

@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
 use crate::Ready;
 use crate::config::Config;
 use crate::service::{Entry, service};
+use crate::shared::Shared;
 use state::DgramState;
 
 /// How long closing a socket waits for its sends to leave, at most.
@@ -24,7 +23,7 @@ const CLOSE_LIMIT: Duration = Duration::from_secs(1);
 /// A datagram socket's shared state: what every handle of it names.
 pub(crate) struct DgramInner {
     token: u64,
-    st: Mutex<DgramState>,
+    st: Shared<DgramState>,
     fd: RawFd,
     /// Handles alive ([`RsDatagram`] and its clones): the last one closes.
     handles: AtomicUsize,
@@ -33,7 +32,31 @@ pub(crate) struct DgramInner {
 impl DgramInner {
     /// The service's call: the UDP socket or a completion channel fired.
     pub(crate) fn service_events(&self) {
-        self.st.lock().drive();
+        self.st.service();
+    }
+
+    /// A waiter is in the socket (see [`crate::Waiter`]).
+    pub(crate) fn arrive(&self) {
+        self.st.arrive();
+    }
+
+    /// The waiter leaves.
+    pub(crate) fn depart(&self) {
+        self.st.lock().sleep_ends();
+        self.st.depart();
+    }
+
+    /// Arms the socket's events for a waiter, adds the descriptors they fire on to
+    /// `events`, and says what the socket can do now, with the context to drive.
+    pub(crate) fn arm_for_waiter(
+        &self,
+        events: &mut Vec<RawFd>,
+    ) -> (Ready, Option<xrdma_verbs::verbs::Context>) {
+        let mut st = self.st.lock();
+        st.sleep_begins();
+        st.before_sleep();
+        let ctx = st.wait_fds(events);
+        (st.ready_now(), ctx)
     }
 
     /// Waits until the descriptor shows `events`, or the UDP socket or a completion
@@ -64,36 +87,29 @@ impl DgramInner {
         timeout: impl Fn(&DgramState) -> Option<Duration>,
         mut attempt: impl FnMut(&mut DgramState) -> io::Result<Option<T>>,
     ) -> io::Result<T> {
+        let _caller = self.st.enter();
         let deadline = timeout(&self.st.lock()).map(|t| Instant::now() + t);
         let mut spin_from = Instant::now();
         let mut timed_out = false;
-        // The UDP socket is read on the first attempt and after each sleep: it only
-        // carries a peer's first datagrams, and reading it is a system call.
-        let mut udp = true;
+        // The UDP socket is read after each sleep, not while the call spins: it only
+        // carries a peer's first datagrams, reading it is a system call, and the service
+        // thread has whoever holds the lock read it when it fires (see `Shared`).
+        let mut udp = false;
         loop {
             let polling = {
                 let mut st = self.st.lock();
-                // Readiness shows, and the CQs are armed, when the call returns or
-                // sleeps: the events of a spinning call would only wake the service
-                // thread for nothing.
+                // Readiness shows when the call returns or sleeps, and the CQs are armed
+                // when it sleeps (see `DgramState::call_done`).
                 st.progress(udp, false);
                 udp = false;
                 let r = attempt(&mut st);
                 let give_up = timed_out || st.nonblocking || flags & libc::MSG_DONTWAIT != 0;
                 match r {
-                    Ok(Some(done)) => {
-                        st.drive();
-                        return Ok(done);
+                    Ok(None) if !give_up => st.config.polling_time,
+                    r => {
+                        st.call_done();
+                        return r.and_then(|done| done.ok_or(io::ErrorKind::WouldBlock.into()));
                     }
-                    Err(e) => {
-                        st.drive();
-                        return Err(e);
-                    }
-                    Ok(None) if give_up => {
-                        st.drive();
-                        return Err(io::ErrorKind::WouldBlock.into());
-                    }
-                    Ok(None) => st.config.polling_time,
                 }
             };
             if spin_from.elapsed() < polling {
@@ -102,14 +118,20 @@ impl DgramInner {
             // Arm and publish before sleeping; what came meanwhile is tried at once.
             {
                 let mut st = self.st.lock();
-                st.drive();
-                if let Some(done) = attempt(&mut st)? {
-                    st.drive();
-                    return Ok(done);
+                st.sleep_begins();
+                st.before_sleep();
+                match attempt(&mut st) {
+                    Ok(None) => {}
+                    r => {
+                        st.sleep_ends();
+                        st.call_done();
+                        return r.and_then(|done| done.ok_or(io::ErrorKind::WouldBlock.into()));
+                    }
                 }
             }
-            timed_out =
-                !self.wait(events, deadline)? && deadline.is_some_and(|d| Instant::now() >= d);
+            let woke = self.wait(events, deadline);
+            self.st.lock().sleep_ends();
+            timed_out = !woke? && deadline.is_some_and(|d| Instant::now() >= d);
             spin_from = Instant::now();
             udp = true;
         }
@@ -143,15 +165,17 @@ impl DgramInner {
     fn close(&self) {
         let deadline = Instant::now() + CLOSE_LIMIT;
         loop {
-            let done = {
+            {
                 let mut st = self.st.lock();
-                st.drive();
-                st.all_sends_done()
-            };
-            if done || Instant::now() >= deadline {
-                break;
+                st.before_sleep();
+                if st.all_sends_done() || Instant::now() >= deadline {
+                    break;
+                }
+                st.sleep_begins();
             }
-            if self.wait(0, Some(deadline)).is_err() {
+            let woke = self.wait(0, Some(deadline));
+            self.st.lock().sleep_ends();
+            if woke.is_err() {
                 break;
             }
         }
@@ -205,7 +229,7 @@ impl RsDatagram {
         let fd = st.ready.fd();
         let inner = Arc::new_cyclic(|weak| DgramInner {
             token: svc.register(Entry::Datagram(weak.clone())),
-            st: Mutex::new(st),
+            st: Shared::new(st),
             fd,
             handles: AtomicUsize::new(1),
         });
@@ -309,20 +333,21 @@ impl RsDatagram {
         self.inner.st.lock().max_payload(addr)
     }
 
-    /// Makes the progress that waits and says what the socket can do now, without
-    /// touching its descriptor: the spinning phase of an `rpoll`. Call
-    /// [`sync_ready`](Self::sync_ready) before sleeping on the descriptor.
+    /// Makes the progress that waits and says what the socket can do now: the spinning
+    /// phase of an `rpoll`, a call as any other. Call [`sync_ready`](Self::sync_ready)
+    /// before sleeping on the descriptor.
     pub fn poll_ready(&self) -> Ready {
         let mut st = self.inner.st.lock();
-        st.progress(true, false);
+        st.progress(false, false);
+        st.call_done();
         st.ready_now()
     }
 
-    /// [`poll_ready`](Self::poll_ready), and brings the descriptor up to date and has
-    /// the service thread keep it so: before the caller sleeps in `poll(2)`.
+    /// [`poll_ready`](Self::poll_ready), and arms the socket's events so that the
+    /// descriptor is kept up to date: before the caller sleeps in `poll(2)`.
     pub fn sync_ready(&self) -> Ready {
         let mut st = self.inner.st.lock();
-        st.drive();
+        st.before_sleep();
         st.ready_now()
     }
 
@@ -385,6 +410,12 @@ impl Drop for RsDatagram {
         if self.inner.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.inner.close();
         }
+    }
+}
+
+impl RsDatagram {
+    pub(crate) fn inner(&self) -> &Arc<DgramInner> {
+        &self.inner
     }
 }
 

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::proto::dgram::{DsHeader, SLOT, UdpHeader, UdpOp};
 use crate::readiness::Readiness;
 use crate::service::service;
+use crate::shared::{Calls, Drive};
 
 /// A destination (rsocket's `ds_dest`): the QP that reaches it and, once learnt, its QPN
 /// and an address handle.
@@ -67,6 +68,7 @@ pub(crate) struct DgramState {
     pub(crate) nonblocking: bool,
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
+    calls: Calls,
 }
 
 /// The sizes of a socket's QPs: rsocket's `ds_set_qp_size`, which holds the queues to
@@ -99,6 +101,7 @@ impl DgramState {
             nonblocking: false,
             read_timeout: None,
             write_timeout: None,
+            calls: Calls::default(),
         };
         st.publish();
         Ok(st)
@@ -107,6 +110,7 @@ impl DgramState {
     /// Has the service watch the socket under `token`.
     pub(crate) fn attach(&mut self, token: u64) -> io::Result<()> {
         self.token = token;
+        self.calls.set_token(token);
         service()?.watch(self.udp.as_raw_fd(), token)
     }
 
@@ -236,18 +240,12 @@ impl DgramState {
         Ok(n.saturating_sub(h))
     }
 
-    /// Makes the socket's progress: reads its UDP socket, takes its completions, and
-    /// updates the readiness descriptor.
-    pub(crate) fn drive(&mut self) {
-        self.progress(true, true);
-        self.publish();
-    }
-
-    /// [`drive`](Self::drive) without publishing readiness, reading the UDP socket only
+    /// [`drive`](Drive::drive) without publishing readiness, reading the UDP socket only
     /// with `udp` (a spinning caller reads it once, and again after it slept) and arming
     /// the CQs only with `arm`: for a caller that goes on under the lock and drives
     /// before it leaves or sleeps.
     pub(crate) fn progress(&mut self, udp: bool, arm: bool) {
+        let arm = arm || self.calls.must_arm();
         if udp {
             self.drain_udp();
         }
@@ -283,6 +281,30 @@ impl DgramState {
         if failed {
             self.so_error.get_or_insert(libc::EIO);
         }
+    }
+
+    /// What a call does as it returns: updates the descriptor, leaving the CQs as they
+    /// are (see [`Calls`]).
+    pub(crate) fn call_done(&mut self) {
+        self.publish();
+        self.calls.returned();
+    }
+
+    /// A caller goes to sleep on the socket's events ([`Self::before_sleep`] arms them);
+    /// [`Self::sleep_ends`] when it wakes.
+    pub(crate) fn sleep_begins(&mut self) {
+        self.calls.sleep_begins();
+    }
+
+    pub(crate) fn sleep_ends(&mut self) {
+        self.calls.sleep_ends();
+    }
+
+    /// A caller is about to sleep on the descriptor and the CQs' channels: arms them, and
+    /// publishes readiness.
+    pub(crate) fn before_sleep(&mut self) {
+        self.calls.sleeping();
+        self.drive();
     }
 
     /// Handles every datagram waiting on the UDP socket (`udp_svc_process_rs`).
@@ -399,5 +421,16 @@ impl DgramState {
                 svc.unwatch(q.channel_fd());
             }
         }
+    }
+}
+
+impl Drive for DgramState {
+    /// Makes the socket's progress: reads its UDP socket, takes its completions, arms the
+    /// CQs unless calls are coming (see [`Calls`]), and updates the
+    /// readiness descriptor.
+    fn drive(&mut self) {
+        let arm = !self.calls.active();
+        self.progress(true, arm);
+        self.publish();
     }
 }

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::proto::msg::Ctrl;
 use crate::readiness::Readiness;
 use crate::service::service;
+use crate::shared::{Calls, Drive};
 
 /// Where a socket is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +70,7 @@ pub(crate) struct Conn {
     pub(crate) local: Option<SocketAddr>,
     pub(crate) peer: Option<SocketAddr>,
     close_deadline: Option<Instant>,
+    pub(crate) calls: Calls,
 }
 
 fn errno(e: i32) -> io::Error {
@@ -105,6 +107,7 @@ impl Conn {
             local: None,
             peer: None,
             close_deadline: None,
+            calls: Calls::default(),
         };
         conn.publish();
         Ok(conn)
@@ -220,14 +223,15 @@ impl Conn {
         }
     }
 
-    /// Makes the data path's progress: completions, credits, reposts; applies what they
-    /// told, and updates the readiness descriptor.
-    pub(crate) fn drive(&mut self) {
-        self.progress_arming(true);
+    /// What a call does as it returns: takes what came, and updates the descriptor,
+    /// leaving the CQ as it is (see [`Calls`]).
+    pub(crate) fn call_done(&mut self) {
+        self.progress();
         self.publish();
+        self.calls.returned();
     }
 
-    /// [`drive`](Self::drive) without updating the descriptor or arming the CQ: for a
+    /// [`drive`](Drive::drive) without updating the descriptor or arming the CQ: for a
     /// caller that goes on polling under the lock, and drives (arms and publishes) before
     /// it leaves or sleeps. True if completions came.
     pub(crate) fn progress(&mut self) -> bool {
@@ -237,12 +241,14 @@ impl Conn {
     /// Arms the CQ before a blocked caller sleeps; true if completions came first (the
     /// caller tries again instead of sleeping).
     pub(crate) fn progress_arming_for_sleep(&mut self) -> bool {
+        self.calls.sleeping();
         let came = self.progress_arming(true);
         self.publish();
         came
     }
 
     fn progress_arming(&mut self, arm: bool) -> bool {
+        let arm = arm || self.calls.must_arm();
         let mut taken = 0;
         if let Some(link) = self.link.as_mut() {
             let mut h = Happened::default();
@@ -441,6 +447,8 @@ impl Conn {
 
     /// A closing socket's progress; true once it is closed.
     pub(crate) fn continue_close(&mut self) -> bool {
+        // No call comes any more: the CQ is armed, for whoever waits for the rest.
+        self.calls.sleeping();
         self.drive();
         let sent = self.pending_ctrl.is_none()
             && self.link.as_ref().is_none_or(|l| l.proto.all_sends_done());
@@ -475,4 +483,15 @@ impl Conn {
 fn link_fd(link: &Link) -> std::os::fd::RawFd {
     use std::os::fd::AsRawFd;
     link.res.channel.as_raw_fd()
+}
+
+impl Drive for Conn {
+    /// Makes the data path's progress: completions, credits, reposts; applies what they
+    /// told, arms the CQ unless calls are coming (see [`Calls`]), and updates the
+    /// readiness descriptor.
+    fn drive(&mut self) {
+        let arm = !self.calls.active();
+        self.progress_arming(arm);
+        self.publish();
+    }
 }

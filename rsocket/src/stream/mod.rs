@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, MutexGuard};
+use crate::shared::{Locked, Shared};
 
 pub(crate) use conn::{Conn, Phase};
 
@@ -46,7 +46,7 @@ impl<T> Step<T> {
 /// A stream socket's shared state: what every handle of it names.
 pub(crate) struct StreamInner {
     pub(crate) token: u64,
-    conn: Mutex<Conn>,
+    conn: Shared<Conn>,
     fd: RawFd,
     /// Handles alive ([`RsStream`] and its clones): the last one closes.
     handles: AtomicUsize,
@@ -54,26 +54,58 @@ pub(crate) struct StreamInner {
 
 impl StreamInner {
     /// Locks the socket's state.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Conn> {
+    pub(crate) fn lock(&self) -> Locked<'_, Conn> {
         self.conn.lock()
     }
 
     /// A new socket, registered with the service.
     pub(crate) fn new(config: Config) -> io::Result<Arc<StreamInner>> {
         let svc = service()?;
-        let conn = Conn::new(config)?;
+        let mut conn = Conn::new(config)?;
         let fd = conn.ready.fd();
-        Ok(Arc::new_cyclic(|weak| StreamInner {
-            token: svc.register(Entry::Stream(weak.clone())),
-            conn: Mutex::new(conn),
-            fd,
-            handles: AtomicUsize::new(1),
+        Ok(Arc::new_cyclic(|weak| {
+            let token = svc.register(Entry::Stream(weak.clone()));
+            conn.calls.set_token(token);
+            StreamInner {
+                token,
+                conn: Shared::new(conn),
+                fd,
+                handles: AtomicUsize::new(1),
+            }
         }))
     }
 
-    /// The service's call: completions came.
+    /// A waiter is in the socket (see [`crate::Waiter`]).
+    pub(crate) fn arrive(&self) {
+        self.conn.arrive();
+    }
+
+    /// The waiter leaves.
+    pub(crate) fn depart(&self) {
+        self.lock().calls.sleep_ends();
+        self.conn.depart();
+    }
+
+    /// Arms the socket's events for a waiter, adds the descriptors they fire on to
+    /// `events`, and says what the socket can do now, with the context to drive.
+    pub(crate) fn arm_for_waiter(
+        &self,
+        events: &mut Vec<RawFd>,
+    ) -> (Ready, Option<xrdma_verbs::verbs::Context>) {
+        let mut c = self.lock();
+        c.calls.sleep_begins();
+        c.progress_arming_for_sleep();
+        let ctx = c.link.as_ref().map(|l| {
+            events.push(l.res.channel.as_raw_fd());
+            l.res.ctx.clone()
+        });
+        (c.ready_now(), ctx)
+    }
+
+    /// The service's call: completions came, or the calls have stopped (see
+    /// [`Calls`](crate::shared::Calls)).
     pub(crate) fn service_completions(&self) {
-        self.lock().drive();
+        self.conn.service();
     }
 
     pub(crate) fn on_cm_event(&self, event: xrdma_verbs::cm::Event) {
@@ -96,7 +128,8 @@ impl StreamInner {
         }
     }
 
-    /// The service's call: a keepalive may be due.
+    /// The service's call: a keepalive may be due. It takes the lock, even from a call
+    /// blocked in the socket: that call waits for what the keepalive finds.
     pub(crate) fn keepalive_tick(&self, now: Instant) {
         let next = self.lock().keepalive_tick(now);
         self.schedule_keepalive(next);
@@ -107,14 +140,20 @@ impl StreamInner {
     fn linger_for(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
-            if self.lock().continue_close() {
-                return;
+            {
+                let mut c = self.lock();
+                if c.continue_close() {
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    c.abort();
+                    return;
+                }
+                c.calls.sleep_begins();
             }
-            if Instant::now() >= deadline {
-                self.lock().abort();
-                return;
-            }
-            if self.wait(0, Some(deadline)).is_err() {
+            let woke = self.wait(0, Some(deadline));
+            self.lock().calls.sleep_ends();
+            if woke.is_err() {
                 self.lock().abort();
                 return;
             }
@@ -164,6 +203,7 @@ impl StreamInner {
         timeout: impl Fn(&Conn) -> Option<Duration>,
         mut attempt: impl FnMut(&mut Conn, bool) -> Step<T>,
     ) -> io::Result<T> {
+        let _caller = self.conn.enter();
         let deadline = timeout(&self.lock()).map(|t| Instant::now() + t);
         let mut spin_from = Instant::now();
         let mut timed_out = false;
@@ -187,9 +227,7 @@ impl StreamInner {
                 };
                 match step {
                     Step::Done(r) => {
-                        // Armed again, so that the service thread hears of what comes
-                        // while the application is away.
-                        c.drive();
+                        c.call_done();
                         return r;
                     }
                     Step::Moved => {
@@ -205,13 +243,16 @@ impl StreamInner {
             // Arm before sleeping; what came meanwhile is tried at once instead.
             {
                 let mut c = self.lock();
+                c.calls.sleep_begins();
                 let came = c.progress_arming_for_sleep();
                 if came {
+                    c.calls.sleep_ends();
                     continue;
                 }
             }
-            timed_out =
-                !self.wait(events, deadline)? && deadline.is_some_and(|d| Instant::now() >= d);
+            let woke = self.wait(events, deadline);
+            self.lock().calls.sleep_ends();
+            timed_out = !woke? && deadline.is_some_and(|d| Instant::now() >= d);
             spin_from = Instant::now();
         }
     }
@@ -474,21 +515,21 @@ impl RsStream {
         self.inner.finish_connect(None)
     }
 
-    /// Makes the progress that waits and says what the socket can do now, without
-    /// touching its descriptor or waking the service thread: the spinning phase of an
-    /// `rpoll`. Call [`sync_ready`](Self::sync_ready) before sleeping on the descriptor.
+    /// Makes the progress that waits and says what the socket can do now: the spinning
+    /// phase of an `rpoll`, a call as any other. Call [`sync_ready`](Self::sync_ready)
+    /// before sleeping on the descriptor.
     pub fn poll_ready(&self) -> Ready {
         let mut c = self.inner.lock();
-        c.progress();
+        c.call_done();
         c.ready_now()
     }
 
-    /// [`poll_ready`](Self::poll_ready), and brings the descriptor up to date and has
-    /// the service thread keep it so: before the caller sleeps in `poll(2)`, or returns
+    /// [`poll_ready`](Self::poll_ready), and arms the socket's events so that the
+    /// descriptor is kept up to date: before the caller sleeps in `poll(2)`, or returns
     /// to code that may.
     pub fn sync_ready(&self) -> Ready {
         let mut c = self.inner.lock();
-        c.drive();
+        c.progress_arming_for_sleep();
         c.ready_now()
     }
 

@@ -146,7 +146,11 @@ impl RsStream {
                     return Poll::Ready(Ok(()));
                 }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
+                // The task is to sleep on the descriptor: have it kept up to date.
+                Err(_would_block) => {
+                    self.io.get_ref().sync_ready();
+                    continue;
+                }
             }
         }
     }
@@ -167,7 +171,10 @@ impl RsStream {
             });
             match attempt {
                 Ok(r) => return Poll::Ready(r),
-                Err(_would_block) => continue,
+                Err(_would_block) => {
+                    self.io.get_ref().sync_ready();
+                    continue;
+                }
             }
         }
     }

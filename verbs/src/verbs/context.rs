@@ -314,7 +314,7 @@ impl Context {
     }
 
     /// Descriptors [`Context::wait_driving`] watches at most.
-    pub const MAX_WAIT_FDS: usize = 7;
+    pub const MAX_WAIT_FDS: usize = 63;
 
     /// Sleeps until one of `fds` polls ready (their `revents` say which) or `timeout`
     /// passes, making the context's progress meanwhile, as [`Context::get_cq_event`] does:
