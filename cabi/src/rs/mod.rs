@@ -411,6 +411,9 @@ const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 #[unsafe(no_mangle)]
 pub extern "C" fn rclose(socket: c_int) -> c_int {
     guard_int(|| {
+        if poll::close_set(socket) {
+            return Ok(0);
+        }
         let sock =
             table::remove(socket).ok_or_else(|| table::get(socket).err().unwrap_or(libc::EBADF))?;
         if let Some(Live::Stream(s)) = sock.live() {

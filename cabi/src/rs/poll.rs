@@ -7,35 +7,51 @@
 //! spins, for rsocket's polling time, on the sockets themselves (no system call for an
 //! rsocket), as rsocket's does, then sleeps in poll(2).
 
+use std::collections::BTreeMap;
 use std::ffi::c_int;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Weak};
 
-use xrdma_rsocket::Config;
+use parking_lot::Mutex;
+use std::time::{Duration, Instant};
 
-use super::table::{self, Kind, Socket};
+use xrdma_rsocket::{Config, Ready, Waiter};
+
+use super::table::{self, Kind, Live, Look, Socket};
 use super::{dgram, guard_int, last_errno, sys};
 
-/// The events an rsocket shows now; with `sync`, its descriptor is brought up to date too.
-fn revents(sock: &Socket, events: i16, sync: bool) -> i16 {
-    let shown = match sock.live() {
-        Some(live) => {
-            let r = live.ready(sync);
-            let mut ev = 0;
-            if r.readable {
-                ev |= libc::POLLIN | libc::POLLRDNORM;
-            }
-            if r.writable {
-                ev |= libc::POLLOUT | libc::POLLWRNORM;
-            }
-            ev
-        }
+/// The events an rsocket shows now, looked at for `look`.
+fn revents(sock: &Socket, events: i16, look: Look) -> i16 {
+    match sock.live() {
+        Some(live) => events_of(live.ready(look), events),
         // As Linux shows a TCP socket that is neither connected nor listening, and an
         // unbound UDP socket.
-        None if sock.kind == Kind::Stream => libc::POLLOUT | libc::POLLWRNORM | libc::POLLHUP,
-        None => libc::POLLOUT | libc::POLLWRNORM,
-    };
-    shown & (events | libc::POLLERR | libc::POLLHUP)
+        None if sock.kind == Kind::Stream => {
+            (libc::POLLOUT | libc::POLLWRNORM | libc::POLLHUP) & (events | libc::POLLHUP)
+        }
+        None => (libc::POLLOUT | libc::POLLWRNORM) & events,
+    }
+}
+
+/// The events of `events` (and the errors, always reported) that `r` shows.
+fn events_of(r: Ready, events: i16) -> i16 {
+    let mut ev = 0;
+    if r.readable {
+        ev |= libc::POLLIN | libc::POLLRDNORM;
+    }
+    if r.writable {
+        ev |= libc::POLLOUT | libc::POLLWRNORM;
+    }
+    ev & (events | libc::POLLERR | libc::POLLHUP)
+}
+
+/// An ordinary descriptor's events now, without waiting.
+fn poll_now(p: &libc::pollfd) -> Result<i16, i32> {
+    let mut one = *p;
+    // SAFETY: one live pollfd.
+    if unsafe { libc::poll(&mut one, 1, 0) } < 0 {
+        return Err(last_errno());
+    }
+    Ok(one.revents)
 }
 
 /// One pass over `fds`: rsockets asked directly, other descriptors polled without waiting.
@@ -43,21 +59,14 @@ fn revents(sock: &Socket, events: i16, sync: bool) -> i16 {
 fn check(
     fds: &mut [libc::pollfd],
     socks: &[Option<Arc<Socket>>],
-    sync: bool,
+    look: Look,
 ) -> Result<c_int, i32> {
     let mut n = 0;
     for (p, sock) in fds.iter_mut().zip(socks) {
         p.revents = match sock {
-            Some(sock) => revents(sock, p.events, sync),
+            Some(sock) => revents(sock, p.events, look),
             None if p.fd < 0 => 0,
-            None => {
-                let mut one = *p;
-                // SAFETY: one live pollfd.
-                if unsafe { libc::poll(&mut one, 1, 0) } < 0 {
-                    return Err(last_errno());
-                }
-                one.revents
-            }
+            None => poll_now(p)?,
         };
         n += c_int::from(p.revents != 0);
     }
@@ -88,38 +97,66 @@ pub unsafe extern "C" fn rpoll(
     })
 }
 
-/// [`rpoll`] over a checked slice.
+/// [`rpoll`] over a checked slice: spins on the rsockets for rsocket's polling time, then
+/// sleeps on every descriptor and the rsockets' own events, taking what arrives itself
+/// ([`Waiter`]), until something is ready or the timeout passes.
 fn poll_fds(fds: &mut [libc::pollfd], timeout: c_int) -> Result<c_int, i32> {
     let socks: Vec<Option<Arc<Socket>>> = fds.iter().map(|p| table::lookup(p.fd)).collect();
     if socks.iter().all(Option::is_none) {
         // SAFETY: the caller's pollfds.
         return sys(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) });
     }
-    let start = Instant::now();
+    let deadline = (timeout >= 0).then(|| Instant::now() + Duration::from_millis(timeout as u64));
     let polling = Config::default().polling_time;
     loop {
-        let n = check(fds, &socks, false)?;
-        if n > 0 || timeout == 0 {
-            // Leave the descriptors up to date for the service thread to keep.
-            check(fds, &socks, true)?;
+        let spin_from = Instant::now();
+        loop {
+            let n = check(fds, &socks, Look::Spin)?;
+            if n > 0 || timeout == 0 {
+                return check(fds, &socks, Look::Return);
+            }
+            if spin_from.elapsed() >= polling {
+                break;
+            }
+        }
+        let mut waiter = Waiter::new();
+        let n = check_adding(fds, &socks, &mut waiter)?;
+        if n > 0 {
             return Ok(n);
         }
-        if start.elapsed() >= polling {
-            break;
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return Ok(0);
+        }
+        let n = waiter.wait(fds, left).map_err(|e| crate::io_errno(&e))?;
+        drop(waiter);
+        // What woke us may have been a socket's event, or one of the descriptors: look at
+        // them all again, as the spin does.
+        if n > 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+            return check(fds, &socks, Look::Return);
         }
     }
-    let n = check(fds, &socks, true)?;
-    if n > 0 {
-        return Ok(n);
+}
+
+/// The pass before sleeping: every rsocket is added to `waiter` (its events armed), and
+/// the other descriptors polled without waiting. The number with events.
+fn check_adding(
+    fds: &mut [libc::pollfd],
+    socks: &[Option<Arc<Socket>>],
+    waiter: &mut Waiter,
+) -> Result<c_int, i32> {
+    let mut n = 0;
+    for (p, sock) in fds.iter_mut().zip(socks) {
+        p.revents = match sock.as_ref().map(|s| (s, s.live())) {
+            Some((_, Some(Live::Stream(s)))) => events_of(waiter.add_stream(s), p.events),
+            Some((_, Some(Live::Dgram(d)))) => events_of(waiter.add_datagram(d), p.events),
+            Some((sock, _)) => revents(sock, p.events, Look::Sleep),
+            None if p.fd < 0 => 0,
+            None => poll_now(p)?,
+        };
+        n += c_int::from(p.revents != 0);
     }
-    let left = if timeout < 0 {
-        -1
-    } else {
-        let spent = start.elapsed().as_millis().min(c_int::MAX as u128) as c_int;
-        (timeout - spent).max(0)
-    };
-    // SAFETY: the caller's pollfds; the rsockets' numbers are their kernel descriptors.
-    sys(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, left) })
+    Ok(n)
 }
 
 /// `rselect(3)`: `select(2)` over rsockets and ordinary descriptors, through [`rpoll`].
@@ -209,12 +246,32 @@ pub unsafe extern "C" fn rselect(
     })
 }
 
+/// The rsockets of each repoll set, by its descriptor, so that `repoll_wait` can take
+/// their events itself (as `rpoll` does) rather than wait for the service thread to bring
+/// their descriptors up to date. Weak: a set does not keep a closed socket.
+static SETS: Mutex<BTreeMap<c_int, BTreeMap<c_int, Weak<Socket>>>> = Mutex::new(BTreeMap::new());
+
 /// `repoll_create(3)`: an epoll instance (`flags`: `EPOLL_CLOEXEC`) that takes rsockets
-/// and ordinary descriptors.
+/// and ordinary descriptors; `rclose` closes it.
 #[unsafe(no_mangle)]
 pub extern "C" fn repoll_create(flags: c_int) -> c_int {
-    // SAFETY: epoll_create1 takes no pointers.
-    guard_int(|| sys(unsafe { libc::epoll_create1(flags) }))
+    guard_int(|| {
+        // SAFETY: epoll_create1 takes no pointers.
+        let epfd = sys(unsafe { libc::epoll_create1(flags) })?;
+        // A number reused since an earlier set was closed with close(2) starts empty.
+        SETS.lock().insert(epfd, BTreeMap::new());
+        Ok(epfd)
+    })
+}
+
+/// `rclose` of a repoll set: true if `fd` is one (and is closed now).
+pub(crate) fn close_set(fd: c_int) -> bool {
+    if SETS.lock().remove(&fd).is_none() {
+        return false;
+    }
+    // SAFETY: the set's descriptor, ours to close.
+    unsafe { libc::close(fd) };
+    true
 }
 
 /// `repoll_ctl(3)`: `epoll_ctl(2)`, -1 and errno on failure. An rsocket added or changed
@@ -228,25 +285,38 @@ pub unsafe extern "C" fn repoll_ctl(
     event: *mut libc::epoll_event,
 ) -> c_int {
     guard_int(|| {
-        if op != libc::EPOLL_CTL_DEL {
-            if let Some(sock) = table::lookup(fd) {
-                match sock.live() {
-                    Some(live) => {
-                        live.ready(true);
-                    }
-                    None if sock.kind == Kind::Dgram => {
-                        dgram(&sock)?.sync_ready();
-                    }
-                    None => {}
+        let sock = table::lookup(fd);
+        if let (Some(sock), true) = (&sock, op != libc::EPOLL_CTL_DEL) {
+            match sock.live() {
+                Some(live) => {
+                    live.ready(Look::Sleep);
                 }
+                None if sock.kind == Kind::Dgram => {
+                    dgram(sock)?.sync_ready();
+                }
+                None => {}
             }
         }
         // SAFETY: the caller's event, per epoll_ctl(2)'s contract.
-        sys(unsafe { libc::epoll_ctl(epfd, op, fd, event) })
+        let r = sys(unsafe { libc::epoll_ctl(epfd, op, fd, event) })?;
+        let mut sets = SETS.lock();
+        let set = sets.entry(epfd).or_default();
+        match (op, sock) {
+            (libc::EPOLL_CTL_DEL, _) => {
+                set.remove(&fd);
+            }
+            (_, Some(sock)) => {
+                set.insert(fd, Arc::downgrade(&sock));
+            }
+            _ => {}
+        }
+        Ok(r)
     })
 }
 
-/// `repoll_wait(3)`: `epoll_wait(2)` over rsockets and ordinary descriptors.
+/// `repoll_wait(3)`: `epoll_wait(2)` over rsockets and ordinary descriptors. Like
+/// [`rpoll`], it spins on the set's rsockets for the polling time, then sleeps on the set
+/// and the rsockets' own events, taking what arrives itself ([`Waiter`]).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn repoll_wait(
     epfd: c_int,
@@ -254,6 +324,69 @@ pub unsafe extern "C" fn repoll_wait(
     maxevents: c_int,
     timeout: c_int,
 ) -> c_int {
-    // SAFETY: the caller's events array, per epoll_wait(2)'s contract.
-    guard_int(|| sys(unsafe { libc::epoll_wait(epfd, events, maxevents, timeout) }))
+    let collect = |ms: c_int| {
+        // SAFETY: the caller's events array, per epoll_wait(2)'s contract.
+        sys(unsafe { libc::epoll_wait(epfd, events, maxevents, ms) })
+    };
+    guard_int(|| {
+        let socks: Vec<Arc<Socket>> = match SETS.lock().get(&epfd) {
+            Some(set) => set.values().filter_map(Weak::upgrade).collect(),
+            None => Vec::new(),
+        };
+        let lives: Vec<&Live> = socks.iter().filter_map(|s| s.live()).collect();
+        if lives.is_empty() || timeout == 0 {
+            for live in &lives {
+                live.ready(Look::Return);
+            }
+            return collect(timeout);
+        }
+        let deadline =
+            (timeout > 0).then(|| Instant::now() + Duration::from_millis(timeout as u64));
+        let polling = Config::default().polling_time;
+        loop {
+            // Spin: the rsockets looked at (their descriptors brought up to date), the
+            // set asked without waiting.
+            let spin_from = Instant::now();
+            loop {
+                for live in &lives {
+                    live.ready(Look::Return);
+                }
+                let n = collect(0)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                if spin_from.elapsed() >= polling {
+                    break;
+                }
+            }
+            let mut waiter = Waiter::new();
+            for live in &lives {
+                match live {
+                    Live::Stream(s) => {
+                        waiter.add_stream(s);
+                    }
+                    Live::Dgram(d) => {
+                        waiter.add_datagram(d);
+                    }
+                    Live::Listener(_) => {}
+                }
+            }
+            let n = collect(0)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Ok(0);
+            }
+            let mut set = [libc::pollfd {
+                fd: epfd,
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            waiter
+                .wait(&mut set, left)
+                .map_err(|e| crate::io_errno(&e))?;
+        }
+    })
 }

@@ -38,17 +38,28 @@ impl Live {
         }
     }
 
-    /// Makes the progress that waits; with `sync`, also brings the descriptor up to date
-    /// (see `RsStream::sync_ready`).
-    pub(crate) fn ready(&self, sync: bool) -> Ready {
-        match (self, sync) {
+    /// Makes the progress that waits, and says what the socket can do; brings the
+    /// descriptor up to date as `look` needs (see `RsStream::sync_ready`).
+    pub(crate) fn ready(&self, look: Look) -> Ready {
+        match (self, look) {
             (Live::Listener(l), _) => l.poll_ready(),
-            (Live::Stream(s), false) => s.poll_ready(),
-            (Live::Stream(s), true) => s.sync_ready(),
-            (Live::Dgram(d), false) => d.poll_ready(),
-            (Live::Dgram(d), true) => d.sync_ready(),
+            (Live::Stream(s), Look::Spin | Look::Return) => s.poll_ready(),
+            (Live::Stream(s), Look::Sleep) => s.sync_ready(),
+            (Live::Dgram(d), Look::Spin | Look::Return) => d.poll_ready(),
+            (Live::Dgram(d), Look::Sleep) => d.sync_ready(),
         }
     }
+}
+
+/// Why a socket's readiness is looked at (see [`Live::ready`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Look {
+    /// While spinning: the descriptor need not be up to date.
+    Spin,
+    /// As `rpoll` returns: the descriptor is to show what the socket is.
+    Return,
+    /// Before sleeping on the descriptor: it is to be kept up to date.
+    Sleep,
 }
 
 /// Options set before the socket exists, and the flags `rfcntl` keeps.
