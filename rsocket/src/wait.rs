@@ -14,22 +14,24 @@ use std::time::{Duration, Instant};
 
 use xrdma_verbs::verbs::Context;
 
-use crate::dgram::DgramInner;
-use crate::stream::StreamInner;
 use crate::{Ready, RsDatagram, RsStream};
 
-/// A socket a waiter is in (see [`Shared::enter`](crate::shared::Shared::enter)).
-enum Entered {
-    Stream(Arc<StreamInner>),
-    Dgram(Arc<DgramInner>),
+/// A socket a waiter can be in: it arms the socket's events and counts itself in the
+/// socket (see [`Shared::enter`](crate::shared::Shared::enter)) until it leaves.
+pub(crate) trait Waitable: Send + Sync {
+    /// Enters the socket, arms its events, adds the descriptors they fire on to `events`,
+    /// and says what the socket can do now, with the context to drive.
+    fn arm_for_waiter(&self, events: &mut Vec<RawFd>) -> (Ready, Option<Context>);
+    /// Leaves the socket.
+    fn depart(&self);
 }
+
+/// A socket a waiter is in; dropping it leaves.
+struct Entered(Arc<dyn Waitable>);
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        match self {
-            Entered::Stream(s) => s.depart(),
-            Entered::Dgram(d) => d.depart(),
-        }
+        self.0.depart();
     }
 }
 
@@ -60,20 +62,17 @@ impl Waiter {
     /// Adds a stream: arms its events, brings its descriptor up to date, and says what it
     /// can do now (if anything, the caller need not sleep).
     pub fn add_stream(&mut self, s: &RsStream) -> Ready {
-        let inner = &s.inner;
-        inner.arrive();
-        self.entered.push(Entered::Stream(inner.clone()));
-        let (ready, ctx) = inner.arm_for_waiter(&mut self.events);
-        self.ctx = self.ctx.take().or(ctx);
-        ready
+        self.add(s.inner.clone())
     }
 
     /// Adds a datagram socket, as [`add_stream`](Self::add_stream).
     pub fn add_datagram(&mut self, d: &RsDatagram) -> Ready {
-        let inner = d.inner();
-        inner.arrive();
-        self.entered.push(Entered::Dgram(inner.clone()));
-        let (ready, ctx) = inner.arm_for_waiter(&mut self.events);
+        self.add(d.inner().clone())
+    }
+
+    fn add(&mut self, socket: Arc<dyn Waitable>) -> Ready {
+        let (ready, ctx) = socket.arm_for_waiter(&mut self.events);
+        self.entered.push(Entered(socket));
         self.ctx = self.ctx.take().or(ctx);
         ready
     }

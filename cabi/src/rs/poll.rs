@@ -147,12 +147,12 @@ fn check_adding(
 ) -> Result<c_int, i32> {
     let mut n = 0;
     for (p, sock) in fds.iter_mut().zip(socks) {
-        p.revents = match sock.as_ref().map(|s| (s, s.live())) {
-            Some((_, Some(Live::Stream(s)))) => events_of(waiter.add_stream(s), p.events),
-            Some((_, Some(Live::Dgram(d)))) => events_of(waiter.add_datagram(d), p.events),
-            Some((sock, _)) => revents(sock, p.events, Look::Sleep),
-            None if p.fd < 0 => 0,
-            None => poll_now(p)?,
+        let added = sock.as_ref().and_then(|s| s.live()?.wait_in(waiter));
+        p.revents = match (added, sock) {
+            (Some(ready), _) => events_of(ready, p.events),
+            (None, Some(sock)) => revents(sock, p.events, Look::Sleep),
+            (None, None) if p.fd < 0 => 0,
+            (None, None) => poll_now(p)?,
         };
         n += c_int::from(p.revents != 0);
     }
@@ -361,15 +361,7 @@ pub unsafe extern "C" fn repoll_wait(
             }
             let mut waiter = Waiter::new();
             for live in &lives {
-                match live {
-                    Live::Stream(s) => {
-                        waiter.add_stream(s);
-                    }
-                    Live::Dgram(d) => {
-                        waiter.add_datagram(d);
-                    }
-                    Live::Listener(_) => {}
-                }
+                live.wait_in(&mut waiter);
             }
             let n = collect(0)?;
             if n > 0 {

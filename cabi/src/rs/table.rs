@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
-use xrdma_rsocket::{Config, Ready, RsDatagram, RsListener, RsStream};
+use xrdma_rsocket::{Config, Ready, RsDatagram, RsListener, RsStream, Waiter};
 
 /// The kind `rsocket` was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,18 @@ impl Live {
             (Live::Stream(s), Look::Sleep) => s.sync_ready(),
             (Live::Dgram(d), Look::Spin | Look::Return) => d.poll_ready(),
             (Live::Dgram(d), Look::Sleep) => d.sync_ready(),
+        }
+    }
+}
+
+impl Live {
+    /// Adds the socket to `waiter`, its events armed, and says what it can do now; `None`
+    /// for a listener, whose descriptor the service thread keeps.
+    pub(crate) fn wait_in(&self, waiter: &mut Waiter) -> Option<Ready> {
+        match self {
+            Live::Listener(_) => None,
+            Live::Stream(s) => Some(waiter.add_stream(s)),
+            Live::Dgram(d) => Some(waiter.add_datagram(d)),
         }
     }
 }

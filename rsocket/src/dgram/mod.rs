@@ -15,6 +15,7 @@ use crate::Ready;
 use crate::config::Config;
 use crate::service::{Entry, service};
 use crate::shared::Shared;
+use crate::wait::Waitable;
 use state::DgramState;
 
 /// How long closing a socket waits for its sends to leave, at most.
@@ -33,30 +34,6 @@ impl DgramInner {
     /// The service's call: the UDP socket or a completion channel fired.
     pub(crate) fn service_events(&self) {
         self.st.service();
-    }
-
-    /// A waiter is in the socket (see [`crate::Waiter`]).
-    pub(crate) fn arrive(&self) {
-        self.st.arrive();
-    }
-
-    /// The waiter leaves.
-    pub(crate) fn depart(&self) {
-        self.st.lock().sleep_ends();
-        self.st.depart();
-    }
-
-    /// Arms the socket's events for a waiter, adds the descriptors they fire on to
-    /// `events`, and says what the socket can do now, with the context to drive.
-    pub(crate) fn arm_for_waiter(
-        &self,
-        events: &mut Vec<RawFd>,
-    ) -> (Ready, Option<xrdma_verbs::verbs::Context>) {
-        let mut st = self.st.lock();
-        st.sleep_begins();
-        st.before_sleep();
-        let ctx = st.wait_fds(events);
-        (st.ready_now(), ctx)
     }
 
     /// Waits until the descriptor shows `events`, or the UDP socket or a completion
@@ -179,6 +156,25 @@ impl DgramInner {
                 break;
             }
         }
+    }
+}
+
+impl Waitable for DgramInner {
+    fn arm_for_waiter(
+        &self,
+        events: &mut Vec<RawFd>,
+    ) -> (Ready, Option<xrdma_verbs::verbs::Context>) {
+        self.st.arrive();
+        let mut st = self.st.lock();
+        st.sleep_begins();
+        st.before_sleep();
+        let ctx = st.wait_fds(events);
+        (st.ready_now(), ctx)
+    }
+
+    fn depart(&self) {
+        self.st.lock().sleep_ends();
+        self.st.depart();
     }
 }
 

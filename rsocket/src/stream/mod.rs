@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::shared::{Locked, Shared};
+use crate::wait::Waitable;
 
 pub(crate) use conn::{Conn, Phase};
 
@@ -40,6 +41,28 @@ impl<T> Step<T> {
         } else {
             Err(e)
         })
+    }
+}
+
+impl Waitable for StreamInner {
+    fn arm_for_waiter(
+        &self,
+        events: &mut Vec<RawFd>,
+    ) -> (Ready, Option<xrdma_verbs::verbs::Context>) {
+        self.conn.arrive();
+        let mut c = self.lock();
+        c.calls.sleep_begins();
+        c.progress_arming_for_sleep();
+        let ctx = c.link.as_ref().map(|l| {
+            events.push(l.res.channel.as_raw_fd());
+            l.res.ctx.clone()
+        });
+        (c.ready_now(), ctx)
+    }
+
+    fn depart(&self) {
+        self.lock().calls.sleep_ends();
+        self.conn.depart();
     }
 }
 
@@ -73,33 +96,6 @@ impl StreamInner {
                 handles: AtomicUsize::new(1),
             }
         }))
-    }
-
-    /// A waiter is in the socket (see [`crate::Waiter`]).
-    pub(crate) fn arrive(&self) {
-        self.conn.arrive();
-    }
-
-    /// The waiter leaves.
-    pub(crate) fn depart(&self) {
-        self.lock().calls.sleep_ends();
-        self.conn.depart();
-    }
-
-    /// Arms the socket's events for a waiter, adds the descriptors they fire on to
-    /// `events`, and says what the socket can do now, with the context to drive.
-    pub(crate) fn arm_for_waiter(
-        &self,
-        events: &mut Vec<RawFd>,
-    ) -> (Ready, Option<xrdma_verbs::verbs::Context>) {
-        let mut c = self.lock();
-        c.calls.sleep_begins();
-        c.progress_arming_for_sleep();
-        let ctx = c.link.as_ref().map(|l| {
-            events.push(l.res.channel.as_raw_fd());
-            l.res.ctx.clone()
-        });
-        (c.ready_now(), ctx)
     }
 
     /// The service's call: completions came, or the calls have stopped (see
