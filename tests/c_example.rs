@@ -114,8 +114,9 @@ fn compile_and_run(name: &str, port_offset: u32) -> String {
     let exe = tmp.0.join(name);
     compile(&source, &exe, &lib_dir);
 
-    // A port of our own, so that parallel runs do not share one UDP endpoint.
-    let port = 20000 + std::process::id() % 40000 + port_offset;
+    // A port of our own, so that parallel runs do not share one UDP endpoint; below Linux's
+    // ephemeral range (32768 and up), where another socket's local port could hold it.
+    let port = 10000 + std::process::id() % 20000 + port_offset;
     let mut cmd = Command::new(&exe);
     cmd.env_remove("LD_PRELOAD")
         .env("XRDMA_IFACE", "lo")

@@ -192,8 +192,9 @@ fn perf_tests_take_the_clients_message_size_on_a_jumbo_link() {
 
 #[test]
 fn perf_tests_run_over_loopback_with_udp() {
-    // Each test gets its own ports, so it can run beside others.
-    let port = 20000 + (std::process::id() % 20000) as u16;
+    // Each test gets its own ports, so it can run beside others; all below Linux's
+    // ephemeral range (32768 and up), where another connection's local port could hold one.
+    let port = 10000 + (std::process::id() % 20000) as u16;
     for (i, (test, iters)) in TESTS.into_iter().enumerate() {
         let (roce, oob, cm) = (
             (port + 2 * i as u16).to_string(),

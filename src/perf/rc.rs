@@ -249,7 +249,7 @@ pub(super) fn run(opts: &Options, io: Box<dyn FrameIo>) -> Result<Report> {
     }
     rc.connect(&mut s.ctrl, s.peer)?;
     let test = opts.test;
-    match (opts.role, test) {
+    let outcome = match (opts.role, test) {
         (Role::Client(_), Test::RcSendLat | Test::RcWriteLat) => {
             ping_pong_client(&rc, test, &mut s.ctrl, s.limit)
         }
@@ -262,6 +262,13 @@ pub(super) fn run(opts: &Options, io: Box<dyn FrameIo>) -> Result<Report> {
         (Role::Client(_), _) => stream(&mut rc, test, &mut s.ctrl, s.limit),
         (Role::Server, Test::RcSendBw) => receive_sends(&rc, &mut s.ctrl),
         (Role::Server, _) => respond(&mut rc, test, &mut s.ctrl),
+    };
+    match (opts.role, outcome) {
+        // The client's errors that call for them carry the counters already.
+        (Role::Server, Err(PerfError(e))) => {
+            Err(PerfError(format!("{e}; {}", verbs::counters(&rc.ctx))))
+        }
+        (_, outcome) => outcome,
     }
 }
 
@@ -396,7 +403,10 @@ fn one_at_a_time(rc: &Rc, test: Test, ctrl: &mut Control, limit: Limit) -> Resul
                 return Ok(t0.elapsed());
             }
             if t0.elapsed() > Duration::from_secs(10) {
-                return Err(PerfError(format!("operation {i} not done within 10 s")));
+                return Err(PerfError(format!(
+                    "operation {i} not done within 10 s; {}",
+                    verbs::counters(&rc.ctx)
+                )));
             }
         }
     })
@@ -426,8 +436,8 @@ fn stream(rc: &mut Rc, test: Test, ctrl: &mut Control, limit: Limit) -> Result<R
             last_progress = Instant::now();
         } else if last_progress.elapsed() > Duration::from_secs(10) {
             return Err(PerfError(format!(
-                "{} of {posted} requests done, none for 10 s",
-                done
+                "{done} of {posted} requests done, none for 10 s; {}",
+                verbs::counters(&rc.ctx)
             )));
         }
     }

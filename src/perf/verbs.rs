@@ -75,6 +75,24 @@ pub(super) fn report(ctx: &Context, test: Test, size: usize) -> Report {
     }
 }
 
+/// The context's packet counters and receive drops, for an error that says where packets
+/// went when a test stops making progress.
+pub(super) fn counters(ctx: &Context) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let d = ctx.rx_drops();
+    format!(
+        "{:?}; dropped above the backend: malformed {}, no QP {}, QP state {}, Q_Key {}, \
+         no receive {}, QP1 {}",
+        ctx.net_stats(),
+        d.malformed.load(Relaxed),
+        d.no_qp.load(Relaxed),
+        d.qp_state.load(Relaxed),
+        d.bad_qkey.load(Relaxed),
+        d.rq_empty.load(Relaxed),
+        d.qp1.load(Relaxed),
+    )
+}
+
 /// The receiver of a SEND stream: counts the receives completing on `cq`, handing each to
 /// `repost`, until the client says END; fills `report` with the counts.
 pub(super) fn count_receives(
