@@ -43,7 +43,8 @@ fn errno_kind(errno: i32) -> io::ErrorKind {
 }
 
 /// Makes sure a listener on `ip` has its devices: the interface that holds `ip`, or for
-/// a wildcard address every interface with an address of its family (loopback aside).
+/// a wildcard address every interface with an address of its family (loopback aside). The
+/// IPv6 wildcard takes IPv4 as well, as a dual-stack socket bound to `[::]` does.
 pub(crate) fn ensure_local(ip: IpAddr) -> io::Result<()> {
     ensure()?;
     if !ip.is_unspecified() && cm::devices().iter().any(|d| d.has_addr(ip)) {
@@ -55,7 +56,9 @@ pub(crate) fn ensure_local(ip: IpAddr) -> io::Result<()> {
         let addrs = nl.addresses(link.index)?;
         let wanted = if ip.is_unspecified() {
             !devices::is_loopback(&link.name)
-                && addrs.iter().any(|(a, _)| a.is_ipv4() == ip.is_ipv4())
+                && addrs
+                    .iter()
+                    .any(|(a, _)| a.is_ipv4() == ip.is_ipv4() || ip.is_ipv6())
         } else {
             addrs.iter().any(|(a, _)| *a == ip)
         };

@@ -122,6 +122,14 @@ pub fn stats() -> Stats {
     }
 }
 
+/// Waits up to `limit` for the streams closing in the background (dropped without
+/// `SO_LINGER`) to deliver what they were given; true if none is left. A process that
+/// closes its streams and exits calls this first: unlike the kernel's TCP, nothing
+/// delivers an rsocket's data once the process is gone.
+pub fn wait_closing(limit: std::time::Duration) -> bool {
+    service::wait_closing(limit)
+}
+
 /// Builds sockets with other sizes than rsocket's defaults, or bound to a local address.
 #[derive(Debug, Clone, Default)]
 pub struct Builder {

@@ -54,8 +54,28 @@ pub(crate) const QUIET_TIMER: u64 = 1 << 63;
 const CLOSING_TICK: Duration = Duration::from_millis(5);
 
 /// The process's service, started on first use.
+/// See [`crate::wait_closing`].
+pub(crate) fn wait_closing(limit: Duration) -> bool {
+    let Some(Ok(svc)) = SERVICE.get() else {
+        // No socket was ever made.
+        return true;
+    };
+    let deadline = Instant::now() + limit;
+    loop {
+        if svc.closing.lock().is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        // The service thread finishes the closes; it looks at them every CLOSING_TICK.
+        std::thread::sleep(CLOSING_TICK);
+    }
+}
+
+static SERVICE: OnceLock<Result<Service, i32>> = OnceLock::new();
+
 pub(crate) fn service() -> io::Result<&'static Service> {
-    static SERVICE: OnceLock<Result<Service, i32>> = OnceLock::new();
     let svc = SERVICE.get_or_init(|| {
         let svc = Service::new().map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))?;
         Ok(svc)

@@ -410,15 +410,28 @@ const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// applies instead.
 #[unsafe(no_mangle)]
 pub extern "C" fn rclose(socket: c_int) -> c_int {
+    close(socket, Some(CLOSE_LIMIT))
+}
+
+/// Closes `socket` as close(2) closes a TCP socket, for the preload library: a stream
+/// without `SO_LINGER` delivers the rest in the background, and the call returns at once;
+/// [`xrdma_rsocket::wait_closing`] waits for those at exit.
+pub fn close_as_tcp(socket: c_int) -> c_int {
+    close(socket, None)
+}
+
+/// Closes `socket`; a stream without `SO_LINGER` waits up to `linger` (if any) for its
+/// data to be delivered.
+fn close(socket: c_int, linger: Option<std::time::Duration>) -> c_int {
     guard_int(|| {
         if poll::close_set(socket) {
             return Ok(0);
         }
         let sock =
             table::remove(socket).ok_or_else(|| table::get(socket).err().unwrap_or(libc::EBADF))?;
-        if let Some(Live::Stream(s)) = sock.live() {
+        if let (Some(Live::Stream(s)), Some(limit)) = (sock.live(), linger) {
             if sock.setup().linger.is_none() {
-                io(s.set_linger(Some(CLOSE_LIMIT)))?;
+                io(s.set_linger(Some(limit)))?;
             }
         }
         drop(sock);

@@ -32,7 +32,7 @@ use crate::wire;
 mod datagram;
 pub mod netlink;
 pub mod sim;
-mod sockaddr;
+pub mod sockaddr;
 pub mod udp;
 pub mod xdp;
 

@@ -4,10 +4,7 @@ use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// Writes `addr` into `storage` and returns the length to pass to the kernel.
-pub(crate) fn to_storage(
-    addr: &SocketAddr,
-    storage: &mut libc::sockaddr_storage,
-) -> libc::socklen_t {
+pub fn to_storage(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
@@ -49,7 +46,7 @@ pub(crate) fn to_storage(
 }
 
 /// Reads the address the kernel wrote into `storage`; `None` for families other than IP.
-pub(crate) fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match storage.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the family says the kernel wrote a sockaddr_in, which fits and is
