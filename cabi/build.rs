@@ -11,8 +11,11 @@ fn main() {
     println!("cargo:rerun-if-changed=/usr/include/infiniband/sa.h");
     println!("cargo:rerun-if-changed=/usr/include/rdma/ib_user_verbs.h");
     println!("cargo:rerun-if-changed=/usr/include/rdma/ib_user_sa.h");
-    // Programs linked against the library by path record its name, not the path.
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libxrdma.so");
+    // Programs linked against the library by path record its name, not the path. (The
+    // xrdma-capi package builds the same sources as an rlib only.)
+    if env::var("CARGO_PKG_NAME").as_deref() == Ok("xrdma-cabi") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libxrdma.so");
+    }
     let mut builder = bindgen::Builder::default()
         .header_contents(
             "xrdma_verbs.h",

@@ -3,7 +3,8 @@
 # headers in PREFIX/include/xrdma, and xrdma.pc in PREFIX/lib/pkgconfig, so that
 #   cc prog.c $(pkg-config --cflags --libs xrdma)
 # builds a program against it (PKG_CONFIG_PATH=PREFIX/lib/pkgconfig for a prefix
-# pkg-config does not search).
+# pkg-config does not search); and the `xrdma` command in PREFIX/bin with the preload
+# library beside it in PREFIX/lib, so that `xrdma run -- PROGRAM` works.
 #
 # Usage: scripts/install.sh [--prefix DIR] [--debug]
 #   --prefix DIR  where to install (default /usr/local)
@@ -25,13 +26,14 @@ done
 case "$prefix" in /*) ;; *) prefix=$PWD/$prefix ;; esac
 
 if [ "$profile" = release ]; then
-    cargo build --release --locked -p xrdma-cabi
+    cargo build --release --locked -p xrdma-cabi -p xrdma-preload -p xrdma --bin xrdma
 fi
 target=$(cargo metadata --format-version 1 --no-deps | sed 's/.*"target_directory":"\([^"]*\)".*/\1/')
 built=$target/$profile
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-install -d "$prefix/lib/pkgconfig" "$prefix/include/xrdma"
-install -m 0755 "$built/libxrdma.so" "$prefix/lib/"
+install -d "$prefix/lib/pkgconfig" "$prefix/include/xrdma" "$prefix/bin"
+install -m 0755 "$built/libxrdma.so" "$built/libxrdma_preload.so" "$prefix/lib/"
+install -m 0755 "$built/xrdma" "$prefix/bin/"
 install -m 0644 "$built/libxrdma.a" "$prefix/lib/"
 install -m 0644 include/xrdma/*.h "$prefix/include/xrdma/"
 sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$version|" \

@@ -66,10 +66,47 @@ fn install(tag: &str) -> PathBuf {
         "include/xrdma/rsocket.h",
         "include/xrdma/xrdma.h",
         "lib/pkgconfig/xrdma.pc",
+        "lib/libxrdma_preload.so",
+        "bin/xrdma",
     ] {
         assert!(prefix.join(f).exists(), "install.sh did not install {f}");
     }
     prefix
+}
+
+#[test]
+fn the_installed_command_runs_a_program_over_the_installed_preload_library() {
+    let prefix = install("run");
+    let lib = prefix
+        .join("lib/libxrdma_preload.so")
+        .canonicalize()
+        .unwrap();
+    // The program sees the library preloaded (found in ../lib from the command), and runs
+    // under it: sh's own descriptors go through the library's calls untouched.
+    let out = run(
+        Command::new(prefix.join("bin/xrdma")).args([
+            "run",
+            "--debug",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$LD_PRELOAD\"; echo through a pipe | cat",
+        ]),
+        "xrdma run",
+    );
+    assert!(out.contains(lib.to_str().unwrap()), "{out}");
+    assert!(out.contains("through a pipe"), "{out}");
+    // A program that does not exist is an error, not a silent success.
+    let failed = Command::new(prefix.join("bin/xrdma"))
+        .args(["run", "--", "/nonexistent/program"])
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("running /nonexistent/program"),
+        "{failed:?}"
+    );
+    let _ = std::fs::remove_dir_all(&prefix);
 }
 
 /// `pkg-config --cflags --libs xrdma` against `prefix`.

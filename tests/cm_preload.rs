@@ -2,13 +2,12 @@
 //! xrdma: libxrdma.so preloaded at both ends, between two namespaced hosts, on the xdp and
 //! the udp backend. Each must run to completion with its normal output.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{RwLock, RwLockReadGuard, mpsc};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::sync::{RwLock, RwLockReadGuard};
+use std::time::Duration;
 
-use xrdma_testnet::{Host, Topology, built, wait_or_kill};
+use xrdma_testnet::{Host, Server, Topology, built, text, wait_or_kill};
 
 /// How long one program may run before the test kills it and fails.
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -28,14 +27,7 @@ fn library() -> PathBuf {
 
 /// `program`, or a failure saying what to install.
 fn installed(program: &str) -> &str {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{program} not found: install rdma-core's programs (apt-get install rdmacm-utils perftest)"
-    );
-    program
+    xrdma_testnet::installed(program, "rdmacm-utils perftest")
 }
 
 /// `program args` on `host`, preloaded, with `backend`; its output line-buffered (stdbuf)
@@ -50,106 +42,6 @@ fn preloaded(host: &Host, backend: &str, program: &str, args: &[&str]) -> Comman
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
-}
-
-/// A server whose output is read as it comes, so that the test can wait for the line it
-/// prints once it listens.
-struct Server {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    what: String,
-}
-
-impl Server {
-    fn start(mut cmd: Command, what: &str) -> Server {
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().expect("piped");
-        let err = child.stderr.take().expect("piped");
-        for stream in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        Server {
-            child,
-            lines,
-            seen: Vec::new(),
-            what: what.into(),
-        }
-    }
-
-    /// Waits for a line containing `marker`.
-    fn wait_for(&mut self, marker: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.seen.iter().any(|l| l.contains(marker)) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!(
-                    "{}: no {marker:?} within 30 s; it printed:\n{}",
-                    self.what,
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Waits for the server to exit; returns its status and everything it printed.
-    fn finish(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id() as libc::pid_t;
-        let deadline = Instant::now() + TIMEOUT;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                // SAFETY: kill has no memory-safety preconditions; `pid` is our child.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                panic!("{} still running after {TIMEOUT:?}", self.what);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        // The readers end with the process's pipes.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
-        }
-        (status, self.seen.join("\n"))
-    }
-
-    /// Stops a server that serves for ever (cmtime), and returns what it printed.
-    fn kill(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
-            self.seen.push(line);
-        }
-        self.seen.join("\n")
-    }
-}
-
-impl Drop for Server {
-    /// A failing test must not leave its server behind (perftest's would spin for ever).
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// One program run as server on host A and client on host B.
@@ -187,7 +79,7 @@ fn run(t: &Topology, backend: &str, case: &Case) -> (String, String) {
             .spawn()
             .unwrap();
         let what = format!("{} client ({backend})", case.program);
-        let out = finish_client(cmd, &what, &mut server);
+        let out = server.finish_client(cmd, &what, TIMEOUT);
         let rejected = text(&out).contains("REJECTED") || text(&out).contains("status 8");
         if out.status.success() || !rejected || attempts == 3 {
             break out;
@@ -200,43 +92,13 @@ fn run(t: &Topology, backend: &str, case: &Case) -> (String, String) {
         case.program,
         client.status
     );
-    let (status, server_text) = server.finish();
+    let (status, server_text) = server.finish(TIMEOUT);
     assert!(
         status.success() && server_text.contains(case.server_done),
         "{} server ({backend}) failed ({status}):\n{server_text}",
         case.program
     );
     (server_text, client_text)
-}
-
-/// Waits for a client; one that runs past [`TIMEOUT`] is killed, and the test fails showing
-/// what it and the server printed.
-fn finish_client(child: Child, what: &str, server: &mut Server) -> Output {
-    let pid = child.id() as libc::pid_t;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.unwrap_or_else(|e| panic!("waiting for {what}: {e}")),
-        Err(_) => {
-            // SAFETY: kill has no memory-safety preconditions; `pid` is our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let out = rx
-                .recv_timeout(Duration::from_secs(5))
-                .ok()
-                .and_then(Result::ok)
-                .map(|o| text(&o))
-                .unwrap_or_default();
-            while let Ok(line) = server.lines.recv_timeout(Duration::from_millis(200)) {
-                server.seen.push(line);
-            }
-            panic!(
-                "{what} still running after {TIMEOUT:?}; it printed:\n{out}\nthe server printed:\n{}",
-                server.seen.join("\n")
-            );
-        }
-    }
 }
 
 fn pair() -> Topology {
@@ -618,7 +480,7 @@ fn udpong(t: &Topology, backend: &str, extra: &[&str]) -> Vec<String> {
         .spawn()
         .unwrap();
     let what = format!("udpong {extra:?} client ({backend})");
-    let out = finish_client(client, &what, &mut server);
+    let out = server.finish_client(client, &what, TIMEOUT);
     let client_text = text(&out);
     let server_text = server.kill();
     assert!(

@@ -1,6 +1,9 @@
-//! The `xrdma` command: device information and performance tests.
+//! The `xrdma` command: device information, performance tests, and running programs over
+//! xrdma.
 
+use std::ffi::OsString;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -28,6 +31,9 @@ enum Command {
     /// Measure a path between two hosts (like perftest): run --server on one, --connect on
     /// the other.
     Perf(PerfArgs),
+    /// Run a program with its TCP sockets over xrdma: `xrdma run [OPTIONS] -- PROGRAM
+    /// ARGS` (LD_PRELOAD=libxrdma_preload.so). Peers without xrdma get kernel TCP.
+    Run(RunArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -193,11 +199,103 @@ fn devinfo_cmd(args: &BackendArgs) -> Result<(), String> {
     Ok(())
 }
 
+#[derive(Args)]
+struct RunArgs {
+    /// Interfaces xrdma may use, comma-separated (default: whichever the route picks).
+    #[arg(long)]
+    iface: Option<String>,
+    /// Frame I/O backend (default: xdp where the process may use AF_XDP, else udp).
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// RoCEv2 UDP port.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Which connections and listeners go over xrdma: `all` (default), `none`, or
+    /// comma-separated `ADDR[/PREFIX][:PORT]` and `*:PORT` (XRDMA_TCP).
+    #[arg(long)]
+    tcp: Option<String>,
+    /// Print one line per socket saying where it went and why (XRDMA_DEBUG=1).
+    #[arg(long)]
+    debug: bool,
+    /// The preload library (default: libxrdma_preload.so beside this command, or in
+    /// ../lib).
+    #[arg(long, env = "XRDMA_PRELOAD_LIB")]
+    lib: Option<PathBuf>,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    program: Vec<OsString>,
+}
+
+/// Where the preload library is: beside this command (as cargo builds them), or in the
+/// `lib` directory of the prefix it is installed in.
+fn preload_lib() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding this command: {e}"))?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let tried = [
+        dir.join("libxrdma_preload.so"),
+        dir.join("../lib/libxrdma_preload.so"),
+    ];
+    tried.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        format!(
+            "libxrdma_preload.so is not at {} or {}: build it (cargo build -p xrdma-preload) \
+             or give --lib",
+            tried[0].display(),
+            tried[1].display()
+        )
+    })
+}
+
+fn run_cmd(args: &RunArgs) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let lib = match &args.lib {
+        Some(lib) if lib.is_file() => lib.clone(),
+        Some(lib) => return Err(format!("--lib {}: no such file", lib.display())),
+        None => preload_lib()?,
+    };
+    let lib = lib
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", lib.display()))?;
+    let mut preload = lib.into_os_string();
+    if let Some(others) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
+        preload.push(" ");
+        preload.push(others);
+    }
+    let mut cmd = std::process::Command::new(&args.program[0]);
+    cmd.args(&args.program[1..]).env("LD_PRELOAD", preload);
+    if let Some(iface) = &args.iface {
+        cmd.env("XRDMA_IFACE", iface);
+    }
+    if let Some(backend) = args.backend {
+        cmd.env(
+            "XRDMA_BACKEND",
+            match backend {
+                Backend::Xdp => "xdp",
+                Backend::Udp => "udp",
+            },
+        );
+    }
+    if let Some(port) = args.port {
+        cmd.env("XRDMA_UDP_PORT", port.to_string());
+    }
+    if let Some(tcp) = &args.tcp {
+        cmd.env("XRDMA_TCP", tcp);
+    }
+    if args.debug {
+        cmd.env("XRDMA_DEBUG", "1");
+    }
+    let e = cmd.exec();
+    Err(format!(
+        "running {}: {e}",
+        args.program[0].to_string_lossy()
+    ))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Devinfo(args) => devinfo_cmd(args),
         Command::Perf(args) => perf_cmd(args),
+        Command::Run(args) => run_cmd(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

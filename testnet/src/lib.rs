@@ -63,11 +63,23 @@ mod netns;
 pub mod rxe;
 mod topology;
 
-pub use child::wait_or_kill;
+pub use child::{Server, text, wait_or_kill};
 pub use error::Error;
 pub use netns::Netns;
 pub use rxe::{RxeConfig, RxePeer};
 pub use topology::{Host, Loss, Topology, TopologyBuilder};
+
+/// `program` if it is on the PATH, or a failure saying to install Debian's `packages`.
+pub fn installed<'a>(program: &'a str, packages: &str) -> &'a str {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{program} not found: install it (apt-get install {packages}; scripts/setup.sh does)"
+    );
+    program
+}
 
 /// `relative` (say `examples/rc_pingpong` or `libxrdma.so`) in the target directory the
 /// running test binary was built in (`target/<profile>/`); fails saying how to build it if

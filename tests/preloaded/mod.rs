@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub use xrdma_testnet::installed;
 use xrdma_testnet::{Host, built, wait_or_kill};
 
 /// How long one program may run before the test kills it and fails.
@@ -15,18 +16,6 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// `cargo build` puts it; scripts/test.sh builds the workspace before testing.
 pub fn library() -> PathBuf {
     built("libxrdma.so")
-}
-
-/// `program` from PATH, or a failure saying which Debian package to install.
-pub fn installed<'a>(program: &'a str, package: &str) -> &'a str {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{program} not found: run scripts/setup.sh (apt-get install {package})"
-    );
-    program
 }
 
 /// Sets the environment of a preloaded verbs program on `iface` with `backend`.

@@ -1,0 +1,177 @@
+//! The program's descriptors this library stands behind, by number.
+//!
+//! Every number is one the kernel knows: a socket still on the kernel, the readiness
+//! descriptor of an rsocket (see `xrdma-rsocket`'s `readiness`), or for a listener an epoll
+//! set over its kernel and xrdma listeners. So poll, epoll and close on it behave even
+//! where the program reaches the kernel without us. A bitmap answers "not ours" for every
+//! other descriptor without a lock: that is the cost each read or write of a file pays.
+
+use std::ffi::c_int;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+/// A kernel TCP socket not yet connected or listening, and what was done to it that an
+/// rsocket made in its place must have too.
+#[derive(Debug, Default)]
+pub(crate) struct Fresh {
+    /// Options set, in order: level, name, value.
+    pub opts: Vec<(c_int, c_int, Vec<u8>)>,
+    /// The address `bind` was given.
+    pub bound: Option<Vec<u8>>,
+}
+
+/// A listener on both the kernel and xrdma. The program's number is an epoll set over the
+/// two, readable when either has a connection waiting.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    /// The kernel's listening socket, under a number of its own; non-blocking.
+    pub kernel: OwnedFd,
+    /// The rsocket listening on the same address and port; non-blocking.
+    pub rs: c_int,
+    /// What the program set with `O_NONBLOCK`.
+    pub nonblocking: AtomicBool,
+}
+
+/// What a number of the program's is.
+#[derive(Debug)]
+pub(crate) enum Sock {
+    /// A TCP socket on the kernel, not yet connected or listening.
+    Fresh {
+        domain: c_int,
+        fresh: Mutex<Fresh>,
+    },
+    /// A connection over xrdma: the rsocket numbered `rs`, whose descriptor the program's
+    /// number is a copy of.
+    Stream {
+        rs: c_int,
+    },
+    Listener(Listener),
+    /// In a child process, a connection or listener over xrdma of the parent's: the
+    /// parent's alone (its queue pairs and threads stay there), so unusable here.
+    Inherited,
+}
+
+impl Drop for Sock {
+    fn drop(&mut self) {
+        let _inside = crate::Inside::enter();
+        match self {
+            Sock::Fresh { .. } | Sock::Inherited => {}
+            // The last number of a connection closes it as TCP's close does: at once, the
+            // rest delivered in the background (see `at_exit`).
+            Sock::Stream { rs } => {
+                crate::rs::close_as_tcp(*rs);
+            }
+            // The rsocket this entry owned; no number maps to it any more.
+            Sock::Listener(l) => {
+                crate::rs::rclose(l.rs);
+            }
+        }
+    }
+}
+
+/// Set in a child process after fork: the table's entries are the parent's.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// What every entry of the parent's is in a forked child.
+static INHERITED: std::sync::LazyLock<Arc<Sock>> =
+    std::sync::LazyLock::new(|| Arc::new(Sock::Inherited));
+
+/// Called in the child after fork (and only there): from now on the entries are the
+/// parent's, never to be used or closed as ours.
+pub(crate) fn forked() {
+    FORKED.store(true, Ordering::SeqCst);
+}
+
+/// Lets go of an entry taken out of the table: closing what it holds in the process that
+/// made it, and nothing in a forked child, where it is the parent's.
+pub(crate) fn release(sock: Option<Arc<Sock>>) {
+    if FORKED.load(Ordering::SeqCst) {
+        std::mem::forget(sock);
+    } else {
+        drop(sock);
+    }
+}
+
+/// Takes every entry out, for the process's exit: what it holds is closed as the kernel
+/// closes a process's sockets. Nothing in a forked child.
+pub(crate) fn close_all() {
+    if FORKED.load(Ordering::SeqCst) {
+        return;
+    }
+    let all: Vec<Arc<Sock>> = {
+        let mut t = TABLE.write();
+        for b in &BITMAP {
+            b.store(0, Ordering::Release);
+        }
+        t.drain(..).flatten().collect()
+    };
+    drop(all);
+}
+
+impl Listener {
+    pub(crate) fn kernel_fd(&self) -> c_int {
+        self.kernel.as_raw_fd()
+    }
+}
+
+/// Numbers covered by the bitmap; a larger number is looked up in the table.
+const BITMAP_FDS: usize = 1 << 16;
+
+static BITMAP: [AtomicU64; BITMAP_FDS / 64] = [const { AtomicU64::new(0) }; BITMAP_FDS / 64];
+
+static TABLE: RwLock<Vec<Option<Arc<Sock>>>> = RwLock::new(Vec::new());
+
+fn mark(fd: usize, on: bool) {
+    if fd < BITMAP_FDS {
+        let bit = 1u64 << (fd % 64);
+        if on {
+            BITMAP[fd / 64].fetch_or(bit, Ordering::Release);
+        } else {
+            BITMAP[fd / 64].fetch_and(!bit, Ordering::Release);
+        }
+    }
+}
+
+/// The entry of `fd`, if it is one of ours.
+pub(crate) fn get(fd: c_int) -> Option<Arc<Sock>> {
+    let i = usize::try_from(fd).ok()?;
+    if i < BITMAP_FDS && BITMAP[i / 64].load(Ordering::Acquire) & (1 << (i % 64)) == 0 {
+        return None;
+    }
+    let sock = TABLE.read().get(i).and_then(Clone::clone)?;
+    if FORKED.load(Ordering::Relaxed) && !matches!(*sock, Sock::Fresh { .. }) {
+        let inherited = INHERITED.clone();
+        std::mem::forget(sock);
+        return Some(inherited);
+    }
+    Some(sock)
+}
+
+/// Puts `sock` under `fd`; what was there before is returned.
+pub(crate) fn set(fd: c_int, sock: Arc<Sock>) -> Option<Arc<Sock>> {
+    let i = fd as usize;
+    let mut t = TABLE.write();
+    if t.len() <= i {
+        t.resize_with(i + 1, || None);
+    }
+    mark(i, true);
+    t[i].replace(sock)
+}
+
+/// Takes `fd` out.
+pub(crate) fn remove(fd: c_int) -> Option<Arc<Sock>> {
+    let i = usize::try_from(fd).ok()?;
+    let mut t = TABLE.write();
+    let old = t.get_mut(i).and_then(Option::take);
+    mark(i, false);
+    old
+}
+
+/// Whether another number than `fd` holds `sock`.
+pub(crate) fn shared(sock: &Arc<Sock>) -> bool {
+    // The table holds one reference per number, the caller one.
+    Arc::strong_count(sock) > 2
+}
