@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # libxrdma.so: libibverbs-dev (its header gives the ABI's struct layouts, through bindgen);
 # ibverbs-utils (ibv_devinfo, ibv_ud_pingpong: the unmodified programs the tests run on it).
 packages=(clang libelf-dev m4 libpcap-dev pkg-config zlib1g-dev make gcc g++ valgrind
-          iproute2 nftables iputils-ping tshark sockperf iperf3
+          iproute2 nftables iputils-ping tshark sockperf iperf3 redis-server redis-tools
           libibverbs-dev ibverbs-utils librdmacm-dev rdmacm-utils perftest)
 # Soft-RoCE peer (testnet's RxePeer, tests/rxe_interop.rs): QEMU boots Debian's 6.1 kernel
 # with rdma_rxe over this machine's root filesystem, so the guest runs this rdma-core.

@@ -1,4 +1,4 @@
-//! Unmodified socket programs (iperf3, sockperf) run by `xrdma run`, with
+//! Unmodified socket programs (iperf3, sockperf, redis) run by `xrdma run`, with
 //! libxrdma_preload.so under them, between two namespaced hosts over xdp: their TCP goes
 //! over xrdma, and where the peer has no xrdma, over kernel TCP as before.
 
@@ -12,7 +12,16 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `program`, or a failure saying what to install.
 fn installed(program: &str) -> &str {
-    xrdma_testnet::installed(program, program)
+    // Programs given by path are the test's own.
+    if program.starts_with('/') {
+        return program;
+    }
+    let package = match program {
+        "redis-server" => "redis-server",
+        "redis-cli" | "redis-benchmark" => "redis-tools",
+        p => p,
+    };
+    xrdma_testnet::installed(program, package)
 }
 
 /// `xrdma run --debug -- program args` on `host` over xdp, with `tcp` as `--tcp` if
@@ -236,4 +245,158 @@ fn kernel_tcp_serves_whatever_xrdma_cannot() {
         "the client did not keep to kernel TCP:\n{client}"
     );
     assert!(server.contains(": kernel TCP"), "{server}");
+}
+
+#[test]
+fn redis_serves_redis_cli_and_redis_benchmark() {
+    let t = pair();
+    let (a, b) = (t.a(), t.b());
+    let dst = a.ipv4().to_string();
+    let mut server = Server::start(
+        run_on(
+            a,
+            None,
+            "redis-server",
+            &[
+                "--port",
+                "6390",
+                "--bind",
+                &dst,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
+        ),
+        "redis-server",
+    );
+    server.wait_for("listen on");
+    let mut cli = |args: &[&str]| {
+        let mut all = vec!["-h", dst.as_str(), "-p", "6390"];
+        all.extend(args);
+        let client = run_on(b, None, "redis-cli", &all).spawn().unwrap();
+        let out = server.finish_client(client, "redis-cli", TIMEOUT);
+        let text = text(&out);
+        assert!(out.status.success(), "redis-cli {args:?}:\n{text}");
+        assert!(
+            text.contains(": xrdma"),
+            "redis-cli did not connect over xrdma:\n{text}"
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        cli(&["set", "xrdma-key", "written over xrdma"]).trim(),
+        "OK"
+    );
+    assert_eq!(cli(&["get", "xrdma-key"]).trim(), "written over xrdma");
+    let bench = run_on(
+        b,
+        None,
+        "redis-benchmark",
+        &[
+            "-h", &dst, "-p", "6390", "-t", "set,get", "-n", "100000", "-c", "50", "-q",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let out = server.finish_client(bench, "redis-benchmark", TIMEOUT);
+    let bench_text = text(&out);
+    assert!(out.status.success(), "redis-benchmark:\n{bench_text}");
+    for test in ["SET: ", "GET: "] {
+        assert!(
+            bench_text
+                .lines()
+                .flat_map(|l| l.split('\r'))
+                .any(|l| l.starts_with(test) && l.contains("requests per second")),
+            "no {test}result:\n{bench_text}"
+        );
+    }
+    // The 50 connections went over xrdma.
+    assert!(
+        bench_text.matches(": xrdma").count() >= 50,
+        "redis-benchmark's connections:\n{bench_text}"
+    );
+    let server_text = server.kill();
+    assert!(
+        server_text.matches(": xrdma").count() >= 52,
+        "redis-server's connections:\n{server_text}"
+    );
+}
+
+/// tests/c/preload_stress.c, compiled into a directory of its own.
+fn stress_program() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("xrdma-preload-stress-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("preload_stress");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/preload_stress.c");
+    let out = Command::new("cc")
+        .args(["-O2", "-pthread", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .output()
+        .expect("cc (apt-get install gcc)");
+    assert!(out.status.success(), "cc failed:\n{}", text(&out));
+    exe
+}
+
+#[test]
+fn threads_and_forked_children_open_use_and_close_sockets_losing_no_byte() {
+    let t = pair();
+    let (a, b) = (t.a(), t.b());
+    let exe = stress_program();
+    let exe = exe.to_str().unwrap();
+    let dst = a.ipv4().to_string();
+    let mut server = Server::start(
+        run_on(a, None, exe, &["server", &dst, "7700"]),
+        "preload_stress server",
+    );
+    server.wait_for("listening");
+    let (threads, rounds, forks) = (6, 15, 4);
+    let client = run_on(
+        b,
+        None,
+        exe,
+        &[
+            "client",
+            &dst,
+            "7700",
+            &threads.to_string(),
+            &rounds.to_string(),
+            &forks.to_string(),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let out = server.finish_client(client, "preload_stress client", TIMEOUT);
+    let client_text = text(&out);
+    assert!(
+        out.status.success(),
+        "preload_stress client failed:\n{client_text}"
+    );
+    // Every connection of the parent's threads over xrdma; the forked children's (three
+    // each) over the kernel, as xrdma is the parent's.
+    let parents = threads * rounds;
+    assert!(
+        client_text.contains(&format!("ok: {parents} connections")),
+        "{client_text}"
+    );
+    assert_eq!(
+        client_text.matches(": xrdma").count(),
+        parents,
+        "{client_text}"
+    );
+    let server_text = server.kill();
+    assert_eq!(
+        server_text.matches(": xrdma").count(),
+        parents,
+        "{server_text}"
+    );
+    let accepted_kernel = server_text
+        .lines()
+        .filter(|l| l.starts_with("xrdma: accepted") && l.ends_with(": kernel TCP"))
+        .count();
+    assert_eq!(accepted_kernel, forks * 3, "{server_text}");
+    let _ = std::fs::remove_dir_all(std::path::Path::new(exe).parent().unwrap());
 }

@@ -117,7 +117,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     let tcp = matches!(domain, libc::AF_INET | libc::AF_INET6)
         && ty & 0xf == libc::SOCK_STREAM
         && matches!(protocol, 0 | libc::IPPROTO_TCP);
-    if fd >= 0 && tcp && !inside() {
+    if fd >= 0 && tcp && !inside() && !fds::in_forked_child() {
         run((), || {
             fds::set(
                 fd,
@@ -176,6 +176,9 @@ fn listen_both(fd: c_int, domain: c_int, fresh: &Fresh, backlog: c_int) -> Resul
         fds::remove(fd);
         Ok(0)
     };
+    if fds::in_forked_child() {
+        return kernel_only("xrdma is the parent process's".into());
+    }
     if !policy().wants(at) {
         return kernel_only("XRDMA_TCP leaves it out".into());
     }
@@ -359,6 +362,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         let Some(to) = to else {
             return kernel("not an IP address");
         };
+        if fds::in_forked_child() {
+            return kernel("xrdma is the parent process's");
+        }
         if !policy().wants(to) {
             return kernel("XRDMA_TCP leaves it out");
         }

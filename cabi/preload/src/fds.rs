@@ -85,6 +85,12 @@ pub(crate) fn forked() {
     FORKED.store(true, Ordering::SeqCst);
 }
 
+/// Whether this is a forked child, where xrdma (its devices, queue pairs and threads) is
+/// the parent's: the child's sockets stay on the kernel.
+pub(crate) fn in_forked_child() -> bool {
+    FORKED.load(Ordering::Relaxed)
+}
+
 /// Lets go of an entry taken out of the table: closing what it holds in the process that
 /// made it, and nothing in a forked child, where it is the parent's.
 pub(crate) fn release(sock: Option<Arc<Sock>>) {
@@ -98,7 +104,7 @@ pub(crate) fn release(sock: Option<Arc<Sock>>) {
 /// Takes every entry out, for the process's exit: what it holds is closed as the kernel
 /// closes a process's sockets. Nothing in a forked child.
 pub(crate) fn close_all() {
-    if FORKED.load(Ordering::SeqCst) {
+    if in_forked_child() {
         return;
     }
     let all: Vec<Arc<Sock>> = {

@@ -6,7 +6,7 @@
 //!
 //! The library defines the socket calls of the C library (socket, connect, read, poll,
 //! epoll_wait, ...) in front of it. A TCP socket starts on the kernel, as it would without
-//! us; where it goes is decided when it connects or listens ([`policy`]):
+//! us; where it goes is decided when it connects or listens (`policy.rs`):
 //!
 //! - **connect**: to a destination that matches `XRDMA_TCP` (everything, by default), an
 //!   rsocket connects first. If the peer has no xrdma (no RoCEv2 endpoint, or nothing
@@ -17,16 +17,17 @@
 //!
 //! Everything else (files, pipes, UDP, Unix sockets, TCP the configuration leaves out)
 //! reaches the kernel untouched. The program's descriptor numbers are real descriptors
-//! ([`fds`]), so poll, select and epoll see them; the calls that wait (poll, select, epoll)
+//! (`fds.rs`), so poll, select and epoll see them; the calls that wait (poll, select, epoll)
 //! wait on xrdma's sockets as `rpoll` does, spinning briefly and then sleeping on their own
 //! events.
 //!
 //! Calls the library itself makes (xrdma's own descriptors, its threads) pass straight
-//! through: a thread-local mark ([`Inside`]) says a call comes from within.
+//! through: a thread-local mark (`Inside`) says a call comes from within.
 //!
-//! Not interposed yet: `fork` keeps the parent's xrdma connections in the parent only (a
-//! child that execs or exits is unaffected; one that goes on using an inherited xrdma
-//! connection gets `ENOTCONN`), and UDP sockets stay on the kernel.
+//! After `fork`, xrdma (its devices, queue pairs and threads) stays the parent's: the
+//! child's own sockets go over the kernel, a child that execs or exits changes nothing,
+//! and one that goes on using an inherited connection over xrdma gets `ENOTCONN` (moving
+//! such connections to the kernel at fork is yet to come). UDP sockets stay on the kernel.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 // The exports' contracts are the C library's own (socket(2), read(2), ...).
@@ -91,6 +92,10 @@ static INIT: extern "C" fn() = init;
 /// sockets, and the exit waits (up to [`EXIT_LIMIT`]) for them to deliver what they were
 /// given: once the process is gone, nothing would.
 extern "C" fn at_exit() {
+    if fds::in_forked_child() {
+        // The connections are the parent's, and so is the thread that would close them.
+        return;
+    }
     let _inside = Inside::enter();
     let _ = catch_unwind(|| {
         fds::close_all();
