@@ -27,21 +27,14 @@ fn installed(program: &str) -> &str {
 /// `xrdma run --debug -- program args` on `host` over xdp, with `tcp` as `--tcp` if
 /// given; output piped.
 fn run_on(host: &Host, tcp: Option<&str>, program: &str, args: &[&str]) -> Command {
-    let mut cmd = host.ns().command(built("xrdma"));
-    cmd.args([
-        "run",
-        "--debug",
-        "--backend",
-        "xdp",
-        "--iface",
-        host.iface(),
-    ]);
-    cmd.args(["--lib", built("libxrdma_preload.so").to_str().unwrap()]);
-    if let Some(tcp) = tcp {
-        cmd.args(["--tcp", tcp]);
-    }
-    cmd.arg("--").arg(installed(program)).args(args);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let options = match tcp {
+        Some(tcp) => vec!["--tcp", tcp],
+        None => vec![],
+    };
+    let xrdma = built("xrdma");
+    let lib = built("libxrdma_preload.so");
+    let mut cmd = host.xrdma_run(&xrdma, &lib, &options, installed(program));
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd
 }
 

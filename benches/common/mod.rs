@@ -82,15 +82,59 @@ impl Sockperf {
     }
 }
 
+/// Whose TCP a socket program's runs over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    /// The kernel's.
+    Kernel,
+    /// xrdma's, over xdp: the program run by `xrdma run` (libxrdma_preload.so).
+    Xrdma,
+}
+
+/// `program` on `host`, over `stack`. Over xrdma its connections are checked to have gone
+/// over xrdma (see [`check_over_xrdma`]).
+pub fn program(host: &Host, stack: Stack, program: &str) -> std::process::Command {
+    match stack {
+        Stack::Kernel => host.ns().command(program),
+        Stack::Xrdma => {
+            let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/release/libxrdma_preload.so");
+            assert!(
+                lib.exists(),
+                "{} missing: build it first (cargo build --release -p xrdma-preload)",
+                lib.display()
+            );
+            host.xrdma_run(env!("CARGO_BIN_EXE_xrdma").as_ref(), &lib, &[], program)
+        }
+    }
+}
+
+/// Fails unless a client's output under `xrdma run --debug` says it connected over xrdma
+/// (a server not yet listening on xrdma would have left it on kernel TCP).
+pub fn check_over_xrdma(stack: Stack, output: &str) {
+    if stack == Stack::Xrdma {
+        assert!(
+            output
+                .lines()
+                .any(|l| l.starts_with("xrdma: connect to") && l.ends_with(": xrdma")),
+            "the client did not connect over xrdma:\n{output}"
+        );
+    }
+}
+
 /// sockperf ping-pong p50 with 64-byte messages (one-way, as sockperf reports it) between
 /// the two hosts, over UDP or (`tcp`) TCP.
 pub fn sockperf_p50(t: &Topology, mode: Sockperf, tcp: bool) -> f64 {
+    let text = sockperf(t, Stack::Kernel, mode, tcp, "ping-pong");
+    sockperf_figure(&text, "percentile 50.000")
+}
+
+/// What sockperf's client (`test`: ping-pong or throughput, 64-byte messages, 3 s)
+/// printed, between the two hosts over `stack`, over UDP or (`tcp`) TCP.
+pub fn sockperf(t: &Topology, stack: Stack, mode: Sockperf, tcp: bool, test: &str) -> String {
     let at = SocketAddr::new(IpAddr::V4(t.a().ipv4()), 11111);
     let proto: &[&str] = if tcp { &["--tcp"] } else { &[] };
-    let mut server = t
-        .a()
-        .ns()
-        .command("sockperf")
+    let mut server = program(t.a(), stack, "sockperf")
         .args(["server", "-i", &at.ip().to_string(), "-p", "11111"])
         .args(proto)
         .args(mode.args())
@@ -98,13 +142,10 @@ pub fn sockperf_p50(t: &Topology, mode: Sockperf, tcp: bool) -> f64 {
         .stderr(Stdio::null())
         .spawn()
         .expect("sockperf is needed: apt-get install sockperf (scripts/setup.sh does)");
-    thread::sleep(Duration::from_millis(300));
-    let out = t
-        .b()
-        .ns()
-        .command("sockperf")
+    thread::sleep(Duration::from_millis(500));
+    let out = program(t.b(), stack, "sockperf")
         .args([
-            "ping-pong",
+            test,
             "-i",
             &at.ip().to_string(),
             "-p",
@@ -122,34 +163,44 @@ pub fn sockperf_p50(t: &Topology, mode: Sockperf, tcp: bool) -> f64 {
     let _ = server.wait();
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    check_over_xrdma(stack, &text);
+    text
+}
+
+/// The number after the last `=` or `is` on the first line of sockperf's `text` that
+/// holds `label`.
+pub fn sockperf_figure(text: &str, label: &str) -> f64 {
     text.lines()
-        .find(|l| l.contains("percentile 50.000"))
-        .and_then(|l| l.rsplit('=').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no p50 in sockperf output:\n{text}"))
+        .find(|l| l.contains(label))
+        .and_then(|l| {
+            let after = l.rsplit(['=']).next()?;
+            let after = after.rsplit(" is ").next()?;
+            after.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no {label:?} in sockperf output:\n{text}"))
 }
 
 /// iperf3's TCP throughput from host B to host A over `BW_SECONDS`, in Gbit/s.
 pub fn iperf3_gbps(t: &Topology) -> f64 {
+    iperf3_gbps_over(t, Stack::Kernel)
+}
+
+/// [`iperf3_gbps`] over `stack`.
+pub fn iperf3_gbps_over(t: &Topology, stack: Stack) -> f64 {
     let at = t.a().ipv4().to_string();
-    let mut server = t
-        .a()
-        .ns()
-        .command("iperf3")
+    let mut server = program(t.a(), stack, "iperf3")
         .args(["-s", "-1", "-B", &at, "-p", "5201"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("iperf3 is needed: apt-get install iperf3 (scripts/setup.sh does)");
-    thread::sleep(Duration::from_millis(300));
-    let out = t
-        .b()
-        .ns()
-        .command("iperf3")
+    thread::sleep(Duration::from_millis(500));
+    let out = program(t.b(), stack, "iperf3")
         .args(["-c", &at, "-p", "5201", "-J", "-t", &BW_SECONDS.to_string()])
         .output()
         .unwrap();
     let _ = server.wait();
+    check_over_xrdma(stack, &String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     // The JSON's end.sum_received.bits_per_second.
     let at = text

@@ -155,6 +155,32 @@ impl Host {
         self.ipv6
     }
 
+    /// `xrdma run --debug --backend xdp --iface IFACE --lib LIB OPTIONS -- PROGRAM` on this
+    /// host: `program` with its TCP over xrdma on the host's interface, the `xrdma` command
+    /// and preload library given by path.
+    pub fn xrdma_run(
+        &self,
+        xrdma: &std::path::Path,
+        lib: &std::path::Path,
+        options: &[&str],
+        program: &str,
+    ) -> std::process::Command {
+        let mut cmd = self.ns.command(xrdma);
+        cmd.args([
+            "run",
+            "--debug",
+            "--backend",
+            "xdp",
+            "--iface",
+            self.iface(),
+        ])
+        .arg("--lib")
+        .arg(lib)
+        .args(options)
+        .args(["--", program]);
+        cmd
+    }
+
     /// Pings `to` from this host (`ping -c1 -W1` inside its namespace) until it
     /// answers, or fails with [`Error::Unreachable`] after `timeout`.
     pub fn wait_reachable(&self, to: impl Into<IpAddr>, timeout: Duration) -> Result<(), Error> {

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -133,15 +134,28 @@ static int one_connection(uint64_t seed, size_t len, uint64_t *rng)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     size_t sent = 0, got = 0;
     int wr_open = 1;
+    /* Every other connection waits in an epoll set it joined before connecting. */
+    int ep = next_random(rng) % 2 ? epoll_create1(EPOLL_CLOEXEC) : -1;
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT };
     if (fd < 0)
         fail("socket");
+    if (ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+        fail("epoll_ctl");
     if (connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr) < 0)
         fail("connect");
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
         fail("fcntl");
     while (got < len) {
         struct pollfd p = { .fd = fd, .events = POLLIN | (wr_open ? POLLOUT : 0) };
-        if (poll(&p, 1, 30000) <= 0) {
+        int ready;
+        if (ep >= 0) {
+            struct epoll_event out_ev;
+            ready = epoll_wait(ep, &out_ev, 1, 30000);
+            p.revents = ready > 0 ? (short)out_ev.events : 0;
+        } else {
+            ready = poll(&p, 1, 30000);
+        }
+        if (ready <= 0) {
             fprintf(stderr, "preload_stress: no progress for 30 s (%zu of %zu sent, %zu back)\n",
                     sent, len, got);
             return -1;
@@ -172,6 +186,9 @@ static int one_connection(uint64_t seed, size_t len, uint64_t *rng)
                 if (shutdown(fd, SHUT_WR) < 0)
                     fail("shutdown");
                 wr_open = 0;
+                ev.events = EPOLLIN;
+                if (ep >= 0 && epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) < 0)
+                    fail("epoll_ctl");
             }
         }
         if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -193,7 +210,7 @@ static int one_connection(uint64_t seed, size_t len, uint64_t *rng)
             got += (size_t)n;
         }
     }
-    if (close(fd) < 0)
+    if (close(fd) < 0 || (ep >= 0 && close(ep) < 0))
         fail("close");
     pthread_mutex_lock(&totals);
     total_bytes += (long long)len;

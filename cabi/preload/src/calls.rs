@@ -196,6 +196,7 @@ fn listen_both(fd: c_int, domain: c_int, fresh: &Fresh, backlog: c_int) -> Resul
     match combine(fd, rs) {
         Ok(listener) => {
             fds::set(fd, Arc::new(Sock::Listener(listener)));
+            crate::wait::register_again(fd, None, &fresh.epolls);
             debug(|| format!("listen on {at}: kernel TCP and xrdma"));
             Ok(0)
         }
@@ -382,6 +383,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         match connect_rs(fd, domain, &fresh, addr, len) {
             Ok(rs) => {
                 fds::set(fd, Arc::new(Sock::Stream { rs }));
+                crate::wait::register_again(fd, Some(rs), &fresh.epolls);
                 debug(|| format!("connect to {to}: xrdma"));
                 Ok(0)
             }

@@ -21,6 +21,18 @@ pub(crate) struct Fresh {
     pub opts: Vec<(c_int, c_int, Vec<u8>)>,
     /// The address `bind` was given.
     pub bound: Option<Vec<u8>>,
+    /// The epoll sets the socket is in: set, events, data.
+    pub epolls: Vec<(c_int, u32, u64)>,
+}
+
+impl Fresh {
+    /// Keeps track of `epoll_ctl(epfd, op)` with `event`, which the kernel took.
+    pub(crate) fn epoll(&mut self, epfd: c_int, op: c_int, event: Option<(u32, u64)>) {
+        self.epolls.retain(|&(set, _, _)| set != epfd);
+        if let (libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD, Some((events, data))) = (op, event) {
+            self.epolls.push((epfd, events, data));
+        }
+    }
 }
 
 /// A listener on both the kernel and xrdma. The program's number is an epoll set over the

@@ -321,16 +321,59 @@ pub unsafe extern "C" fn epoll_ctl(
     fd: c_int,
     event: *mut epoll_event,
 ) -> c_int {
-    let Some(rs) = rsocket_of(fd) else {
+    match ours(fd).as_deref() {
         // SAFETY: epoll_ctl(2)'s contract.
-        return unsafe { next::epoll_ctl(epfd, op, fd, event) };
-    };
+        Some(Sock::Stream { rs }) => run(-1, || unsafe { stream_ctl(epfd, op, *rs, event) }),
+        Some(Sock::Fresh { fresh, .. }) => {
+            // SAFETY: as above.
+            let r = unsafe { next::epoll_ctl(epfd, op, fd, event) };
+            if r == 0 {
+                // SAFETY: as above: a non-NULL event is the caller's.
+                let ev = unsafe { event.as_ref() }.map(|e| (e.events, e.u64));
+                fresh.lock().epoll(epfd, op, ev);
+            }
+            r
+        }
+        // SAFETY: as above.
+        _ => unsafe { next::epoll_ctl(epfd, op, fd, event) },
+    }
+}
+
+/// `epoll_ctl` of the connection over xrdma whose rsocket is `rs`: its descriptor (the same
+/// file as the program's number) goes in the set, and the set is one `epoll_wait` takes
+/// through `repoll_wait`.
+///
+/// # Safety
+///
+/// epoll_ctl(2)'s contract for `event`.
+unsafe fn stream_ctl(
+    epfd: c_int,
+    op: c_int,
+    rs: c_int,
+    event: *mut epoll_event,
+) -> Result<c_int, i32> {
     let i = epfd as usize;
     if epfd >= 0 && i < SET_BITS {
         SETS[i / 64].fetch_or(1 << (i % 64), Ordering::AcqRel);
     }
-    // SAFETY: as above; the rsocket's descriptor is the same file as `fd`.
-    run(-1, || sys(unsafe { rs::repoll_ctl(epfd, op, rs, event) }))
+    // SAFETY: per the contract.
+    sys(unsafe { rs::repoll_ctl(epfd, op, rs, event) })
+}
+
+/// Puts the program's socket back in the epoll sets it was in as a kernel socket, now that
+/// its number is a connection over xrdma (`rs`) or a listener (`rs` is `None`): the kernel
+/// dropped it from them as the number changed files.
+pub(crate) fn register_again(fd: c_int, rs: Option<c_int>, sets: &[(c_int, u32, u64)]) {
+    for &(epfd, events, data) in sets {
+        let mut ev = epoll_event { events, u64: data };
+        // SAFETY: a live event; the sets are the program's.
+        let _ = unsafe {
+            match rs {
+                Some(rs) => stream_ctl(epfd, libc::EPOLL_CTL_ADD, rs, &mut ev),
+                None => sys(next::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev)),
+            }
+        };
+    }
 }
 
 #[unsafe(no_mangle)]
