@@ -8,9 +8,11 @@
  *       THREADS threads each open ROUNDS connections one after another; each sends a
  *       pseudo-random stream of pseudo-random length (non-blocking, under poll, with write,
  *       send or writev), half-closes, and checks that the echo is byte for byte what it
- *       sent. Meanwhile the main thread forks FORKS children, each of which opens
- *       connections of its own the same way and exits. Prints "ok: N connections, B bytes"
- *       and exits 0, or says what went wrong and exits 1.
+ *       sent. Meanwhile the main thread forks FORKS children: before each fork it opens
+ *       a connection, which the child uses as above and the parent closes; then the child
+ *       opens three connections of its own the same way and exits. Prints "ok: N
+ *       connections, B bytes" (the parent's) and exits 0, or says what went wrong and
+ *       exits 1.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -41,7 +43,7 @@ static pthread_mutex_t totals = PTHREAD_MUTEX_INITIALIZER;
 
 static _Noreturn void fail(const char *what)
 {
-    fprintf(stderr, "preload_stress: %s: %s\n", what, strerror(errno));
+    fprintf(stderr, "preload_stress[%d]: %s: %s\n", (int)getpid(), what, strerror(errno));
     exit(1);
 }
 
@@ -128,21 +130,30 @@ static _Noreturn void serve(const char *addr, int port)
 
 /* One connection: sends stream `seed` of `len` bytes and checks its echo. 0 if it came back
  * whole. */
-static int one_connection(uint64_t seed, size_t len, uint64_t *rng)
+/* A new connection to the server; if `may_epoll`, every other one joins an epoll set
+ * (returned in *ep, else -1) before it connects. */
+static int open_connection(uint64_t *rng, int may_epoll, int *ep)
 {
-    static __thread char out[CHUNK], in[CHUNK];
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    size_t sent = 0, got = 0;
-    int wr_open = 1;
-    /* Every other connection waits in an epoll set it joined before connecting. */
-    int ep = next_random(rng) % 2 ? epoll_create1(EPOLL_CLOEXEC) : -1;
     struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT };
+    *ep = may_epoll && next_random(rng) % 2 ? epoll_create1(EPOLL_CLOEXEC) : -1;
     if (fd < 0)
         fail("socket");
-    if (ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+    if (*ep >= 0 && epoll_ctl(*ep, EPOLL_CTL_ADD, fd, &ev) < 0)
         fail("epoll_ctl");
     if (connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr) < 0)
         fail("connect");
+    return fd;
+}
+
+/* Sends stream `seed` of `len` bytes on `fd` (waiting in `ep` if it is a set, else in poll)
+ * and checks its echo, then closes both. 0 if it came back whole. */
+static int exchange(int fd, int ep, uint64_t seed, size_t len, uint64_t *rng)
+{
+    static __thread char out[CHUNK], in[CHUNK];
+    size_t sent = 0, got = 0;
+    int wr_open = 1;
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT };
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
         fail("fcntl");
     while (got < len) {
@@ -203,8 +214,8 @@ static int one_connection(uint64_t seed, size_t len, uint64_t *rng)
             }
             for (ssize_t i = 0; i < n; i++)
                 if ((uint8_t)in[i] != stream_byte(seed, got + (size_t)i)) {
-                    fprintf(stderr, "preload_stress: byte %zu of %zu differs\n", got + (size_t)i,
-                            len);
+                    fprintf(stderr, "preload_stress[%d]: byte %zu of %zu differs\n", (int)getpid(),
+                            got + (size_t)i, len);
                     return -1;
                 }
             got += (size_t)n;
@@ -217,6 +228,13 @@ static int one_connection(uint64_t seed, size_t len, uint64_t *rng)
     total_connections++;
     pthread_mutex_unlock(&totals);
     return 0;
+}
+
+/* One connection: sends stream `seed` of `len` bytes and checks its echo. */
+static int one_connection(uint64_t seed, size_t len, uint64_t *rng)
+{
+    int ep, fd = open_connection(rng, 1, &ep);
+    return exchange(fd, ep, seed, len, rng);
 }
 
 static void *client_thread(void *arg)
@@ -251,18 +269,27 @@ int main(int argc, char **argv)
         if (pthread_create(&t[i], NULL, client_thread, (void *)(intptr_t)i) != 0)
             fail("pthread_create");
     for (int f = 0; f < forks; f++) {
+        uint64_t rng = 0x9e3779b97f4a7c15ULL + (uint64_t)f;
+        /* A connection the child inherits and uses, waiting in poll (an epoll set would be
+         * the parent's too); the parent closes its copy. */
+        int ep, inherited = open_connection(&rng, 0, &ep);
         pid_t pid = fork();
         int status;
         if (pid < 0)
             fail("fork");
         if (pid == 0) {
-            /* The child's own connections, while the parent's threads go on. */
-            uint64_t rng = 0x9e3779b97f4a7c15ULL + (uint64_t)f;
+            /* The inherited connection, then the child's own, while the parent's threads
+             * go on. */
+            if (exchange(inherited, ep, next_random(&rng), 1 + next_random(&rng) % MAX_STREAM,
+                         &rng) < 0)
+                exit(1);
             for (int r = 0; r < 3; r++)
                 if (one_connection(next_random(&rng), 1 + next_random(&rng) % MAX_STREAM, &rng) < 0)
                     exit(1);
             exit(0);
         }
+        if (close(inherited) < 0 || (ep >= 0 && close(ep) < 0))
+            fail("close");
         if (waitpid(pid, &status, 0) < 0)
             fail("waitpid");
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {

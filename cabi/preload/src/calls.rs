@@ -158,7 +158,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         Sock::Fresh { domain, fresh } => listen_both(fd, *domain, &fresh.lock(), backlog),
         // SAFETY: our listener's kernel socket.
         Sock::Listener(l) => sys(unsafe { next::listen(l.kernel_fd(), backlog) }),
-        Sock::Stream { .. } | Sock::Inherited => Err(libc::EINVAL),
+        Sock::Stream { .. } | Sock::Inherited | Sock::Relayed { .. } => Err(libc::EINVAL),
     })
 }
 
@@ -283,18 +283,22 @@ pub unsafe extern "C" fn accept4(
         // SAFETY: as above.
         return unsafe { next::accept4(fd, addr, len, flags) };
     };
+    // A forked child takes the kernel's connections only: xrdma is the parent's.
+    let child = fds::in_forked_child();
     run(-1, || {
         loop {
-            // SAFETY: our rsocket listener; the caller's address buffers.
-            let rs = unsafe { rs::raccept(l.rs, addr, len) };
-            if rs >= 0 {
-                let new = adopt_accepted(rs, flags)?;
-                debug(|| format!("accepted descriptor {new} on {fd}: xrdma"));
-                return Ok(new);
-            }
-            let e = crate::errno();
-            if e != libc::EAGAIN {
-                return Err(e);
+            if !child {
+                // SAFETY: our rsocket listener; the caller's address buffers.
+                let rs = unsafe { rs::raccept(l.rs, addr, len) };
+                if rs >= 0 {
+                    let new = adopt_accepted(rs, flags)?;
+                    debug(|| format!("accepted descriptor {new} on {fd}: xrdma"));
+                    return Ok(new);
+                }
+                let e = crate::errno();
+                if e != libc::EAGAIN {
+                    return Err(e);
+                }
             }
             // SAFETY: our kernel listener, non-blocking; the caller's buffers.
             let k = unsafe { next::accept4(l.kernel_fd(), addr, len, flags) };
@@ -307,7 +311,7 @@ pub unsafe extern "C" fn accept4(
                 return Err(e);
             }
             let mut p = libc::pollfd {
-                fd,
+                fd: if child { l.kernel_fd() } else { fd },
                 events: libc::POLLIN,
                 revents: 0,
             };
@@ -360,12 +364,13 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             // SAFETY: connect(2)'s contract, as the program called it.
             sys(unsafe { next::connect(fd, addr, len) })
         };
-        let Some(to) = to else {
-            return kernel("not an IP address");
-        };
+        // First: in a forked child, the locks behind the rest may be the parent's.
         if fds::in_forked_child() {
             return kernel("xrdma is the parent process's");
         }
+        let Some(to) = to else {
+            return kernel("not an IP address");
+        };
         if !policy().wants(to) {
             return kernel("XRDMA_TCP leaves it out");
         }
@@ -483,19 +488,20 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     // SAFETY: getsockname(2)'s contract.
-    unsafe { name_of(fd, addr, len, rs::rgetsockname, next::getsockname) }
+    unsafe { name_of(fd, addr, len, rs::rgetsockname, next::getsockname, false) }
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     // SAFETY: getpeername(2)'s contract.
-    unsafe { name_of(fd, addr, len, rs::rgetpeername, next::getpeername) }
+    unsafe { name_of(fd, addr, len, rs::rgetpeername, next::getpeername, true) }
 }
 
 type NameCall = unsafe fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
 
-/// getsockname or getpeername: the rsocket's (`on_rs`) for a connection over xrdma, the
-/// kernel listener's for a listener, else the C library's (`kernel`).
+/// getsockname or getpeername (`peer`): the rsocket's (`on_rs`) for a connection over
+/// xrdma, the one kept for a relayed connection, the kernel listener's for a listener,
+/// else the C library's (`kernel`).
 ///
 /// # Safety
 ///
@@ -506,15 +512,49 @@ unsafe fn name_of(
     len: *mut socklen_t,
     on_rs: unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int,
     kernel: NameCall,
+    peer: bool,
 ) -> c_int {
     match ours(fd).as_deref() {
         // SAFETY: per the contract.
         Some(Sock::Stream { rs }) => run(-1, || sys(unsafe { on_rs(*rs, addr, len) })),
+        Some(Sock::Relayed {
+            local,
+            peer: remote,
+        }) => run(-1, || {
+            let at = if peer { remote } else { local };
+            let at = at.ok_or(libc::ENOTCONN)?;
+            // SAFETY: per the contract.
+            unsafe { write_addr(at, addr, len) }
+        }),
         // SAFETY: as above.
         Some(Sock::Listener(l)) => unsafe { kernel(l.kernel_fd(), addr, len) },
         // SAFETY: as above.
         _ => unsafe { kernel(fd, addr, len) },
     }
+}
+
+/// Writes `at` to the caller's `addr` (`*len` bytes at most, as the kernel truncates) and
+/// sets `*len` to its whole length.
+///
+/// # Safety
+///
+/// getsockname(2)'s contract for `addr` and `len`.
+unsafe fn write_addr(
+    at: SocketAddr,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> Result<c_int, i32> {
+    if addr.is_null() || len.is_null() {
+        return Err(libc::EFAULT);
+    }
+    let (ss, whole) = sockaddr_of(at);
+    // SAFETY: per the contract; at most the room the caller gave.
+    unsafe {
+        let n = (*len).min(whole) as usize;
+        std::ptr::copy_nonoverlapping((&raw const ss).cast::<u8>(), addr.cast::<u8>(), n);
+        *len = whole;
+    }
+    Ok(0)
 }
 
 /// Whether an option the rsocket refused is one a TCP socket takes, and so is left out
@@ -570,6 +610,10 @@ pub unsafe extern "C" fn setsockopt(
             }
         }
         Sock::Inherited => Err(libc::ENOTCONN),
+        // The number is a Unix socket: TCP's own options are left out.
+        Sock::Relayed { .. } if level == libc::IPPROTO_TCP => Ok(0),
+        // SAFETY: as above.
+        Sock::Relayed { .. } => sys(unsafe { next::setsockopt(fd, level, name, value, len) }),
     })
 }
 
@@ -594,6 +638,10 @@ pub unsafe extern "C" fn getsockopt(
         Some(Sock::Listener(l)) => unsafe {
             next::getsockopt(l.kernel_fd(), level, name, value, len)
         },
+        // SAFETY: as above; TCP's options as a connection over xrdma answers them.
+        Some(Sock::Relayed { .. }) if level == libc::IPPROTO_TCP => {
+            run(-1, || unsafe { stream_opt(level, name, value, len) })
+        }
         // SAFETY: as above.
         _ => unsafe { next::getsockopt(fd, level, name, value, len) },
     }

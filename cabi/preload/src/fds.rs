@@ -9,7 +9,7 @@
 use std::ffi::c_int;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -61,16 +61,22 @@ pub(crate) enum Sock {
         rs: c_int,
     },
     Listener(Listener),
-    /// In a child process, a connection or listener over xrdma of the parent's: the
-    /// parent's alone (its queue pairs and threads stay there), so unusable here.
+    /// In a child process, a connection over xrdma of the parent's that could not be
+    /// relayed (see `fork.rs`): unusable here.
     Inherited,
+    /// In a child process, a connection over xrdma of the parent's, relayed by the parent:
+    /// the number is a Unix socket the kernel serves; its addresses are the connection's.
+    Relayed {
+        local: Option<std::net::SocketAddr>,
+        peer: Option<std::net::SocketAddr>,
+    },
 }
 
 impl Drop for Sock {
     fn drop(&mut self) {
         let _inside = crate::Inside::enter();
         match self {
-            Sock::Fresh { .. } | Sock::Inherited => {}
+            Sock::Fresh { .. } | Sock::Inherited | Sock::Relayed { .. } => {}
             // The last number of a connection closes it as TCP's close does: at once, the
             // rest delivered in the background (see `at_exit`).
             Sock::Stream { rs } => {
@@ -120,7 +126,7 @@ pub(crate) fn close_all() {
         return;
     }
     let all: Vec<Arc<Sock>> = {
-        let mut t = TABLE.write();
+        let mut t = table().write();
         for b in &BITMAP {
             b.store(0, Ordering::Release);
         }
@@ -140,7 +146,35 @@ const BITMAP_FDS: usize = 1 << 16;
 
 static BITMAP: [AtomicU64; BITMAP_FDS / 64] = [const { AtomicU64::new(0) }; BITMAP_FDS / 64];
 
-static TABLE: RwLock<Vec<Option<Arc<Sock>>>> = RwLock::new(Vec::new());
+type Table = RwLock<Vec<Option<Arc<Sock>>>>;
+
+/// The table, behind a pointer so that a forked child can start a new one (see
+/// [`freeze`]).
+static TABLE: AtomicPtr<Table> = AtomicPtr::new(std::ptr::null_mut());
+
+fn table() -> &'static Table {
+    let t = TABLE.load(Ordering::Acquire);
+    if !t.is_null() {
+        // SAFETY: tables are leaked, never freed.
+        return unsafe { &*t };
+    }
+    let new = Box::into_raw(Box::new(Table::new(Vec::new())));
+    match TABLE.compare_exchange(
+        std::ptr::null_mut(),
+        new,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        // SAFETY: as above; ours just now.
+        Ok(_) => unsafe { &*new },
+        Err(other) => {
+            // SAFETY: ours, never shared; another thread's won.
+            drop(unsafe { Box::from_raw(new) });
+            // SAFETY: as above.
+            unsafe { &*other }
+        }
+    }
+}
 
 fn mark(fd: usize, on: bool) {
     if fd < BITMAP_FDS {
@@ -159,8 +193,8 @@ pub(crate) fn get(fd: c_int) -> Option<Arc<Sock>> {
     if i < BITMAP_FDS && BITMAP[i / 64].load(Ordering::Acquire) & (1 << (i % 64)) == 0 {
         return None;
     }
-    let sock = TABLE.read().get(i).and_then(Clone::clone)?;
-    if FORKED.load(Ordering::Relaxed) && !matches!(*sock, Sock::Fresh { .. }) {
+    let sock = table().read().get(i).and_then(Clone::clone)?;
+    if FORKED.load(Ordering::Relaxed) && matches!(*sock, Sock::Stream { .. }) {
         let inherited = INHERITED.clone();
         std::mem::forget(sock);
         return Some(inherited);
@@ -168,10 +202,67 @@ pub(crate) fn get(fd: c_int) -> Option<Arc<Sock>> {
     Some(sock)
 }
 
+/// Whether [`freeze`] holds the table.
+static FROZEN: AtomicBool = AtomicBool::new(false);
+
+/// For fork, in the parent before it: holds the table, so that no thread has it (or
+/// changes it) as the process forks, until [`thaw`] in the parent and [`renew`] in the
+/// child; returns the program's connections over xrdma (each number, rsocket and entry).
+pub(crate) fn freeze() -> Vec<(c_int, c_int, Arc<Sock>)> {
+    let t = table().write();
+    let streams = t
+        .iter()
+        .enumerate()
+        .filter_map(|(fd, s)| match s.as_deref() {
+            Some(Sock::Stream { rs }) => Some((fd as c_int, *rs, s.clone()?)),
+            _ => None,
+        })
+        .collect();
+    std::mem::forget(t);
+    FROZEN.store(true, Ordering::SeqCst);
+    streams
+}
+
+/// After fork, in the parent: lets go of the table [`freeze`] held.
+pub(crate) fn thaw() {
+    if FROZEN.swap(false, Ordering::SeqCst) {
+        // SAFETY: `freeze` took this write lock and forgot its guard.
+        unsafe { table().force_unlock_write() };
+    }
+}
+
+/// After fork, in the child: a new table with the entries the parent had. The parent's
+/// lock is left as the fork found it: its waiters are the parent's threads, which the
+/// child does not have.
+pub(crate) fn renew() {
+    if FROZEN.swap(false, Ordering::SeqCst) {
+        let old = table();
+        // SAFETY: `freeze` holds the old table, so nothing changes it; the child has no
+        // other thread.
+        let entries = unsafe { (*old.data_ptr()).clone() };
+        let new = Box::into_raw(Box::new(Table::new(entries)));
+        TABLE.store(new, Ordering::Release);
+    }
+}
+
+/// In a forked child, after [`renew`]: `fd`, a connection of the parent's, is now relayed
+/// (see `fork.rs`).
+pub(crate) fn relayed(
+    fd: c_int,
+    local: Option<std::net::SocketAddr>,
+    peer: Option<std::net::SocketAddr>,
+) {
+    let mut t = table().write();
+    if let Some(slot) = t.get_mut(fd as usize) {
+        // The parent's entry is the parent's to drop.
+        std::mem::forget(slot.replace(Arc::new(Sock::Relayed { local, peer })));
+    }
+}
+
 /// Puts `sock` under `fd`; what was there before is returned.
 pub(crate) fn set(fd: c_int, sock: Arc<Sock>) -> Option<Arc<Sock>> {
     let i = fd as usize;
-    let mut t = TABLE.write();
+    let mut t = table().write();
     if t.len() <= i {
         t.resize_with(i + 1, || None);
     }
@@ -182,7 +273,7 @@ pub(crate) fn set(fd: c_int, sock: Arc<Sock>) -> Option<Arc<Sock>> {
 /// Takes `fd` out.
 pub(crate) fn remove(fd: c_int) -> Option<Arc<Sock>> {
     let i = usize::try_from(fd).ok()?;
-    let mut t = TABLE.write();
+    let mut t = table().write();
     let old = t.get_mut(i).and_then(Option::take);
     mark(i, false);
     old

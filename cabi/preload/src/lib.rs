@@ -25,9 +25,10 @@
 //! through: a thread-local mark (`Inside`) says a call comes from within.
 //!
 //! After `fork`, xrdma (its devices, queue pairs and threads) stays the parent's: the
-//! child's own sockets go over the kernel, a child that execs or exits changes nothing,
-//! and one that goes on using an inherited connection over xrdma gets `ENOTCONN` (moving
-//! such connections to the kernel at fork is yet to come). UDP sockets stay on the kernel.
+//! child's own sockets go over the kernel, and a child goes on using the connections over
+//! xrdma it inherited through a relay in the parent (`fork.rs`); one that execs or exits
+//! changes nothing. A forked child accepts on an inherited listener the kernel's
+//! connections only. UDP sockets stay on the kernel.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 // The exports' contracts are the C library's own (socket(2), read(2), ...).
@@ -35,6 +36,7 @@
 
 mod calls;
 mod fds;
+mod fork;
 mod next;
 mod policy;
 use xrdma_capi as rs;
@@ -80,7 +82,11 @@ extern "C" fn init() {
     // SAFETY: plain registrations of functions that live as long as the process.
     unsafe {
         libc::atexit(at_exit);
-        libc::pthread_atfork(None, None, Some(in_child));
+        libc::pthread_atfork(
+            Some(fork::prepare),
+            Some(fork::in_parent),
+            Some(fork::in_child),
+        );
     }
 }
 
@@ -98,16 +104,14 @@ extern "C" fn at_exit() {
     }
     let _inside = Inside::enter();
     let _ = catch_unwind(|| {
+        if !fork::wait_relays(EXIT_LIMIT) {
+            policy::say("exiting while a child still uses a connection relayed for it");
+        }
         fds::close_all();
         if !xrdma_rsocket::wait_closing(EXIT_LIMIT) {
             policy::say("exiting before every connection delivered what it was given");
         }
     });
-}
-
-/// In a child after fork: the connections over xrdma are the parent's.
-extern "C" fn in_child() {
-    fds::forked();
 }
 
 /// Sets the calling thread's errno.
