@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -228,6 +229,41 @@ pub(crate) struct QpShared {
     src_port: u16,
     srq: Option<Srq>,
     st: Mutex<QpMut>,
+    /// RC: something reached the QP since progress last serviced it (a packet, a post, a
+    /// state change), so the next pass must. With `timer_at`, what lets a pass skip an
+    /// idle QP without taking its lock: with many connections, most are idle at any time.
+    due: AtomicBool,
+    /// RC: when the engine's next timer is due, as [`Deadline`] has it.
+    timer_at: AtomicU64,
+}
+
+/// An engine timer's due time in an atomic: nanoseconds after a base instant of the
+/// process's (0 for one at or before it, `u64::MAX` for none).
+struct Deadline;
+
+impl Deadline {
+    const NONE: u64 = u64::MAX;
+
+    fn base() -> Instant {
+        static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *BASE.get_or_init(Instant::now)
+    }
+
+    fn encode(at: Option<Instant>) -> u64 {
+        match at {
+            None => Deadline::NONE,
+            // Saturating: a time before the base reads as due at once, never as later.
+            Some(at) => (at.saturating_duration_since(Deadline::base()).as_nanos())
+                .min(u128::from(Deadline::NONE - 1)) as u64,
+        }
+    }
+
+    /// Whether a deadline `encoded` has come at `now`. A `now` before the base reads as
+    /// the base, so this errs towards servicing.
+    fn passed(encoded: u64, now: Instant) -> bool {
+        encoded != Deadline::NONE
+            && encoded <= now.saturating_duration_since(Deadline::base()).as_nanos() as u64
+    }
 }
 
 /// A queue pair (`ibv_create_qp`); destroyed when dropped.
@@ -276,6 +312,8 @@ impl QueuePair {
             sq_sig_all: attr.sq_sig_all,
             srq: attr.srq.cloned(),
             src_port: 0xc000 | ((qpn.wrapping_mul(0x61c8_8647) >> 18) as u16 & 0x3fff),
+            due: AtomicBool::new(true),
+            timer_at: AtomicU64::new(Deadline::NONE),
             st: Mutex::new(QpMut {
                 state: QpState::Reset,
                 qkey: Qkey::new(0),
@@ -374,6 +412,7 @@ impl QueuePair {
     pub fn modify(&self, attr: &QpAttr, mask: AttrMask) -> Result<(), Error> {
         let q = &self.shared;
         let mut st = q.st.lock();
+        q.due.store(true, Ordering::Release);
         let current = if mask.contains(AttrMask::CUR_STATE) {
             attr.cur_qp_state
         } else {
@@ -589,7 +628,10 @@ impl QueuePair {
                 );
                 Ok(())
             }
-            _ if st.rq.push(wr) => Ok(()),
+            _ if st.rq.push(wr) => {
+                q.due.store(true, Ordering::Release);
+                Ok(())
+            }
             _ => Err(Error::Full("receive queue")),
         }
     }
@@ -786,6 +828,7 @@ impl QpShared {
         let rc = st.rc.as_mut().expect("RC QPs have RC state");
         // SAFETY: post_send's contract: an INLINE request's bytes are readable now.
         unsafe { rc.post(wr, signaled) }.map_err(|_| Error::Full("send queue"))?;
+        self.due.store(true, Ordering::Release);
         let now = io.now();
         self.rc_service(ctx, &mut **io, &mut st, now);
         ctx.after_post(&mut **io)
@@ -794,6 +837,19 @@ impl QpShared {
     /// Runs an RC QP's timers, sends what its engine has to send, and delivers its
     /// completions; moves the QP to ERR if the engine gave up.
     fn rc_service(&self, ctx: &ContextShared, io: &mut dyn FrameIo, st: &mut QpMut, now: Instant) {
+        self.rc_service_inner(ctx, io, st, now);
+        let next = st.rc.as_ref().and_then(RcState::next_timeout);
+        self.timer_at
+            .store(Deadline::encode(next), Ordering::Release);
+    }
+
+    fn rc_service_inner(
+        &self,
+        ctx: &ContextShared,
+        io: &mut dyn FrameIo,
+        st: &mut QpMut,
+        now: Instant,
+    ) {
         let QpMut { rc, rq, state, .. } = st;
         let Some(rc) = rc.as_mut() else { return };
         let Some(ah) = rc.ah else { return };
@@ -846,7 +902,9 @@ impl QpShared {
         let taken = rc
             .as_mut()
             .is_some_and(|rc| rc.receive(now, packet, &ctx.mrs.read(), self.pd.handle(), rx));
-        if !taken {
+        if taken {
+            self.due.store(true, Ordering::Release);
+        } else {
             count(&ctx.drops.qp_state);
         }
     }
@@ -871,10 +929,18 @@ impl QpShared {
         now: Instant,
         hold: bool,
     ) -> bool {
+        // An idle QP (nothing reached it, no timer due) has nothing to send or complete.
+        if !self.due.swap(false, Ordering::AcqRel)
+            && !Deadline::passed(self.timer_at.load(Ordering::Acquire), now)
+        {
+            return false;
+        }
         let mut st = self.st.lock();
         if hold {
             if let Some(rc) = st.rc.as_mut() {
                 if self.deliver_rc_completions(rc) > 0 {
+                    // What it has to send waits for the next pass.
+                    self.due.store(true, Ordering::Release);
                     return true;
                 }
             }
