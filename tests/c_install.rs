@@ -10,13 +10,11 @@
 //!   over-read in libxdp (vendored by xsk-rs), not in xrdma: `xsk_create_ctx` copies
 //!   IFNAMSIZ - 1 bytes of the interface name whatever its length.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use xrdma_testnet::{Host, Topology, built, wait_or_kill};
+use xrdma_testnet::{Host, Server, Topology, built, text, wait_or_kill};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -25,11 +23,7 @@ fn repo() -> PathBuf {
 }
 
 fn ok(out: &Output, what: &str) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = text(out);
     assert!(
         out.status.success(),
         "{what} failed ({}):\n{text}",
@@ -243,35 +237,6 @@ fn example(
     cmd
 }
 
-/// Starts a server and waits for the line saying it listens; its output so far comes
-/// back with the child when it fails to.
-fn start_server(mut cmd: Command, what: &str) -> (Child, mpsc::Receiver<String>) {
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().expect("piped");
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    loop {
-        match rx.recv_timeout(TIMEOUT) {
-            Ok(line) if line.contains("listening") => return (child, rx),
-            Ok(_) => {}
-            Err(_) => {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("waited");
-                panic!(
-                    "{what} did not listen: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-    }
-}
-
 /// An example's server and client (program and arguments), and what the client prints
 /// when it succeeded.
 struct Case<'a> {
@@ -316,18 +281,20 @@ fn the_c_examples_run_between_two_hosts_also_under_valgrind() {
         } in cases
         {
             let what = format!("{} ({label})", client_exe.display());
-            let (server, _lines) = start_server(
+            let mut server = Server::start(
                 example(a, &prefix, backend, valgrind, server_exe, &server_args),
                 &format!("{} server ({label})", server_exe.display()),
             );
+            server.wait_for("listening");
             let client = example(b, &prefix, backend, valgrind, client_exe, &client_args)
                 .spawn()
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
-            let out = ok(&wait_or_kill(client, TIMEOUT, &what), &what);
+            let out = ok(&server.finish_client(client, &what, TIMEOUT), &what);
             assert!(out.contains(done), "{what}: {out}");
-            ok(
-                &wait_or_kill(server, TIMEOUT, "server"),
-                &format!("the server of {what}"),
+            let (status, server_text) = server.finish(TIMEOUT);
+            assert!(
+                status.success(),
+                "the server of {what} failed ({status}):\n{server_text}"
             );
             println!(
                 "{what}: {}",
