@@ -368,17 +368,20 @@ fn threads_and_forked_children_open_use_and_close_sockets_losing_no_byte() {
         out.status.success(),
         "preload_stress client failed:\n{client_text}"
     );
-    // Over xrdma: every connection of the parent's threads, and the one made before each
-    // fork, which the child used through the parent's relay. Over the kernel: the forked
-    // children's own (three each), as xrdma is the parent's.
+    // Over xrdma: every connection of the parent's threads, the one made before each fork
+    // (which the child used through the parent's relay), and the two of the endings'
+    // check (SIGPIPE, close_range). Over the kernel: the forked children's own (three
+    // each), as xrdma is the parent's.
     let parents = threads * rounds;
     assert!(
         client_text.contains(&format!("ok: {parents} connections")),
         "{client_text}"
     );
+    assert!(client_text.contains("endings: ok"), "{client_text}");
+    let over_xrdma = parents + forks + 2;
     assert_eq!(
         client_text.matches(": xrdma").count(),
-        parents + forks,
+        over_xrdma,
         "{client_text}"
     );
     assert!(
@@ -392,7 +395,7 @@ fn threads_and_forked_children_open_use_and_close_sockets_losing_no_byte() {
             .filter(|l| l.starts_with("xrdma: accepted") && l.ends_with(over))
             .count()
     };
-    assert_eq!(accepted(": xrdma"), parents + forks, "{server_text}");
+    assert_eq!(accepted(": xrdma"), over_xrdma, "{server_text}");
     assert_eq!(accepted(": kernel TCP"), forks * 3, "{server_text}");
     let _ = std::fs::remove_dir_all(std::path::Path::new(exe).parent().unwrap());
 }

@@ -48,7 +48,7 @@ mod xrdma;
 // call as Rust functions.
 pub use rs::data::{rread, rreadv, rrecv, rrecvfrom, rrecvmsg, rsend, rsendmsg, rwrite, rwritev};
 pub use rs::opts::{rfcntl, rgetsockopt, rsetsockopt};
-pub use rs::poll::{repoll_ctl, repoll_wait, rpoll};
+pub use rs::poll::{forget_set, repoll_ctl, repoll_wait, rpoll};
 pub use rs::{
     close_as_tcp, raccept, rbind, rclose, rconnect, rgetpeername, rgetsockname, rlisten, rshutdown,
     rsocket,

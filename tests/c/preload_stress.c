@@ -10,9 +10,11 @@
  *       send or writev), half-closes, and checks that the echo is byte for byte what it
  *       sent. Meanwhile the main thread forks FORKS children: before each fork it opens
  *       a connection, which the child uses as above and the parent closes; then the child
- *       opens three connections of its own the same way and exits. Prints "ok: N
- *       connections, B bytes" (the parent's) and exits 0, or says what went wrong and
- *       exits 1.
+ *       opens three connections of its own the same way and exits. Last, writes to a
+ *       connection the server closed must fail with EPIPE and raise SIGPIPE, and a
+ *       connection's number closed with close_range must serve the file opened next.
+ *       Prints "ok: N connections, B bytes" (the parent's) and exits 0, or says what went
+ *       wrong and exits 1.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -26,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -237,6 +240,59 @@ static int one_connection(uint64_t seed, size_t len, uint64_t *rng)
     return exchange(fd, ep, seed, len, rng);
 }
 
+static volatile sig_atomic_t sigpipes;
+
+static void on_sigpipe(int sig)
+{
+    (void)sig;
+    sigpipes++;
+}
+
+/* A connection the server has closed: writing to it fails with EPIPE and raises SIGPIPE,
+ * as TCP's does. Then close_range on a connection: its number, reused by an ordinary file,
+ * is that file's. */
+static void check_endings(void)
+{
+    uint64_t rng = 42;
+    char buf[4096] = { 0 };
+    int ep, fd = open_connection(&rng, 0, &ep);
+    struct sigaction sa = { .sa_handler = on_sigpipe };
+    ssize_t n = 1;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGPIPE, &sa, NULL) < 0)
+        fail("sigaction");
+    /* The server echoes until our end of stream, then closes. */
+    if (shutdown(fd, SHUT_WR) < 0)
+        fail("shutdown");
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        ;
+    if (n < 0)
+        fail("read to the end");
+    for (int i = 0; i < 10000 && n >= 0; i++) {
+        n = write(fd, buf, sizeof buf);
+        if (n >= 0)
+            usleep(1000);
+    }
+    if (n >= 0 || errno != EPIPE || sigpipes == 0) {
+        fprintf(stderr, "preload_stress: writes after the peer closed: %zd, %s, %d SIGPIPE\n", n,
+                strerror(errno), (int)sigpipes);
+        exit(1);
+    }
+    close(fd);
+    fd = open_connection(&rng, 0, &ep);
+    if (close_range((unsigned)fd, (unsigned)fd, 0) < 0)
+        fail("close_range");
+    int file = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (file != fd) {
+        fprintf(stderr, "preload_stress: /dev/null opened as %d, not %d\n", file, fd);
+        exit(1);
+    }
+    if (read(file, buf, sizeof buf) != 0)
+        fail("reading /dev/null where a connection was");
+    close(file);
+    printf("endings: ok\n");
+}
+
 static void *client_thread(void *arg)
 {
     uint64_t rng = 0x2545f4914f6cdd1dULL * (uint64_t)((intptr_t)arg + 1);
@@ -299,6 +355,7 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < threads; i++)
         pthread_join(t[i], NULL);
+    check_endings();
     printf("ok: %d connections, %lld bytes\n", total_connections, total_bytes);
     return 0;
 }

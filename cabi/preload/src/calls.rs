@@ -1,7 +1,7 @@
 //! The socket calls: making, connecting, listening, accepting, closing and duplicating
 //! sockets, their options and flags, and moving data.
 
-use std::ffi::{c_int, c_long, c_ulong, c_void};
+use std::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -474,6 +474,57 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     r
 }
 
+/// `CLOSE_RANGE_CLOEXEC` of `<linux/close_range.h>`: mark, do not close.
+const CLOSE_RANGE_CLOEXEC: c_int = 1 << 2;
+
+/// `close_range(2)`: the range's sockets of ours close as `close` closes them.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    if inside() || flags & CLOSE_RANGE_CLOEXEC != 0 {
+        // SAFETY: close_range(2)'s contract.
+        return unsafe { next::close_range(first, last, flags) };
+    }
+    let (socks, sets) = forget_range(first, last);
+    // SAFETY: as above.
+    let r = unsafe { next::close_range(first, last, flags) };
+    release_all(socks, sets);
+    r
+}
+
+/// `closefrom(3)`: the sockets of ours from `low` on close as `close` closes them.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn closefrom(low: c_int) {
+    if inside() || low < 0 {
+        // SAFETY: closefrom(3)'s contract.
+        return unsafe { next::closefrom(low) };
+    }
+    let (socks, sets) = forget_range(low as c_uint, c_uint::MAX);
+    // SAFETY: as above.
+    unsafe { next::closefrom(low) };
+    release_all(socks, sets);
+}
+
+/// Takes the numbers from `first` to `last` out of the table and the epoll sets' record,
+/// before the kernel closes them: the entries, and the sets.
+fn forget_range(first: c_uint, last: c_uint) -> (Vec<Arc<Sock>>, Vec<c_int>) {
+    let socks = fds::remove_range(first, last);
+    let sets = crate::wait::sets_in(first, last);
+    (socks, sets)
+}
+
+/// Lets go of what [`forget_range`] took, once the kernel closed the numbers.
+fn release_all(socks: Vec<Arc<Sock>>, sets: Vec<c_int>) {
+    let saved = crate::errno();
+    run((), || {
+        for s in socks {
+            fds::release(Some(s));
+        }
+        crate::wait::forget_closed_sets(&sets);
+        Ok(())
+    });
+    crate::set_errno(saved);
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
     match ours(fd).as_deref() {
@@ -860,14 +911,19 @@ unsafe fn dup_onto(fd: c_int, to: c_int, dup: impl FnOnce(c_int, c_int) -> c_int
 }
 
 /// Defines a data call: on a connection over xrdma, the rsocket call; on anything else, the
-/// C library's.
+/// C library's. A sending call names its flags after `pipe` (see [`broken_pipe`]).
 macro_rules! data_call {
-    ($(fn $name:ident($fd:ident: c_int $(, $arg:ident: $ty:ty)*) -> $ret:ty => $rs:ident;)*) => {$(
+    ($(fn $name:ident($fd:ident: c_int $(, $arg:ident: $ty:ty)*) -> $ret:ty
+        => $rs:ident $(, pipe $flags:expr)?;)*) => {$(
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($fd: c_int $(, $arg: $ty)*) -> $ret {
             match data_of($fd) {
-                // SAFETY: the caller's buffers, per the call's own contract.
-                Data::Rs(rs) => run(-1, || sys_len(unsafe { rs::$rs(rs $(, $arg)*) })),
+                Data::Rs(rs) => {
+                    // SAFETY: the caller's buffers, per the call's own contract.
+                    let r = run(-1, || sys_len(unsafe { rs::$rs(rs $(, $arg)*) }));
+                    $(broken_pipe(r as isize, $flags);)?
+                    r
+                }
                 Data::Inherited => inherited(),
                 // SAFETY: as above.
                 Data::Kernel => unsafe { next::$name($fd $(, $arg)*) },
@@ -876,11 +932,23 @@ macro_rules! data_call {
     )*};
 }
 
+/// After a send on a connection over xrdma: if it failed with EPIPE (the connection is
+/// shut or gone) and `flags` lacks `MSG_NOSIGNAL`, the calling thread gets SIGPIPE, as a
+/// TCP socket's sender does. Call outside [`run`], so that a handler's calls are the
+/// program's.
+fn broken_pipe(r: isize, flags: c_int) {
+    if r < 0 && crate::errno() == libc::EPIPE && flags & libc::MSG_NOSIGNAL == 0 {
+        // SAFETY: a signal to the calling thread.
+        unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGPIPE) };
+        crate::set_errno(libc::EPIPE);
+    }
+}
+
 data_call! {
     fn read(fd: c_int, buf: *mut c_void, count: usize) -> isize => rread;
-    fn write(fd: c_int, buf: *const c_void, count: usize) -> isize => rwrite;
+    fn write(fd: c_int, buf: *const c_void, count: usize) -> isize => rwrite, pipe 0;
     fn readv(fd: c_int, iov: *const iovec, count: c_int) -> isize => rreadv;
-    fn writev(fd: c_int, iov: *const iovec, count: c_int) -> isize => rwritev;
+    fn writev(fd: c_int, iov: *const iovec, count: c_int) -> isize => rwritev, pipe 0;
     fn recv(fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize => rrecv;
     fn recvfrom(
         fd: c_int,
@@ -891,7 +959,8 @@ data_call! {
         alen: *mut socklen_t
     ) -> isize => rrecvfrom;
     fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> isize => rrecvmsg;
-    fn send(fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> isize => rsend;
+    fn send(fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> isize
+        => rsend, pipe flags;
 }
 
 /// `sendto(2)`: on a connection, as TCP does, the address is ignored.
@@ -905,8 +974,12 @@ pub unsafe extern "C" fn sendto(
     alen: socklen_t,
 ) -> isize {
     match data_of(fd) {
-        // SAFETY: the caller's buffer, per send(2).
-        Data::Rs(rs) => run(-1, || sys_len(unsafe { rs::rsend(rs, buf, len, flags) })),
+        Data::Rs(rs) => {
+            // SAFETY: the caller's buffer, per send(2).
+            let r = run(-1, || sys_len(unsafe { rs::rsend(rs, buf, len, flags) }));
+            broken_pipe(r, flags);
+            r
+        }
         Data::Inherited => inherited(),
         // SAFETY: sendto(2)'s contract.
         Data::Kernel => unsafe { next::sendto(fd, buf, len, flags, addr, alen) },
@@ -917,17 +990,21 @@ pub unsafe extern "C" fn sendto(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> isize {
     match data_of(fd) {
-        Data::Rs(rs) => run(-1, || {
-            if msg.is_null() {
-                return Err(libc::EFAULT);
-            }
-            // SAFETY: the caller's message, per sendmsg(2).
-            let mut m = unsafe { *msg };
-            m.msg_name = std::ptr::null_mut();
-            m.msg_namelen = 0;
-            // SAFETY: the message's own buffers.
-            sys_len(unsafe { rs::rsendmsg(rs, &m, flags) })
-        }),
+        Data::Rs(rs) => {
+            let r = run(-1, || {
+                if msg.is_null() {
+                    return Err(libc::EFAULT);
+                }
+                // SAFETY: the caller's message, per sendmsg(2).
+                let mut m = unsafe { *msg };
+                m.msg_name = std::ptr::null_mut();
+                m.msg_namelen = 0;
+                // SAFETY: the message's own buffers.
+                sys_len(unsafe { rs::rsendmsg(rs, &m, flags) })
+            });
+            broken_pipe(r, flags);
+            r
+        }
         Data::Inherited => inherited(),
         // SAFETY: as above.
         Data::Kernel => unsafe { next::sendmsg(fd, msg, flags) },
@@ -981,7 +1058,9 @@ pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: u32, flag
         Data::Kernel => return unsafe { next::sendmmsg(fd, msgs, vlen, flags) },
     };
     // SAFETY: the caller's `vlen` messages.
-    unsafe { each_message(msgs, vlen, |m, _| (rs::rsendmsg(rs, m, flags), true)) }
+    let r = unsafe { each_message(msgs, vlen, |m, _| (rs::rsendmsg(rs, m, flags), true)) };
+    broken_pipe(r as isize, flags);
+    r
 }
 
 /// Runs `one` (which says how many bytes it moved, and whether to go on) on each of the
@@ -1033,7 +1112,7 @@ pub unsafe extern "C" fn sendfile(
         // SAFETY: sendfile(2)'s contract.
         Data::Kernel => return unsafe { next::sendfile(out, input, offset, count) },
     };
-    run(-1, || {
+    let r = run(-1, || {
         let mut buf = vec![0u8; count.min(1 << 16)];
         let mut sent = 0usize;
         while sent < count {
@@ -1074,7 +1153,9 @@ pub unsafe extern "C" fn sendfile(
             }
         }
         Ok(sent as isize)
-    })
+    });
+    broken_pipe(r, 0);
+    r
 }
 
 /// glibc's name for `sendfile` under `_FILE_OFFSET_BITS=64`.

@@ -279,6 +279,23 @@ pub(crate) fn remove(fd: c_int) -> Option<Arc<Sock>> {
     old
 }
 
+/// Takes the numbers from `first` to `last` out; their entries.
+pub(crate) fn remove_range(first: std::ffi::c_uint, last: std::ffi::c_uint) -> Vec<Arc<Sock>> {
+    let mut t = table().write();
+    let (first, last) = (
+        first as usize,
+        (last as usize).min(t.len().saturating_sub(1)),
+    );
+    let mut taken = Vec::new();
+    for i in first..=last {
+        if let Some(sock) = t.get_mut(i).and_then(Option::take) {
+            mark(i, false);
+            taken.push(sock);
+        }
+    }
+    taken
+}
+
 /// Whether another number than `fd` holds `sock`.
 pub(crate) fn shared(sock: &Arc<Sock>) -> bool {
     // The table holds one reference per number, the caller one.

@@ -2,7 +2,7 @@
 //! definition of its name after ours (`dlsym(RTLD_NEXT)`, normally libc's), looked up on
 //! first use.
 
-use std::ffi::{CStr, c_int, c_long, c_ulong, c_void};
+use std::ffi::{CStr, c_int, c_long, c_uint, c_ulong, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The next definition of `name` after this library's, or an abort saying which is missing:
@@ -131,6 +131,8 @@ next! {
     ) -> c_int;
     fn shutdown(fd: c_int, how: c_int) -> c_int;
     fn close(fd: c_int) -> c_int;
+    fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int;
+    fn closefrom(low: c_int) -> ();
     fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
     fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
     fn setsockopt(

@@ -303,6 +303,27 @@ fn is_set(epfd: c_int) -> bool {
     epfd >= 0 && i < SET_BITS && SETS[i / 64].load(Ordering::Acquire) & (1 << (i % 64)) != 0
 }
 
+/// The epoll sets that held a connection over xrdma, numbered from `first` to `last`,
+/// taken out of the record.
+pub(crate) fn sets_in(first: std::ffi::c_uint, last: std::ffi::c_uint) -> Vec<c_int> {
+    let last = (last as usize).min(SET_BITS - 1);
+    let mut sets = Vec::new();
+    for i in first as usize..=last {
+        let bit = 1u64 << (i % 64);
+        if SETS[i / 64].fetch_and(!bit, Ordering::AcqRel) & bit != 0 {
+            sets.push(i as c_int);
+        }
+    }
+    sets
+}
+
+/// Tells libxrdma's set table that `sets`, closed by the kernel, are gone.
+pub(crate) fn forget_closed_sets(sets: &[c_int]) {
+    for &set in sets {
+        rs::forget_set(set);
+    }
+}
+
 /// If `fd` is an epoll set that held a connection over xrdma, closes it (telling
 /// libxrdma's set table) and says so.
 pub(crate) fn forget_set(fd: c_int) -> bool {

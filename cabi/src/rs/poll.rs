@@ -264,6 +264,12 @@ pub extern "C" fn repoll_create(flags: c_int) -> c_int {
     })
 }
 
+/// Forgets the repoll set `fd`, which something else closed (the preload library, for a
+/// program's `close_range`); true if it was one.
+pub fn forget_set(fd: c_int) -> bool {
+    SETS.lock().remove(&fd).is_some()
+}
+
 /// `rclose` of a repoll set: true if `fd` is one (and is closed now).
 pub(crate) fn close_set(fd: c_int) -> bool {
     if SETS.lock().remove(&fd).is_none() {
