@@ -318,9 +318,11 @@ fn redis_serves_redis_cli_and_redis_benchmark() {
     );
 }
 
-/// tests/c/preload_stress.c, compiled into a directory of its own.
-fn stress_program() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("xrdma-preload-stress-{}", std::process::id()));
+/// tests/c/preload_stress.c, compiled into a directory of its own, named by `tag` (the
+/// tests run side by side).
+fn stress_program(tag: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("xrdma-preload-stress-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join("preload_stress");
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/preload_stress.c");
@@ -338,7 +340,7 @@ fn stress_program() -> std::path::PathBuf {
 fn threads_and_forked_children_open_use_and_close_sockets_losing_no_byte() {
     let t = pair();
     let (a, b) = (t.a(), t.b());
-    let exe = stress_program();
+    let exe = stress_program("threads");
     let exe = exe.to_str().unwrap();
     let dst = a.ipv4().to_string();
     let mut server = Server::start(
@@ -397,5 +399,41 @@ fn threads_and_forked_children_open_use_and_close_sockets_losing_no_byte() {
     };
     assert_eq!(accepted(": xrdma"), over_xrdma, "{server_text}");
     assert_eq!(accepted(": kernel TCP"), forks * 3, "{server_text}");
+    let _ = std::fs::remove_dir_all(std::path::Path::new(exe).parent().unwrap());
+}
+
+#[test]
+fn a_forked_child_accepts_kernel_tcp_clients_on_an_inherited_listener() {
+    let t = pair();
+    let (a, b) = (t.a(), t.b());
+    let exe = stress_program("prefork");
+    let exe = exe.to_str().unwrap();
+    let dst = a.ipv4().to_string();
+    // The server listens on both and forks; only its child accepts (a prefork server).
+    let mut server = Server::start(
+        run_on(a, None, exe, &["server", &dst, "7701", "prefork"]),
+        "preload_stress prefork server",
+    );
+    server.wait_for("listening");
+    let client = plain(b, exe, &["client", &dst, "7701", "2", "3", "0"])
+        .spawn()
+        .unwrap();
+    let out = server.finish_client(client, "preload_stress client", TIMEOUT);
+    let client_text = text(&out);
+    assert!(
+        out.status.success() && client_text.contains("endings: ok"),
+        "{client_text}"
+    );
+    let server_text = server.kill();
+    assert!(
+        server_text.contains(": kernel TCP and xrdma"),
+        "{server_text}"
+    );
+    // 2 threads of 3 connections, and the two of the endings' check.
+    let accepted = server_text
+        .lines()
+        .filter(|l| l.starts_with("xrdma: accepted") && l.ends_with(": kernel TCP"))
+        .count();
+    assert_eq!(accepted, 8, "{server_text}");
     let _ = std::fs::remove_dir_all(std::path::Path::new(exe).parent().unwrap());
 }

@@ -1,14 +1,15 @@
 /*
  * preload_stress: an ordinary socket program for the preload library's stress test.
  *
- *   preload_stress server ADDR PORT
+ *   preload_stress server ADDR PORT [prefork]
  *       echoes every connection, each in a thread of its own, until killed; prints
- *       "listening" once it listens.
+ *       "listening" once it listens. With "prefork", a child forked after listen accepts
+ *       and echoes, and dies with its parent.
  *   preload_stress client ADDR PORT THREADS ROUNDS FORKS
  *       THREADS threads each open ROUNDS connections one after another; each sends a
- *       pseudo-random stream of pseudo-random length (non-blocking, under poll, with write,
- *       send or writev), half-closes, and checks that the echo is byte for byte what it
- *       sent. Meanwhile the main thread forks FORKS children: before each fork it opens
+ *       pseudo-random stream of pseudo-random length (non-blocking, under poll or, for
+ *       every other connection, an epoll set it joined before connecting; with write, send
+ *       or writev), half-closes, and checks that the echo is byte for byte what it sent. Meanwhile the main thread forks FORKS children: before each fork it opens
  *       a connection, which the child uses as above and the parent closes; then the child
  *       opens three connections of its own the same way and exits. Last, writes to a
  *       connection the server closed must fail with EPIPE and raise SIGPIPE, and a
@@ -30,6 +31,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -101,7 +103,10 @@ static void *echo(void *arg)
     return NULL;
 }
 
-static _Noreturn void serve(const char *addr, int port)
+/* Listens on ADDR:PORT and echoes every connection in a thread of its own; with
+ * `prefork`, a forked child accepts and echoes instead (dying with its parent), and the
+ * parent only waits. */
+static _Noreturn void serve(const char *addr, int port, int prefork)
 {
     int l = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
@@ -115,8 +120,23 @@ static _Noreturn void serve(const char *addr, int port)
         fail("bind");
     if (listen(l, 128) < 0)
         fail("listen");
-    printf("listening\n");
-    fflush(stdout);
+    if (prefork) {
+        pid_t pid = fork();
+        if (pid < 0)
+            fail("fork");
+        if (pid > 0) {
+            printf("listening\n");
+            fflush(stdout);
+            for (;;)
+                pause();
+        }
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1)
+            exit(1);
+    } else {
+        printf("listening\n");
+        fflush(stdout);
+    }
     for (;;) {
         pthread_t t;
         int fd = accept4(l, NULL, NULL, SOCK_CLOEXEC);
@@ -131,8 +151,6 @@ static _Noreturn void serve(const char *addr, int port)
     }
 }
 
-/* One connection: sends stream `seed` of `len` bytes and checks its echo. 0 if it came back
- * whole. */
 /* A new connection to the server; if `may_epoll`, every other one joins an epoll set
  * (returned in *ep, else -1) before it connects. */
 static int open_connection(uint64_t *rng, int may_epoll, int *ep)
@@ -307,10 +325,11 @@ static void *client_thread(void *arg)
 
 int main(int argc, char **argv)
 {
-    if (argc == 4 && strcmp(argv[1], "server") == 0)
-        serve(argv[2], atoi(argv[3]));
+    if ((argc == 4 || argc == 5) && strcmp(argv[1], "server") == 0)
+        serve(argv[2], atoi(argv[3]), argc == 5 && strcmp(argv[4], "prefork") == 0);
     if (argc != 7 || strcmp(argv[1], "client") != 0) {
-        fprintf(stderr, "usage: %s server ADDR PORT | client ADDR PORT THREADS ROUNDS FORKS\n",
+        fprintf(stderr,
+                "usage: %s server ADDR PORT [prefork] | client ADDR PORT THREADS ROUNDS FORKS\n",
                 argv[0]);
         return 2;
     }
