@@ -296,7 +296,26 @@ fn interoperate(backend: &str, first_port: u16) {
             }
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{}\n\n{}",
+        failures.join("\n\n"),
+        console_tail(&peer)
+    );
+}
+
+/// The end of the guest's console (its kernel's messages and its agent's), for a failure
+/// that may be the guest's own: the peer's directory, where the whole log is, goes with
+/// the next peer or topology.
+fn console_tail(peer: &RxePeer) -> String {
+    let console = peer.console();
+    let lines: Vec<&str> = console.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(60)..];
+    format!(
+        "the guest's console, last {} lines:\n{}",
+        tail.len(),
+        tail.join("\n")
+    )
 }
 
 #[test]
@@ -358,5 +377,5 @@ fn the_soft_roce_peer_runs_commands_and_reaches_the_host() {
         .args(["-c", "1", "-W", "5", &peer.guest_ip().to_string()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    assert!(out.status.success(), "{out:?}\n{}", console_tail(&peer));
 }
