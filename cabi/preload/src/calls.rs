@@ -87,7 +87,7 @@ fn status_flags(fd: c_int) -> c_int {
 }
 
 /// `O_CLOEXEC` if `fd` closes on exec.
-fn cloexec_of(fd: c_int) -> c_int {
+pub(crate) fn cloexec_of(fd: c_int) -> c_int {
     // SAFETY: F_GETFD takes no argument.
     let f = unsafe { next::fcntl(fd, libc::F_GETFD, 0) };
     if f >= 0 && f & libc::FD_CLOEXEC != 0 {
@@ -187,9 +187,9 @@ fn listen_both(fd: c_int, domain: c_int, fresh: &Fresh, backlog: c_int) -> Resul
         return kernel_only(strerror(crate::errno()));
     }
     replay(rs, fresh);
-    // SAFETY: the rsocket just made; the address the kernel listens on (the program's,
-    // with the port the kernel gave if it asked for any).
-    if let Err(e) = unsafe { listen_rs(rs, at, backlog) } {
+    // On the address the kernel listens on: the program's, with the port the kernel gave
+    // if it asked for any.
+    if let Err(e) = listen_rs(rs, at, backlog) {
         rs::rclose(rs);
         return kernel_only(strerror(e));
     }
@@ -208,11 +208,7 @@ fn listen_both(fd: c_int, domain: c_int, fresh: &Fresh, backlog: c_int) -> Resul
 }
 
 /// Binds rsocket `rs` to `at` and listens.
-///
-/// # Safety
-///
-/// `rs` is an rsocket of ours.
-unsafe fn listen_rs(rs: c_int, at: SocketAddr, backlog: c_int) -> Result<(), i32> {
+fn listen_rs(rs: c_int, at: SocketAddr, backlog: c_int) -> Result<(), i32> {
     let (storage, len) = sockaddr_of(at);
     // SAFETY: a live sockaddr of the length given.
     sys(unsafe { rs::rbind(rs, (&raw const storage).cast(), len) })?;
@@ -462,15 +458,8 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     let sock = fds::remove(fd);
     // SAFETY: as above.
     let r = unsafe { next::close(fd) };
-    if sock.is_some() {
-        // The last number of an rsocket closes it (see `Sock`'s drop).
-        let saved = crate::errno();
-        run((), || {
-            fds::release(sock);
-            Ok(())
-        });
-        crate::set_errno(saved);
-    }
+    // The last number of an rsocket closes it (see `Sock`'s drop).
+    release_all(sock, &[]);
     r
 }
 
@@ -487,7 +476,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     let (socks, sets) = forget_range(first, last);
     // SAFETY: as above.
     let r = unsafe { next::close_range(first, last, flags) };
-    release_all(socks, sets);
+    release_all(socks, &sets);
     r
 }
 
@@ -501,7 +490,7 @@ pub unsafe extern "C" fn closefrom(low: c_int) {
     let (socks, sets) = forget_range(low as c_uint, c_uint::MAX);
     // SAFETY: as above.
     unsafe { next::closefrom(low) };
-    release_all(socks, sets);
+    release_all(socks, &sets);
 }
 
 /// Takes the numbers from `first` to `last` out of the table and the epoll sets' record,
@@ -512,14 +501,19 @@ fn forget_range(first: c_uint, last: c_uint) -> (Vec<Arc<Sock>>, Vec<c_int>) {
     (socks, sets)
 }
 
-/// Lets go of what [`forget_range`] took, once the kernel closed the numbers.
-fn release_all(socks: Vec<Arc<Sock>>, sets: Vec<c_int>) {
+/// Lets go of entries taken out of the table, and of epoll sets closed (see
+/// [`fds::release`]), keeping the caller's errno.
+fn release_all(socks: impl IntoIterator<Item = Arc<Sock>>, sets: &[c_int]) {
+    let mut socks = socks.into_iter().peekable();
+    if socks.peek().is_none() && sets.is_empty() {
+        return;
+    }
     let saved = crate::errno();
     run((), || {
         for s in socks {
             fds::release(Some(s));
         }
-        crate::wait::forget_closed_sets(&sets);
+        crate::wait::forget_closed_sets(sets);
         Ok(())
     });
     crate::set_errno(saved);
@@ -902,10 +896,7 @@ unsafe fn dup_onto(fd: c_int, to: c_int, dup: impl FnOnce(c_int, c_int) -> c_int
             Some(sock) => fds::set(to, sock),
             None => fds::remove(to),
         };
-        run((), || {
-            fds::release(old);
-            Ok(())
-        });
+        release_all(old, &[]);
     }
     r
 }

@@ -166,11 +166,11 @@ fn relay_in_child(channel: RawFd, i: &Inherited) -> bool {
     {
         return false;
     }
-    // SAFETY: plain calls on descriptors we hold.
-    let cloexec = unsafe { next::fcntl(i.fd, libc::F_GETFD, 0) } & libc::FD_CLOEXEC != 0;
+    let cloexec = crate::calls::cloexec_of(i.fd);
     let sent = send_fd(channel, i.rs, pair[1])
-        // SAFETY: as above; `i.fd` is the program's number, which now names our end.
-        && unsafe { next::dup3(pair[0], i.fd, if cloexec { libc::O_CLOEXEC } else { 0 }) } >= 0;
+        // SAFETY: descriptors we hold; `i.fd` is the program's number, which now names
+        // our end.
+        && unsafe { next::dup3(pair[0], i.fd, cloexec) } >= 0;
     // SAFETY: as above.
     unsafe {
         next::close(pair[0]);

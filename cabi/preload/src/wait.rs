@@ -22,19 +22,16 @@ fn rsocket_of(fd: c_int) -> Option<c_int> {
     }
 }
 
-/// `fds` with each connection over xrdma replaced by its rsocket, if any is one.
+/// `fds` with each connection over xrdma replaced by its rsocket, if any is one. One look
+/// at the table per descriptor: this is every poll's cost.
 fn translated(fds: &[pollfd]) -> Option<Vec<pollfd>> {
-    if !fds.iter().any(|p| rsocket_of(p.fd).is_some()) {
-        return None;
+    let mut mapped: Option<Vec<pollfd>> = None;
+    for (k, p) in fds.iter().enumerate() {
+        if let Some(rs) = rsocket_of(p.fd) {
+            mapped.get_or_insert_with(|| fds.to_vec())[k].fd = rs;
+        }
     }
-    Some(
-        fds.iter()
-            .map(|p| pollfd {
-                fd: rsocket_of(p.fd).unwrap_or(p.fd),
-                ..*p
-            })
-            .collect(),
-    )
+    mapped
 }
 
 /// `rpoll` over the program's `fds`, whose connections over xrdma are `mapped`'s rsockets.
@@ -134,8 +131,9 @@ pub unsafe extern "C" fn ppoll(
     }
 }
 
-/// The descriptors below `nfds` in any of the three sets, as pollfds; `None` if none of
-/// them is a connection over xrdma.
+/// The descriptors below `nfds` in any of the three sets, as pollfds, and the same with
+/// each connection over xrdma replaced by its rsocket ([`translated`]); `None` if none of
+/// them is one.
 ///
 /// # Safety
 ///
@@ -145,12 +143,11 @@ unsafe fn select_fds(
     r: *mut fd_set,
     w: *mut fd_set,
     e: *mut fd_set,
-) -> Option<Vec<pollfd>> {
+) -> Option<(Vec<pollfd>, Vec<pollfd>)> {
     let nfds = nfds.clamp(0, libc::FD_SETSIZE as c_int);
     // SAFETY: per the contract.
     let has = |set: *mut fd_set, fd| !set.is_null() && unsafe { libc::FD_ISSET(fd, set) };
     let mut fds = Vec::new();
-    let mut any_ours = false;
     for fd in 0..nfds {
         let mut events = 0;
         if has(r, fd) {
@@ -163,7 +160,6 @@ unsafe fn select_fds(
             events |= libc::POLLPRI;
         }
         if events != 0 {
-            any_ours |= rsocket_of(fd).is_some();
             fds.push(pollfd {
                 fd,
                 events,
@@ -171,23 +167,24 @@ unsafe fn select_fds(
             });
         }
     }
-    any_ours.then_some(fds)
+    let mapped = translated(&fds)?;
+    Some((fds, mapped))
 }
 
-/// Waits on `fds` (from [`select_fds`]) and fills the three sets as select does; the
-/// number of bits set.
+/// Waits on `fds` (from [`select_fds`], with `mapped`) and fills the three sets as select
+/// does; the number of bits set.
 ///
 /// # Safety
 ///
 /// As [`select_fds`].
 unsafe fn select_wait(
     mut fds: Vec<pollfd>,
+    mapped: Vec<pollfd>,
     r: *mut fd_set,
     w: *mut fd_set,
     e: *mut fd_set,
     timeout: c_int,
 ) -> c_int {
-    let mapped = translated(&fds).unwrap_or_else(|| fds.clone());
     let n = rpoll_mapped(&mut fds, mapped, timeout);
     if n < 0 {
         return n;
@@ -288,7 +285,9 @@ unsafe fn select_or(
     };
     match fds {
         // SAFETY: as above.
-        Some(fds) => with_mask(sigmask, || unsafe { select_wait(fds, r, w, e, ms) }),
+        Some((fds, mapped)) => {
+            with_mask(sigmask, || unsafe { select_wait(fds, mapped, r, w, e, ms) })
+        }
         None => kernel(),
     }
 }

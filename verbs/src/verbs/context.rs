@@ -27,7 +27,7 @@ use super::device::{self, DeviceAttr, Gid, PortAttr};
 use super::mr::Lkey;
 use super::mr::MrTable;
 use super::pd::Pd;
-use super::qp::{InPlaceSend, QpShared};
+use super::qp::{Deadline, InPlaceSend, QpShared};
 use super::srq::{Srq, SrqShared};
 use super::txbuf::TxBufsShared;
 use crate::engine::ud;
@@ -680,8 +680,10 @@ impl ContextShared {
         // Under the table's read lock, without taking QP references of our own: a QP being
         // destroyed waits for this, and its CQs and PD are free the moment it is gone.
         let mut held = false;
+        // The clock as the QPs' timers keep it, read once for them all.
+        let at = (now, Deadline::encode(Some(now)));
         for qp in self.qps.read().values().filter(|q| q.is_rc()) {
-            held |= qp.rc_progress(self, &mut **io, now, hold);
+            held |= qp.rc_progress(self, &mut **io, at, hold);
         }
         self.held_transmits.store(held, Ordering::Relaxed);
         if let Some(agent) = self.qp1.read().as_ref() {

@@ -239,7 +239,7 @@ pub(crate) struct QpShared {
 
 /// An engine timer's due time in an atomic: nanoseconds after a base instant of the
 /// process's (0 for one at or before it, `u64::MAX` for none).
-struct Deadline;
+pub(crate) struct Deadline;
 
 impl Deadline {
     const NONE: u64 = u64::MAX;
@@ -249,7 +249,7 @@ impl Deadline {
         *BASE.get_or_init(Instant::now)
     }
 
-    fn encode(at: Option<Instant>) -> u64 {
+    pub(crate) fn encode(at: Option<Instant>) -> u64 {
         match at {
             None => Deadline::NONE,
             // Saturating: a time before the base reads as due at once, never as later.
@@ -258,11 +258,10 @@ impl Deadline {
         }
     }
 
-    /// Whether a deadline `encoded` has come at `now`. A `now` before the base reads as
-    /// the base, so this errs towards servicing.
-    fn passed(encoded: u64, now: Instant) -> bool {
-        encoded != Deadline::NONE
-            && encoded <= now.saturating_duration_since(Deadline::base()).as_nanos() as u64
+    /// Whether a deadline `encoded` has come at `now` (encoded too, once per pass). A
+    /// `now` before the base reads as the base, so this errs towards servicing.
+    fn passed(encoded: u64, now: u64) -> bool {
+        encoded != Deadline::NONE && encoded <= now
     }
 }
 
@@ -919,19 +918,20 @@ impl QpShared {
         self.qp_type == QpType::Rc
     }
 
-    /// Services the QP with the backend already locked (from progress). With `hold`, if
-    /// there are completions to hand over, hands over only those and returns true: the
-    /// rest waits for the next pass.
+    /// Services the QP with the backend already locked (from progress), at `now` (which
+    /// `now_at` is, as [`Deadline::encode`] gives it). With `hold`, if there are
+    /// completions to hand over, hands over only those and returns true: the rest waits
+    /// for the next pass.
     pub(crate) fn rc_progress(
         &self,
         ctx: &ContextShared,
         io: &mut dyn FrameIo,
-        now: Instant,
+        (now, now_at): (Instant, u64),
         hold: bool,
     ) -> bool {
         // An idle QP (nothing reached it, no timer due) has nothing to send or complete.
         if !self.due.swap(false, Ordering::AcqRel)
-            && !Deadline::passed(self.timer_at.load(Ordering::Acquire), now)
+            && !Deadline::passed(self.timer_at.load(Ordering::Acquire), now_at)
         {
             return false;
         }
