@@ -26,7 +26,9 @@ done
 case "$prefix" in /*) ;; *) prefix=$PWD/$prefix ;; esac
 
 if [ "$profile" = release ]; then
-    cargo build --release --locked -p xrdma-cabi -p xrdma-preload -p xrdma --bin xrdma
+    cargo build --release --locked -p xrdma-cabi -p xrdma-preload
+    # Apart: `--bin` would narrow the libraries' build to no target at all.
+    cargo build --release --locked -p xrdma --bin xrdma
 fi
 target=$(cargo metadata --format-version 1 --no-deps | sed 's/.*"target_directory":"\([^"]*\)".*/\1/')
 built=$target/$profile
