@@ -327,6 +327,16 @@ enum Reply {
     Atomic { psn: Psn, orig: u64 },
 }
 
+impl Reply {
+    /// The PSN of its first response.
+    fn first_psn(&self) -> Psn {
+        match *self {
+            Reply::Read { first_psn, .. } => first_psn,
+            Reply::Atomic { psn, .. } => psn,
+        }
+    }
+}
+
 /// The responder half.
 #[derive(Debug)]
 struct Responder {
@@ -1026,27 +1036,39 @@ impl RcEngine {
     fn duplicate_read(r: &mut Responder, repr: &TransportRepr, mem: &mut dyn Memory) {
         let psn = repr.bth.psn;
         let Some(reth) = repr.reth else { return };
-        let known = r.resources.iter().any(|res| {
-            matches!(*res, Resource::Read { first_psn, last_psn }
-                if psn >= first_psn && psn <= last_psn)
-        });
+        let Some(read_first) = r.resources.iter().find_map(|res| match *res {
+            Resource::Read {
+                first_psn,
+                last_psn,
+            } if psn >= first_psn && psn <= last_psn => Some(first_psn),
+            _ => None,
+        }) else {
+            return;
+        };
         let len = reth.dma_len as usize;
-        if !known || mem.check_remote_read(reth.rkey, reth.va, len).is_err() {
+        if mem.check_remote_read(reth.rkey, reth.va, len).is_err() {
             return;
         }
         r.replies.retain(|reply| match *reply {
-            // The requester has everything before `psn`, and the new request covers the
-            // rest of this READ: the old stream is waste.
-            Reply::Read { first_psn, .. } => first_psn > psn,
+            // Asked again from `psn` within the same READ, the requester has this READ's
+            // responses before it: what is still queued of them is waste. Replies to other
+            // READs stay: a requester going back resends several READs in a row, and each
+            // is owed its own.
+            Reply::Read { first_psn, .. } => !(first_psn >= read_first && first_psn <= psn),
             Reply::Atomic { .. } => true,
         });
-        r.replies.push_back(Reply::Read {
-            first_psn: psn,
-            next: psn,
-            va: reth.va,
-            rkey: reth.rkey,
-            len,
-        });
+        // Responses go out in PSN order.
+        let at = r.replies.partition_point(|reply| reply.first_psn() < psn);
+        r.replies.insert(
+            at,
+            Reply::Read {
+                first_psn: psn,
+                next: psn,
+                va: reth.va,
+                rkey: reth.rkey,
+                len,
+            },
+        );
     }
 
     /// An atomic again (its acknowledgement was lost): replays the value it found, without
@@ -1057,7 +1079,8 @@ impl RcEngine {
             _ => None,
         });
         if let Some(orig) = orig {
-            r.replies.push_back(Reply::Atomic { psn, orig });
+            let at = r.replies.partition_point(|reply| reply.first_psn() < psn);
+            r.replies.insert(at, Reply::Atomic { psn, orig });
         }
     }
 
