@@ -73,6 +73,9 @@ struct BackendArgs {
     /// How the xdp backend attaches and binds.
     #[arg(long, value_enum, default_value = "auto")]
     xdp_mode: Mode,
+    /// udp backend: one datagram per system call message, without UDP GSO and GRO.
+    #[arg(long)]
+    no_offload: bool,
 }
 
 impl BackendArgs {
@@ -85,6 +88,9 @@ impl BackendArgs {
             Backend::Xdp => {
                 if self.addr.is_some() {
                     return Err("--addr applies to the udp backend only".into());
+                }
+                if self.no_offload {
+                    return Err("--no-offload applies to the udp backend only".into());
                 }
                 let mut c = XdpConfig::new(iface);
                 c.port = self.port;
@@ -100,6 +106,7 @@ impl BackendArgs {
                 let mut c = UdpConfig::new(iface);
                 c.port = self.port;
                 c.addr = self.addr;
+                c.offload = !self.no_offload;
                 BackendConfig::Udp(c)
             }
         })

@@ -101,8 +101,10 @@ pub enum IoMode {
     DriverCopy,
     /// AF_XDP copy mode with the XDP program in the generic (skb) hook.
     SkbCopy,
-    /// Through the kernel's UDP stack.
+    /// Through the kernel's UDP stack, a datagram per message.
     Kernel,
+    /// Through the kernel's UDP stack, many datagrams per message (UDP GSO and GRO).
+    KernelOffload,
     /// In memory.
     Simulated,
 }
@@ -114,6 +116,7 @@ impl fmt::Display for IoMode {
             IoMode::DriverCopy => "copy (driver XDP)",
             IoMode::SkbCopy => "copy (skb XDP)",
             IoMode::Kernel => "kernel UDP",
+            IoMode::KernelOffload => "kernel UDP, GSO/GRO",
             IoMode::Simulated => "simulated",
         })
     }
@@ -180,6 +183,10 @@ pub struct NetStats {
     pub tx_dropped: u64,
     /// Datagrams sent from a reserved buffer in place, their payload not copied.
     pub tx_in_place: u64,
+    /// Messages that carried several datagrams (`udp` backend, UDP GSO).
+    pub tx_gso_sends: u64,
+    /// Received buffers that held several datagrams (`udp` backend, UDP GRO).
+    pub rx_gro_batches: u64,
     /// Delivered datagrams (`udp` backend, IPv4) whose ICRC matched only with a non-zero
     /// IPv4 identification, which the socket hides: solved for, as
     /// [`check_v4_any_ident`](crate::wire::icrc::check_v4_any_ident) does. Linux rxe's are.

@@ -26,7 +26,7 @@
 use core::net::{Ipv4Addr, Ipv6Addr};
 
 use super::bth::FECN_BECN_OFFSET;
-use super::ipv4::{self, Ipv4Packet, Ipv4Repr};
+use super::ipv4;
 use super::ipv6::{self, Ipv6Packet, Ipv6Repr};
 use super::udp::{self, UdpPacket, UdpRepr};
 use super::{Error, Result};
@@ -127,7 +127,7 @@ pub fn check<'a>(ip_and_udp_headers: &[u8], transport_with_icrc: &'a [u8]) -> Re
 }
 
 /// Where the identification lies in the headers [`compute_v4`] hashes.
-const V4_IDENT: core::ops::Range<usize> = 4..6;
+pub(crate) const V4_IDENT: core::ops::Range<usize> = 4..6;
 
 /// Verifies the ICRC of an IPv4 datagram whose identification field was not
 /// seen, and returns the transport packet (without the ICRC) together with
@@ -260,26 +260,24 @@ pub fn pseudo_headers_v4(
     dst_port: u16,
     transport_len_with_icrc: usize,
 ) -> Result<[u8; V4_HEADERS_LEN]> {
-    let udp = UdpRepr {
-        src_port,
-        dst_port,
-        payload_len: transport_len_with_icrc,
-    };
-    let ip = Ipv4Repr {
-        src,
-        dst,
-        protocol: ipv4::PROTOCOL_UDP,
-        payload_len: udp.buffer_len(),
-        ttl: 0,
-        tos: 0,
-        ident: 0,
-        dont_frag: true,
-    };
-    let mut headers = [0; V4_HEADERS_LEN];
-    let (ip_bytes, udp_bytes) = headers.split_at_mut(ipv4::HEADER_LEN);
-    ip.emit(&mut Ipv4Packet::new_unchecked(ip_bytes))?;
-    udp.emit(&mut UdpPacket::new_unchecked(udp_bytes))?;
-    Ok(headers)
+    // Written out rather than emitted: this runs for every datagram of the `udp` backend,
+    // and the fields an emitter would compute (the checksums) are masked.
+    let udp_len =
+        u16::try_from(transport_len_with_icrc + udp::HEADER_LEN).map_err(|_| Error::Malformed)?;
+    let total_len = udp_len
+        .checked_add(ipv4::HEADER_LEN as u16)
+        .ok_or(Error::Malformed)?;
+    let mut h = [0; V4_HEADERS_LEN];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&total_len.to_be_bytes());
+    h[6] = 0x40; // DF
+    h[9] = ipv4::PROTOCOL_UDP;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    h[20..22].copy_from_slice(&src_port.to_be_bytes());
+    h[22..24].copy_from_slice(&dst_port.to_be_bytes());
+    h[24..26].copy_from_slice(&udp_len.to_be_bytes());
+    Ok(h)
 }
 
 /// Builds the IPv6 and UDP headers of a RoCEv2 datagram whose IP header is

@@ -2,28 +2,41 @@
 //!
 //! It needs no privilege. The bytes after the UDP header are exactly those an `xdp` endpoint
 //! puts on the wire, ICRC included, so the two interoperate. Receive and transmit are batched
-//! with `recvmmsg`/`sendmmsg` through buffers allocated once, at open.
+//! with `recvmmsg`/`sendmmsg` through buffers allocated once, at open, and, where the kernel
+//! offers them, with UDP GSO and GRO: consecutive equal-size datagrams to one peer leave as
+//! one message that the kernel cuts up as late as it can ([`tx`]), and what it kept together
+//! on the way in arrives in one buffer, split here ([`rx`]). On a veth pair or loopback a
+//! GSO message reaches the peer's socket whole, so 64 KiB cross per system call each way.
+//!
+//! Whole is the catch: across a veth a GSO message reaches the peer as one frame of up to
+//! 64 KiB, which only a kernel UDP socket takes, not an AF_XDP endpoint (whose frames hold
+//! one datagram) nor Linux rxe. So GSO goes only to peers known to be kernel sockets, as
+//! `udp` endpoints are: they send every datagram from the port they receive on, where an
+//! `xdp` endpoint, rxe and RoCE NICs send from a port per QP ([`Peers`]). Over a physical
+//! NIC, which cuts GSO messages up before the wire, this forgoes GSO towards such peers.
 //!
 //! Limits: the UDP source port is the bound port for every datagram (no per-QP entropy), and
 //! since the IP header is not visible, the ICRC of a received datagram is checked against the
 //! header xrdma itself would have sent (see `datagram`), except for the IPv4 identification:
-//! xrdma sends 0, but Linux rxe and some RoCE NICs number their datagrams, so when 0 does not
-//! match, the one identification that makes the ICRC match is solved for
-//! ([`icrc::check_v4_any_ident`]) and the datagram accepted if there is one
+//! Linux rxe and some RoCE NICs number their datagrams, and the pieces of a GSO send are
+//! numbered too, so when 0 does not match, the one identification that makes the ICRC match
+//! is solved for ([`icrc::check_v4_any_ident`]) and the datagram accepted if there is one
 //! ([`NetStats::rx_ipv4_ident_solved`] counts them).
 
+use std::collections::HashMap;
 use std::mem;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::netlink::Netlink;
-use super::{
-    BackendKind, FrameIo, IoMode, LinkInfo, NetError, NetStats, RxMeta, TxMeta, datagram, sockaddr,
-};
-use crate::wire::{self, bth, icrc, udp::ROCEV2_PORT};
+use super::{BackendKind, FrameIo, IoMode, LinkInfo, NetError, NetStats, RxMeta, TxMeta, datagram};
+use crate::wire::{icrc, udp::ROCEV2_PORT};
 
-/// Datagrams moved per `recvmmsg`/`sendmmsg` call.
-const BATCH: usize = 32;
+mod rx;
+mod tx;
+
+use rx::RxBatch;
+use tx::TxRing;
 
 /// Largest UDP payload a datagram can have.
 const MAX_UDP_PAYLOAD: usize = 65507;
@@ -39,43 +52,59 @@ pub struct UdpConfig {
     pub addr: Option<IpAddr>,
     /// UDP port to receive on (RoCEv2: 4791).
     pub port: u16,
+    /// Use UDP GSO and GRO where the kernel has them (the default); off, every datagram is
+    /// its own message both ways, as for comparison.
+    pub offload: bool,
 }
 
 impl UdpConfig {
-    /// Port 4791 on the first address of `iface`.
+    /// Port 4791 on the first address of `iface`, with GSO and GRO.
     pub fn new(iface: impl Into<String>) -> Self {
         UdpConfig {
             iface: iface.into(),
             addr: None,
             port: ROCEV2_PORT,
+            offload: true,
         }
     }
 }
 
-/// Buffers for one batch of datagrams, allocated once.
-struct Slots {
-    buf: Vec<u8>,
-    slot_len: usize,
-    lens: [usize; BATCH],
-    peers: [Option<SocketAddr>; BATCH],
+/// What the backend has learnt of its peers from their checked datagrams: whether each
+/// sends from one port only, as a kernel UDP socket (another `udp` endpoint) does, and so
+/// takes GSO messages to that port whole.
+struct Peers {
+    /// Peers by address: the one port every datagram from it came from, or `None`.
+    ports: HashMap<IpAddr, Option<u16>>,
+    /// The last source seen, which taught nothing new since.
+    last_src: Option<SocketAddr>,
+    /// The last destination asked about, and the answer.
+    last_dst: Option<(SocketAddr, bool)>,
 }
 
-impl Slots {
-    fn new(slot_len: usize) -> Self {
-        Slots {
-            buf: vec![0; slot_len * BATCH],
-            slot_len,
-            lens: [0; BATCH],
-            peers: [None; BATCH],
+impl Peers {
+    /// Notes a checked datagram from `src`.
+    fn heard(&mut self, src: SocketAddr) {
+        if self.last_src == Some(src) {
+            return;
         }
+        self.last_src = Some(src);
+        let port = self.ports.entry(src.ip()).or_insert(Some(src.port()));
+        if *port != Some(src.port()) {
+            *port = None;
+        }
+        self.last_dst = None;
     }
 
-    fn slot_mut(&mut self, i: usize) -> &mut [u8] {
-        &mut self.buf[i * self.slot_len..(i + 1) * self.slot_len]
-    }
-
-    fn slot(&self, i: usize) -> &[u8] {
-        &self.buf[i * self.slot_len..(i + 1) * self.slot_len]
+    /// Whether GSO messages may go to `dst`: it is a socket that sends from there.
+    fn takes_gso(&mut self, dst: SocketAddr) -> bool {
+        match self.last_dst {
+            Some((to, answer)) if to == dst => answer,
+            _ => {
+                let answer = self.ports.get(&dst.ip()) == Some(&Some(dst.port()));
+                self.last_dst = Some((dst, answer));
+                answer
+            }
+        }
     }
 }
 
@@ -84,11 +113,11 @@ pub struct UdpIo {
     sock: UdpSocket,
     local: SocketAddr,
     link: LinkInfo,
-    rx: Slots,
-    tx: Slots,
-    /// Queued transmit slots are `tx_head..tx_tail`.
-    tx_head: usize,
-    tx_tail: usize,
+    rx: RxBatch,
+    tx: TxRing,
+    /// Whether the socket coalesces what it receives (`UDP_GRO`).
+    gro: bool,
+    peers: Peers,
     stats: NetStats,
 }
 
@@ -132,13 +161,22 @@ impl UdpIo {
         sock.set_nonblocking(true)
             .map_err(NetError::io("making the socket non-blocking"))?;
         configure(&sock, addr.is_ipv6())?;
+        let (gso, gro) = if config.offload {
+            offload(&sock)
+        } else {
+            (false, false)
+        };
         let local = sock
             .local_addr()
             .map_err(NetError::io("reading the bound address"))?;
         let mtu = link.mtu.min(MAX_UDP_PAYLOAD as u32 + 28);
         let link = LinkInfo {
             backend: BackendKind::Udp,
-            mode: IoMode::Kernel,
+            mode: if gso || gro {
+                IoMode::KernelOffload
+            } else {
+                IoMode::Kernel
+            },
             iface: link.name,
             ifindex: link.index,
             mac: (link.mac != [0; 6]).then_some(crate::wire::ethernet::MacAddr(link.mac)),
@@ -152,10 +190,14 @@ impl UdpIo {
             sock,
             local,
             link,
-            rx: Slots::new(slot_len),
-            tx: Slots::new(slot_len),
-            tx_head: 0,
-            tx_tail: 0,
+            rx: RxBatch::new(if gro { rx::GRO_BUF_LEN } else { slot_len }),
+            tx: TxRing::new(slot_len, gso),
+            gro,
+            peers: Peers {
+                ports: HashMap::new(),
+                last_src: None,
+                last_dst: None,
+            },
             stats: NetStats::default(),
         })
     }
@@ -165,72 +207,46 @@ impl UdpIo {
         self.local
     }
 
-    /// Sends the queued slots, oldest first, until the kernel pushes back.
+    /// Hands the queued datagrams to the kernel; a refused GSO send turns GSO off for good.
     fn send_queued(&mut self) -> Result<(), NetError> {
-        while self.tx_head < self.tx_tail {
-            let count = self.tx_tail - self.tx_head;
-            // SAFETY: all-zero is a valid value for these plain C structs.
-            let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { mem::zeroed() };
-            let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; BATCH];
-            // SAFETY: as above.
-            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
-            for k in 0..count {
-                let i = self.tx_head + k;
-                let peer = self.tx.peers[i].expect("queued slot has a peer");
-                let addr_len = sockaddr::to_storage(&peer, &mut addrs[k]);
-                iovs[k] = libc::iovec {
-                    iov_base: self.tx.slot_mut(i).as_mut_ptr().cast(),
-                    iov_len: self.tx.lens[i],
-                };
-                hdrs[k].msg_hdr.msg_name = (&mut addrs[k] as *mut libc::sockaddr_storage).cast();
-                hdrs[k].msg_hdr.msg_namelen = addr_len;
-                hdrs[k].msg_hdr.msg_iov = &mut iovs[k];
-                hdrs[k].msg_hdr.msg_iovlen = 1;
-            }
-            // SAFETY: `hdrs[..count]` point at live iovecs, addresses and slot buffers that
-            // outlive the call; the kernel only reads them.
-            let sent = unsafe {
-                libc::sendmmsg(
-                    self.sock.as_raw_fd(),
-                    hdrs.as_mut_ptr(),
-                    count as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if sent < 0 {
-                let err = std::io::Error::last_os_error();
-                match err.raw_os_error() {
-                    Some(libc::EAGAIN) | Some(libc::ENOBUFS) => return Ok(()),
-                    Some(libc::EINTR) => continue,
-                    // The first datagram cannot be sent (no route, too big, ...): drop it, as
-                    // a NIC drops a frame it cannot deliver, and go on with the rest.
-                    Some(
-                        libc::ENETUNREACH
-                        | libc::EHOSTUNREACH
-                        | libc::EMSGSIZE
-                        | libc::EINVAL
-                        | libc::EPERM,
-                    ) => {
-                        self.stats.tx_dropped += 1;
-                        self.tx_head += 1;
-                        continue;
-                    }
-                    _ => return Err(NetError::Io("sending UDP datagrams", err)),
-                }
-            }
-            for k in 0..sent as usize {
-                self.stats.tx_packets += 1;
-                self.stats.tx_bytes += (self.tx.lens[self.tx_head + k] - icrc::ICRC_LEN) as u64;
-            }
-            self.tx_head += sent as usize;
+        let r = self
+            .tx
+            .send_queued(self.sock.as_raw_fd(), self.local, &mut self.stats);
+        if !self.tx.gso && !self.gro {
+            self.link.mode = IoMode::Kernel;
         }
-        self.tx_head = 0;
-        self.tx_tail = 0;
-        Ok(())
+        r
     }
+}
+
+/// Turns on what the kernel offers of UDP GSO (whether `UDP_SEGMENT` is known; a send that
+/// then fails falls back) and GRO; returns which.
+fn offload(sock: &UdpSocket) -> (bool, bool) {
+    let fd = sock.as_raw_fd();
+    let mut size: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `size` and `len` are live and sized as the option needs.
+    let gso = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_UDP,
+            tx::UDP_SEGMENT,
+            (&mut size as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    } == 0;
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a live c_int and its size is passed.
+    let gro = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_UDP,
+            rx::UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    (gso, gro)
 }
 
 /// Socket options every xrdma UDP socket needs.
@@ -320,52 +336,6 @@ fn configure(sock: &UdpSocket, ipv6: bool) -> Result<(), NetError> {
 /// `UDP_NO_CHECK6_RX` from `<linux/udp.h>`.
 const UDP_NO_CHECK6_RX: libc::c_int = 102;
 
-/// The destination address carried in an `IP_PKTINFO`/`IPV6_PKTINFO` control message.
-fn pktinfo_dst(hdr: &libc::msghdr) -> Option<IpAddr> {
-    // SAFETY: `hdr` was filled by recvmmsg, so its control buffer holds well-formed cmsgs
-    // that the CMSG_* macros walk within `msg_controllen`.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
-        while !cmsg.is_null() {
-            let c = &*cmsg;
-            if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO {
-                let info = libc::CMSG_DATA(cmsg)
-                    .cast::<libc::in_pktinfo>()
-                    .read_unaligned();
-                return Some(IpAddr::from(info.ipi_addr.s_addr.to_ne_bytes()));
-            }
-            if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO {
-                let info = libc::CMSG_DATA(cmsg)
-                    .cast::<libc::in6_pktinfo>()
-                    .read_unaligned();
-                return Some(IpAddr::from(info.ipi6_addr.s6_addr));
-            }
-            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
-        }
-    }
-    None
-}
-
-/// Checks a received UDP payload from `src` to `dst` as [`datagram::open`] does, except that
-/// an IPv4 datagram may carry any identification (see [`icrc::check_v4_any_ident`]); returns
-/// the transport packet and whether the identification was not 0.
-fn open_any_ident(
-    src: SocketAddr,
-    dst: SocketAddr,
-    udp_payload: &[u8],
-) -> Result<(&[u8], bool), wire::Error> {
-    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else {
-        return datagram::open(src, dst, udp_payload).map(|transport| (transport, false));
-    };
-    if udp_payload.len() < bth::HEADER_LEN + icrc::ICRC_LEN {
-        return Err(wire::Error::Truncated);
-    }
-    let headers = icrc::pseudo_headers_v4(*s.ip(), *d.ip(), s.port(), d.port(), udp_payload.len())?;
-    let (transport, ident) = icrc::check_v4_any_ident(&headers, udp_payload)?;
-    datagram::check_transport(transport)?;
-    Ok((transport, ident != 0))
-}
-
 impl FrameIo for UdpIo {
     fn link(&self) -> &LinkInfo {
         &self.link
@@ -379,25 +349,20 @@ impl FrameIo for UdpIo {
         if meta.dst.is_ipv6() != self.local.is_ipv6() {
             return Err(NetError::AddressFamily(meta.dst.ip()));
         }
-        if self.tx_tail == BATCH {
+        if self.tx.is_full() {
             self.send_queued()?;
-            if self.tx_tail == BATCH {
+            if self.tx.is_full() {
                 self.stats.tx_full += 1;
                 return Ok(false);
             }
         }
-        let i = self.tx_tail;
         let max = self.link.max_transport_len(meta.dst.is_ipv6());
-        let slot = self.tx.slot_mut(i);
-        let len = write(&mut slot[..max]);
+        let len = write(self.tx.next_slot(max));
         if len > max {
             return Err(NetError::TooLong { len, max });
         }
-        let total = datagram::seal(self.local, meta.dst, slot, len)
-            .map_err(|_| NetError::AddressFamily(meta.dst.ip()))?;
-        self.tx.lens[i] = total;
-        self.tx.peers[i] = Some(meta.dst);
-        self.tx_tail += 1;
+        let gso_ok = self.tx.gso && self.peers.takes_gso(meta.dst);
+        self.tx.push(meta.dst, len, gso_ok);
         Ok(true)
     }
 
@@ -411,80 +376,32 @@ impl FrameIo for UdpIo {
         deliver: &mut dyn FnMut(&RxMeta, &[u8]),
     ) -> Result<usize, NetError> {
         let mut delivered = 0;
+        let port = self.local.port();
+        // A short batch emptied the socket: no need to ask again in this call.
+        let mut drained = false;
         while delivered < max {
-            let want = (max - delivered).min(BATCH);
-            // SAFETY: all-zero is a valid value for these plain C structs.
-            let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { mem::zeroed() };
-            let mut cmsgs = [[0u64; 8]; BATCH];
-            let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; BATCH];
-            // SAFETY: as above.
-            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
-            for k in 0..want {
-                let slot = self.rx.slot_mut(k);
-                iovs[k] = libc::iovec {
-                    iov_base: slot.as_mut_ptr().cast(),
-                    iov_len: slot.len(),
-                };
-                hdrs[k].msg_hdr.msg_name = (&mut addrs[k] as *mut libc::sockaddr_storage).cast();
-                hdrs[k].msg_hdr.msg_namelen =
-                    mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                hdrs[k].msg_hdr.msg_iov = &mut iovs[k];
-                hdrs[k].msg_hdr.msg_iovlen = 1;
-                hdrs[k].msg_hdr.msg_control = cmsgs[k].as_mut_ptr().cast();
-                hdrs[k].msg_hdr.msg_controllen = mem::size_of_val(&cmsgs[k]);
-            }
-            // SAFETY: every header points at live, writable buffers of the stated sizes that
-            // outlive the call.
-            let got = unsafe {
-                libc::recvmmsg(
-                    self.sock.as_raw_fd(),
-                    hdrs.as_mut_ptr(),
-                    want as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
+            let Some((meta, payload, nth)) = self.rx.next_datagram() else {
+                if drained {
+                    break;
+                }
+                match self.rx.refill(self.sock.as_raw_fd(), &mut self.stats) {
+                    Ok(0) => break,
+                    Ok(got) => drained = got < rx::RX_MSGS,
+                    Err(err) => return Err(NetError::Io("receiving UDP datagrams", err)),
+                }
+                continue;
             };
-            if got < 0 {
-                let err = std::io::Error::last_os_error();
-                return match err.raw_os_error() {
-                    Some(libc::EAGAIN) => Ok(delivered),
-                    Some(libc::EINTR) => continue,
-                    _ => Err(NetError::Io("receiving UDP datagrams", err)),
-                };
-            }
-            for k in 0..got as usize {
-                let h = &hdrs[k];
-                let len = h.msg_len as usize;
-                let (Some(src), Some(dst)) =
-                    (sockaddr::from_storage(&addrs[k]), pktinfo_dst(&h.msg_hdr))
-                else {
-                    self.stats.rx_malformed += 1;
-                    continue;
-                };
-                if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                    self.stats.rx_truncated += 1;
-                    continue;
+            match datagram::open_any_ident(meta.src, SocketAddr::new(meta.dst, port), payload, nth)
+            {
+                Ok((transport, ident_solved)) => {
+                    self.peers.heard(meta.src);
+                    self.stats.rx_ipv4_ident_solved += u64::from(ident_solved);
+                    self.stats.rx_packets += 1;
+                    self.stats.rx_bytes += transport.len() as u64;
+                    deliver(&meta, transport);
+                    delivered += 1;
                 }
-                match open_any_ident(
-                    src,
-                    SocketAddr::new(dst, self.local.port()),
-                    &self.rx.slot(k)[..len],
-                ) {
-                    Ok((transport, ident_solved)) => {
-                        self.stats.rx_ipv4_ident_solved += u64::from(ident_solved);
-                        self.stats.rx_packets += 1;
-                        self.stats.rx_bytes += transport.len() as u64;
-                        deliver(&RxMeta { src, dst }, transport);
-                        delivered += 1;
-                    }
-                    Err(err) => self.stats.count_drop(err),
-                }
-            }
-            if (got as usize) < want {
-                break;
+                Err(err) => self.stats.count_drop(err),
             }
         }
         Ok(delivered)
@@ -500,204 +417,4 @@ impl FrameIo for UdpIo {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::net::send_copy;
-    use std::time::{Duration, Instant};
-
-    fn endpoint(addr: &str) -> UdpIo {
-        UdpIo::open(&UdpConfig {
-            iface: "lo".into(),
-            addr: Some(addr.parse().unwrap()),
-            port: 0,
-        })
-        .unwrap()
-    }
-
-    fn bth(psn: u32) -> [u8; 12] {
-        let mut p = [0u8; 12];
-        p[0] = 0x64;
-        p[2..4].copy_from_slice(&0xffffu16.to_be_bytes());
-        p[9..12].copy_from_slice(&psn.to_be_bytes()[1..]);
-        p
-    }
-
-    /// Receives until `n` datagrams arrived or a second passed.
-    fn recv_n(io: &mut UdpIo, n: usize) -> Vec<(RxMeta, Vec<u8>)> {
-        let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while got.len() < n && Instant::now() < deadline {
-            io.recv(64, &mut |m, p| got.push((*m, p.to_vec()))).unwrap();
-        }
-        got
-    }
-
-    #[test]
-    fn two_loopback_endpoints_exchange_datagrams_both_ways() {
-        let mut a = endpoint("127.0.0.1");
-        let mut b = endpoint("127.0.0.2");
-        for psn in 0..100 {
-            assert!(send_copy(&mut a, &TxMeta::to(b.local_addr(), 0xc000), &bth(psn)).unwrap());
-        }
-        a.flush().unwrap();
-        let got = recv_n(&mut b, 100);
-        assert_eq!(got.len(), 100);
-        for (psn, (meta, p)) in got.iter().enumerate() {
-            assert_eq!(meta.src, a.local_addr());
-            assert_eq!(meta.dst, b.local_addr().ip());
-            assert_eq!(p.as_slice(), bth(psn as u32));
-        }
-        send_copy(&mut b, &TxMeta::to(a.local_addr(), 0xc000), &bth(7)).unwrap();
-        b.flush().unwrap();
-        assert_eq!(recv_n(&mut a, 1)[0].1, bth(7));
-        assert_eq!(a.stats().tx_packets, 100);
-        assert_eq!(b.stats().rx_packets, 100);
-    }
-
-    #[test]
-    fn malformed_datagrams_are_dropped_and_counted() {
-        let mut b = endpoint("127.0.0.2");
-        let raw = UdpSocket::bind("127.0.0.3:0").unwrap();
-        let from = raw.local_addr().unwrap();
-        let to = b.local_addr();
-        // Short: less than a BTH and an ICRC.
-        raw.send_to(&[0x64, 0, 0xff], to).unwrap();
-        // Right length, wrong ICRC.
-        let mut bad = [0u8; 16];
-        bad[..12].copy_from_slice(&bth(1));
-        raw.send_to(&bad, to).unwrap();
-        // Good ICRC, but a BTH transport version we do not speak.
-        let mut v1 = [0u8; 16];
-        v1[..12].copy_from_slice(&bth(2));
-        v1[1] = 0x01;
-        datagram::seal(from, to, &mut v1, 12).unwrap();
-        raw.send_to(&v1, to).unwrap();
-        // And one good datagram, which must still get through.
-        let mut good = [0u8; 16];
-        good[..12].copy_from_slice(&bth(3));
-        datagram::seal(from, to, &mut good, 12).unwrap();
-        raw.send_to(&good, to).unwrap();
-        let got = recv_n(&mut b, 1);
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].1, bth(3));
-        let s = b.stats();
-        assert_eq!(
-            (
-                s.rx_truncated,
-                s.rx_bad_icrc,
-                s.rx_unsupported,
-                s.rx_packets
-            ),
-            (1, 1, 1, 1),
-            "{s:?}"
-        );
-    }
-
-    /// The UDP payload (BTH `psn` and ICRC) of a datagram from `from` to `to` whose IPv4
-    /// header carries identification `ident`, as Linux rxe sends it (DF, ECT(0), TTL 64).
-    fn payload_with_ident(from: SocketAddr, to: SocketAddr, ident: u16, psn: u32) -> Vec<u8> {
-        let (SocketAddr::V4(s), SocketAddr::V4(d)) = (from, to) else {
-            panic!("IPv4 only");
-        };
-        let mut headers =
-            icrc::pseudo_headers_v4(*s.ip(), *d.ip(), s.port(), d.port(), 12 + icrc::ICRC_LEN)
-                .unwrap();
-        headers[4..6].copy_from_slice(&ident.to_be_bytes());
-        headers[1] = 0x02;
-        headers[8] = 64;
-        let mut payload = bth(psn).to_vec();
-        payload.extend_from_slice(&icrc::compute_v4(&headers, &bth(psn)).to_le_bytes());
-        payload
-    }
-
-    #[test]
-    fn datagrams_with_any_ipv4_identification_are_accepted_and_counted() {
-        let mut b = endpoint("127.0.0.2");
-        let raw = UdpSocket::bind("127.0.0.3:0").unwrap();
-        let (from, to) = (raw.local_addr().unwrap(), b.local_addr());
-        for (psn, ident) in [(1, 0x1234), (2, 0), (3, 1), (4, 0xffff)] {
-            raw.send_to(&payload_with_ident(from, to, ident, psn), to)
-                .unwrap();
-        }
-        // A corrupted payload byte fails, whatever identification it was sent with.
-        for ident in [0, 0x1234] {
-            let mut bad = payload_with_ident(from, to, ident, 5);
-            bad[6] ^= 0x20;
-            raw.send_to(&bad, to).unwrap();
-        }
-        let got = recv_n(&mut b, 4);
-        let psns: Vec<_> = got.iter().map(|(_, p)| p[11]).collect();
-        assert_eq!(psns, [1, 2, 3, 4]);
-        let s = b.stats();
-        assert_eq!(
-            (s.rx_packets, s.rx_ipv4_ident_solved, s.rx_bad_icrc),
-            (4, 3, 2),
-            "{s:?}"
-        );
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn any_ipv4_identification_passes_the_check_and_corruption_does_not(
-            ident: u16,
-            psn in 0u32..1 << 24,
-            corrupt_bit in 0usize..12 * 8,
-        ) {
-            let from: SocketAddr = "198.18.0.2:49152".parse().unwrap();
-            let to: SocketAddr = "198.18.0.1:4791".parse().unwrap();
-            let payload = payload_with_ident(from, to, ident, psn);
-            proptest::prop_assert_eq!(
-                open_any_ident(from, to, &payload),
-                Ok((&bth(psn)[..], ident != 0))
-            );
-            // Any single-bit error in the BTH but its masked FECN/BECN byte is caught.
-            let mut bad = payload.clone();
-            let bit = if corrupt_bit / 8 == 4 { corrupt_bit + 8 } else { corrupt_bit };
-            bad[bit / 8] ^= 1 << (bit % 8);
-            proptest::prop_assert_eq!(
-                open_any_ident(from, to, &bad),
-                Err(wire::Error::BadChecksum)
-            );
-        }
-    }
-
-    #[test]
-    fn descriptor_polls_readable_when_a_datagram_waits() {
-        let mut a = endpoint("127.0.0.1");
-        let b = endpoint("127.0.0.2");
-        let mut p = libc::pollfd {
-            fd: b.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one live pollfd.
-        assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 0);
-        send_copy(&mut a, &TxMeta::to(b.local_addr(), 1), &bth(0)).unwrap();
-        a.flush().unwrap();
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::poll(&mut p, 1, 1000) }, 1);
-    }
-
-    #[test]
-    fn bad_configuration_gives_clear_errors() {
-        let e = UdpIo::open(&UdpConfig::new("nosuchif0")).err().unwrap();
-        assert!(
-            matches!(e, NetError::NoSuchInterface(ref n) if n == "nosuchif0"),
-            "{e}"
-        );
-        let e = UdpIo::open(&UdpConfig {
-            iface: "lo".into(),
-            addr: Some("198.18.9.9".parse().unwrap()),
-            port: 0,
-        })
-        .err()
-        .unwrap();
-        assert!(matches!(e, NetError::InvalidConfig(_)), "{e}");
-        let mut a = endpoint("127.0.0.1");
-        let v6 = "[::1]:4791".parse().unwrap();
-        assert!(matches!(
-            send_copy(&mut a, &TxMeta::to(v6, 1), &bth(0)),
-            Err(NetError::AddressFamily(_))
-        ));
-    }
-}
+mod tests;
