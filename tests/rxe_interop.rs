@@ -5,7 +5,8 @@
 //!
 //! One guest serves every test of this file (booting it takes a minute or two without KVM);
 //! the tests take turns on it. Each case of [`CASES`] runs four times: per backend, the guest
-//! serving and the host (xrdma) serving. Adding a program is one entry in [`CASES`].
+//! serving and the host (xrdma) serving. Adding a program is one entry in [`CASES`]. The
+//! cases of [`BANDWIDTH`] count, at the guest, the packets xrdma sent it twice.
 //!
 //! Needs root and the packages of scripts/setup.sh (QEMU, Debian's 6.1 kernel, rdma-core);
 //! without them the tests fail saying what is missing.
@@ -328,6 +329,85 @@ fn rdma_core_programs_interoperate_with_soft_roce_over_udp() {
     // rxe numbers the IPv4 identification of its datagrams, which the ICRC covers and a UDP
     // socket does not show: this passes only because the udp backend solves for it.
     interoperate("udp", 18750);
+}
+
+/// perftest's bandwidth runs with xrdma sending to the guest, whose replies take 1-10 ms.
+const BANDWIDTH: &[Case] = &[
+    Case {
+        name: "ib_write_bw",
+        server: "ib_write_bw -x {gid} -p {port} -n 500",
+        client: "ib_write_bw -x {gid} -p {port} -n 500 {server}",
+        expect: "#bytes",
+        ready: Ready::Tcp,
+    },
+    Case {
+        name: "ib_send_bw",
+        server: "ib_send_bw -x {gid} -p {port} -n 500",
+        client: "ib_send_bw -x {gid} -p {port} -n 500 {server}",
+        expect: "#bytes",
+        ready: Ready::Tcp,
+    },
+];
+
+/// The guest's rxe counters `names`, in that order.
+fn rxe_counters(peer: &RxePeer, names: &[&str]) -> Vec<u64> {
+    let files: Vec<String> = names
+        .iter()
+        .map(|n| format!("/sys/class/infiniband/rxe0/ports/1/hw_counters/{n}"))
+        .collect();
+    let out = peer
+        .run(&format!("cat {}", files.join(" ")), TIMEOUT)
+        .unwrap_or_else(|e| panic!("reading the guest's counters: {e}"));
+    assert!(
+        out.success(),
+        "reading the guest's counters: {}",
+        out.output
+    );
+    let values: Vec<u64> = out
+        .output
+        .split_whitespace()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("a counter reads {v:?}"))
+        })
+        .collect();
+    assert_eq!(values.len(), names.len(), "{}", out.output);
+    values
+}
+
+/// xrdma's retransmissions follow the round trip the peer really has: a peer that answers
+/// in milliseconds is not sent the same packets again before it could answer. Counted at
+/// the peer: rxe's `duplicate_request` against the packets it received, under 1 %.
+#[test]
+fn a_slow_peer_receives_under_one_percent_duplicates() {
+    let peer = RxePeer::shared().unwrap_or_else(|e| panic!("{e}"));
+    let mut failures = Vec::new();
+    let mut port = 18800;
+    for backend in ["xdp", "udp"] {
+        for case in BANDWIDTH {
+            port += 1;
+            let names = ["rcvd_pkts", "duplicate_request"];
+            let before = rxe_counters(&peer, &names);
+            let result = run_case(&peer, case, backend, Server::Guest, port);
+            let after = rxe_counters(&peer, &names);
+            let (received, duplicates) = (after[0] - before[0], after[1] - before[1]);
+            let what = format!("{} on {backend}, the guest serving", case.name);
+            println!("{what}: {duplicates} duplicates of {received} packets received");
+            match result {
+                Err(e) => failures.push(format!("{what}: {e}")),
+                Ok(_) if duplicates * 100 >= received => failures.push(format!(
+                    "{what}: {duplicates} duplicates of {received} packets received"
+                )),
+                Ok(_) => {}
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n\n{}",
+        failures.join("\n\n"),
+        console_tail(&peer)
+    );
 }
 
 #[test]

@@ -19,11 +19,18 @@
 //!   128-packet limit; ACKs are asked for every quarter window, so they come back before it
 //!   closes. Go-back-N resends everything in flight after a loss, so a smaller window on a
 //!   lossy path wastes less; on a clean path the window stays at 128.
-//! - a probe timer at four smoothed round trips (0.5 to 20 ms, never past the ACK timeout):
-//!   with no ACK progress by then the requester resends from the oldest unacknowledged
-//!   packet without counting a retry. A lost last packet or a lost NAK then costs a few
-//!   round trips, not the 67 ms ACK timeout ibv_rc_pingpong sets; only the ACK timeout
-//!   counts retries towards RETRY_EXC_ERR.
+//! - a probe timer that follows the round trip the peer really has: the smoothed round trip
+//!   plus four times its mean deviation, as TCP's retransmission timer is, but at least four
+//!   round trips (0.5 to 20 ms; never past the ACK timeout). With no ACK progress by then the
+//!   requester resends from the oldest unacknowledged packet without counting a retry. A
+//!   lost last packet or a lost NAK then costs a few round trips, not the 67 ms ACK
+//!   timeout ibv_rc_pingpong sets; only the ACK timeout counts retries towards
+//!   RETRY_EXC_ERR. Until the round trip is known, a probe resends only the oldest packet
+//!   and doubles the next probe's delay, so a peer slower than the first guess (Linux rxe
+//!   in a VM answers in 1-10 ms) is not sent its first packets over and over before its
+//!   first ACK can come back; and that ACK, which may answer either copy, still teaches a
+//!   longer round trip (see `Timing`). Once it is known, a probe means loss and resends
+//!   everything unacknowledged; backing off then would slow recovery on a lossy path.
 //! - exponential backoff: each ACK timeout without progress doubles the next one (and the
 //!   probe's), up to 32 times the configured timeout, until an ACK makes progress. A peer
 //!   whose process is not scheduled for a while (a busy machine: nothing acknowledges for
@@ -70,9 +77,12 @@ const REPLY_BURST: usize = 64;
 const REQUESTS_BEFORE_ACK: usize = 4;
 /// The congestion window never closes below this many packets.
 const MIN_CWND: u32 = 4;
-/// Bounds of the probe timer: four smoothed round trips, within these.
+/// Bounds of the probe timer before backoff.
 const MIN_PROBE: Duration = Duration::from_micros(500);
 const MAX_PROBE: Duration = Duration::from_millis(20);
+/// Unanswered probes (before the round trip is known) double the next at most this many
+/// times.
+const MAX_PROBE_SHIFT: u8 = 6;
 /// The ACK timeout doubles with each retry, at most this many times.
 const MAX_BACKOFF_SHIFT: u8 = 5;
 /// The round-trip estimate before the first sample.
@@ -256,12 +266,44 @@ struct Requester {
     cwnd_acked: u32,
     /// The last packet sent that asked for an ACK.
     ack_req_psn: Psn,
-    /// Smoothed round-trip time, from one timed packet at a time.
+    /// Smoothed round-trip time, from one timed packet at a time, and its smoothed mean
+    /// deviation; `INITIAL_RTT` and half that before the first sample.
     srtt: Duration,
-    /// The packet being timed, and when it was sent; dropped when packets are resent
-    /// (Karn: an ACK after a resend does not say which copy it answers).
-    timing: Option<(Psn, Instant)>,
+    rttvar: Duration,
+    sampled: bool,
+    /// Probes sent, before the round trip is known, since an ACK last made progress: each
+    /// doubles the next probe's delay.
+    probe_shift: u8,
+    /// While a one-packet probe waits to leave: where sending resumes after it.
+    probe_resume: Option<Psn>,
+    /// The packet being timed.
+    timing: Option<Timing>,
     failed: bool,
+}
+
+/// A packet whose acknowledgement times the round trip.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    psn: Psn,
+    /// When it was first sent, and when last (the same unless it was resent).
+    first: Instant,
+    last: Instant,
+}
+
+impl Timing {
+    /// The round trip its acknowledgement at `now` measures, if it measures one. Sent once,
+    /// the time since. Resent alone by a probe, the ACK may answer either copy (Karn), but
+    /// the round trip is at least the time since the probe: a measure only where that is
+    /// longer than the estimate `srtt`, which is then too short. So a peer slower than the
+    /// first guess is learnt even when its first packets were probed before their ACK came.
+    fn rtt(&self, now: Instant, srtt: Duration) -> Option<Duration> {
+        let since_last = now.saturating_duration_since(self.last);
+        if self.first == self.last {
+            Some(since_last)
+        } else {
+            (since_last > srtt).then_some(since_last)
+        }
+    }
 }
 
 impl Requester {
@@ -280,8 +322,26 @@ impl Requester {
             cwnd_acked: 0,
             ack_req_psn: config.sq_psn - 1,
             srtt: INITIAL_RTT,
+            rttvar: INITIAL_RTT / 2,
+            sampled: false,
+            probe_shift: 0,
+            probe_resume: None,
             timing: None,
             failed: false,
+        }
+    }
+
+    /// Takes a round-trip sample, as TCP does (RFC 6298): the first sets the estimate, the
+    /// rest move it by an eighth and the deviation by a quarter.
+    fn sample_rtt(&mut self, rtt: Duration) {
+        if self.sampled {
+            let deviation = self.srtt.abs_diff(rtt);
+            self.rttvar = (self.rttvar * 3 + deviation) / 4;
+            self.srtt = (self.srtt * 7 + rtt) / 8;
+        } else {
+            self.srtt = rtt;
+            self.rttvar = rtt / 2;
+            self.sampled = true;
         }
     }
 
@@ -476,8 +536,14 @@ impl RcEngine {
                 }
                 Timer::Rnr => self.req.rnr_wait = false,
                 Timer::Probe => {
-                    if !self.req.queue.is_empty() && self.req.una < self.req.next_psn {
-                        self.go_back();
+                    let r = &mut self.req;
+                    if !r.queue.is_empty() && r.una < r.next_psn {
+                        if r.sampled {
+                            self.go_back();
+                        } else {
+                            r.probe_shift = (r.probe_shift + 1).min(MAX_PROBE_SHIFT);
+                            self.probe_oldest(now);
+                        }
                     }
                 }
             }
@@ -563,12 +629,21 @@ impl RcEngine {
         let acked = (una - r.una) as u32;
         r.una = una;
         r.retries = self.config.retry_cnt;
+        if let Some(resume) = r.probe_resume.take() {
+            if r.next_psn < resume {
+                r.next_psn = resume;
+            }
+        }
         if r.next_psn < r.una {
             r.next_psn = r.una;
         }
-        if let Some((psn, sent)) = r.timing {
-            if una > psn {
-                r.srtt = (r.srtt * 7 + now.saturating_duration_since(sent)) / 8;
+        // Something came back: probes need not wait longer.
+        r.probe_shift = 0;
+        if let Some(t) = r.timing {
+            if una > t.psn {
+                if let Some(rtt) = t.rtt(now, r.srtt) {
+                    r.sample_rtt(rtt);
+                }
                 r.timing = None;
             }
         }
@@ -596,10 +671,15 @@ impl RcEngine {
         }
     }
 
-    /// Four smoothed round trips, within bounds, never past the ACK timeout, and backed off
-    /// as it is.
+    /// The smoothed round trip and four deviations, at least four round trips, within
+    /// bounds; doubled for each probe since the last round-trip sample; never past the ACK
+    /// timeout, and backed off as it is.
     fn probe_delay(&self) -> Duration {
-        let d = (self.req.srtt * 4).clamp(MIN_PROBE, MAX_PROBE);
+        let r = &self.req;
+        let d = (r.srtt + r.rttvar * 4)
+            .max(r.srtt * 4)
+            .clamp(MIN_PROBE, MAX_PROBE)
+            * (1 << r.probe_shift);
         let d = self.config.timeout.map_or(d, |t| d.min(t));
         d * (1 << self.backoff_shift())
     }
@@ -617,10 +697,29 @@ impl RcEngine {
             .min(MAX_BACKOFF_SHIFT)
     }
 
+    /// Before the round trip is known, a probe resends only the oldest unacknowledged
+    /// packet, asking for an ACK, then sending goes on where it was: the peer may simply be
+    /// slower than the first guess, and its answer says where it is (a NAK, if what
+    /// followed was lost, sends us back). Only once the round trip is known does a probe
+    /// mean loss and resend everything from there.
+    fn probe_oldest(&mut self, now: Instant) {
+        let r = &mut self.req;
+        if r.probe_resume.is_none() {
+            r.probe_resume = Some(r.next_psn);
+        }
+        r.next_psn = r.una;
+        if let Some(t) = r.timing.as_mut().filter(|t| t.psn == r.una) {
+            t.last = now;
+        }
+    }
+
     /// A packet was lost: resend from the oldest unacknowledged one, with half the window.
     fn go_back(&mut self) {
         let r = &mut self.req;
         r.next_psn = r.una;
+        r.probe_resume = None;
+        // Karn: the ACKs to come may answer either copy. (Unlike a one-packet probe's, a
+        // resent window's ACK measures the resending too: no bound worth taking.)
         r.timing = None;
         r.cwnd = (r.cwnd / 2).max(MIN_CWND);
         r.cwnd_acked = 0;
@@ -1189,8 +1288,27 @@ impl RcEngine {
         self.next_request(now, buf, mem)
     }
 
-    /// The requester's next packet, if the window and the ordering rules let one go.
+    /// The requester's next packet, if the window and the ordering rules let one go; a
+    /// probe's packet first, after which sending goes on where it was.
     fn next_request(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        mem: &mut dyn Memory,
+    ) -> Option<usize> {
+        let sent = self.next_request_in_order(now, buf, mem);
+        if sent.is_some() {
+            if let Some(resume) = self.req.probe_resume.take() {
+                if self.req.next_psn < resume {
+                    self.req.next_psn = resume;
+                }
+            }
+        }
+        sent
+    }
+
+    /// The packet at `next_psn`, if the window and the ordering rules let it go.
+    fn next_request_in_order(
         &mut self,
         now: Instant,
         buf: &mut [u8],
@@ -1239,7 +1357,9 @@ impl RcEngine {
         // An ACK for each message's end, and every quarter window within long ones so ACKs
         // arrive before the window closes.
         let spacing = (self.req.cwnd / 4).max(1);
-        let ack_req = seg.is_last() || (psn - self.req.ack_req_psn) as u32 >= spacing;
+        let ack_req = seg.is_last()
+            || self.req.probe_resume.is_some()
+            || (psn - self.req.ack_req_psn) as u32 >= spacing;
         if ack_req {
             self.req.ack_req_psn = psn;
         }
@@ -1298,7 +1418,11 @@ impl RcEngine {
             self.timers.set(Timer::Probe, now + self.probe_delay());
         }
         if self.req.timing.is_none() {
-            self.req.timing = Some((psn, now));
+            self.req.timing = Some(Timing {
+                psn,
+                first: now,
+                last: now,
+            });
         }
     }
 
