@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: xrdma between two hosts next to the kernel on the same link, measured in the same
 # run: raw frames and UD against kernel UDP; RC latency, message rate and RDMA WRITE
-# bandwidth against kernel TCP; connections per second through the connection manager; as
+# bandwidth against kernel TCP (as root, bandwidth over both backends); connections per second through the connection manager; as
 # root also rdma-core's unmodified ibv_rc_pingpong over libxrdma.so against kernel TCP, and
 # its rdma_cm programs rping and cmtime.
 #   as root:  two network namespaces joined by a veth pair with jumbo frames (MTU 9000, as
@@ -117,6 +117,18 @@ wait
 echo "iperf3 TCP: $tcp_gbps Gbit/s"
 ratio "rc-write-bw 64 KiB $(json rc-write-bw gbps) Gbit/s vs kernel TCP $tcp_gbps Gbit/s" "$(json rc-write-bw gbps)" "$tcp_gbps"
 ratio "rc-send-bw 64 B $(json rc-send-bw msg_rate) msg/s vs ud-bw $(json ud-bw msg_rate) msg/s" "$(json rc-send-bw msg_rate)" "$(json ud-bw msg_rate)"
+if [ "$(id -u)" -eq 0 ]; then
+  # The other backend on the same link: kernel UDP, which moves a message's packets 64 KiB per
+  # system call (GSO/GRO), where copy-mode AF_XDP on a veth moves one per frame.
+  echo "== xrdma perf rc-write-bw (64 KiB) over the udp backend on the same link"
+  mv "$OUT/rc-write-bw.json" "$OUT/rc-write-bw-xdp.json"
+  xa=(--iface xrdemo0 --backend udp) xb=(--iface xrdemo1 --backend udp)
+  xrdma rc-write-bw --size 65536
+  xa=(--iface xrdemo0 --backend xdp) xb=(--iface xrdemo1 --backend xdp)
+  mv "$OUT/rc-write-bw.json" "$OUT/rc-write-bw-udp.json"
+  mv "$OUT/rc-write-bw-xdp.json" "$OUT/rc-write-bw.json"
+  ratio "rc-write-bw 64 KiB over udp $(json rc-write-bw-udp gbps) Gbit/s vs kernel TCP $tcp_gbps Gbit/s" "$(json rc-write-bw-udp gbps)" "$tcp_gbps"
+fi
 
 echo "== xrdma perf cm-connect: RC connections set up and torn down by the connection manager"
 xrdma cm-connect

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use xrdma::perf::{self, Options, Role, Test};
 use xrdma_testnet::{Host, Topology};
-use xrdma_verbs::net::{BackendConfig, xdp::XdpConfig};
+use xrdma_verbs::net::{BackendConfig, udp::UdpConfig, xdp::XdpConfig};
 
 /// Messages per latency test.
 pub const LAT_ITERS: u64 = 20_000;
@@ -34,11 +34,28 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// One `xrdma perf` run of `test` with `size`-byte messages over `xdp`, server on host A,
 /// client on host B, in this process.
 pub fn xrdma_perf(t: &Topology, test: Test, size: usize) -> perf::Report {
+    xrdma_perf_over(t, Backend::Xdp, test, size)
+}
+
+/// Which backend [`xrdma_perf_over`] runs on.
+#[derive(Clone, Copy)]
+pub enum Backend {
+    /// AF_XDP.
+    Xdp,
+    /// Kernel UDP with GSO and GRO.
+    Udp,
+}
+
+/// [`xrdma_perf`] over `backend`.
+pub fn xrdma_perf_over(t: &Topology, backend: Backend, test: Test, size: usize) -> perf::Report {
     let latency = test.name().ends_with("-lat");
     let opts = |host: &Host, role| Options {
         test,
         role,
-        backend: BackendConfig::Xdp(XdpConfig::new(host.iface())),
+        backend: match backend {
+            Backend::Xdp => BackendConfig::Xdp(XdpConfig::new(host.iface())),
+            Backend::Udp => BackendConfig::Udp(UdpConfig::new(host.iface())),
+        },
         size,
         iters: latency.then_some(LAT_ITERS),
         duration: (!latency).then_some(Duration::from_secs(BW_SECONDS)),
