@@ -4,15 +4,15 @@
 //! puts on the wire, ICRC included, so the two interoperate. Receive and transmit are batched
 //! with `recvmmsg`/`sendmmsg` through buffers allocated once, at open, and, where the kernel
 //! offers them, with UDP GSO and GRO: consecutive equal-size datagrams to one peer leave as
-//! one message that the kernel cuts up as late as it can ([`tx`]), and what it kept together
-//! on the way in arrives in one buffer, split here ([`rx`]). On a veth pair or loopback a
+//! one message that the kernel cuts up as late as it can (`tx`), and what it kept together
+//! on the way in arrives in one buffer, split here (`rx`). On a veth pair or loopback a
 //! GSO message reaches the peer's socket whole, so 64 KiB cross per system call each way.
 //!
 //! Whole is the catch: across a veth a GSO message reaches the peer as one frame of up to
 //! 64 KiB, which only a kernel UDP socket takes, not an AF_XDP endpoint (whose frames hold
 //! one datagram) nor Linux rxe. So GSO goes only to peers known to be kernel sockets, as
 //! `udp` endpoints are: they send every datagram from the port they receive on, where an
-//! `xdp` endpoint, rxe and RoCE NICs send from a port per QP ([`Peers`]). Over a physical
+//! `xdp` endpoint, rxe and RoCE NICs send from a port per QP (`Peers`). Over a physical
 //! NIC, which cuts GSO messages up before the wire, this forgoes GSO towards such peers.
 //!
 //! Limits: the UDP source port is the bound port for every datagram (no per-QP entropy), and
