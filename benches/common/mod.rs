@@ -233,7 +233,22 @@ pub fn iperf3_gbps_over(t: &Topology, stack: Stack) -> f64 {
 /// its own process (as rsockets need: one service thread and one set of devices per
 /// process), with `args` on both sides; returns the client's JSON report.
 pub fn xrdma_cli(t: &Topology, test: &str, size: usize, args: &[&str]) -> String {
+    xrdma_cli_over(t, Backend::Xdp, test, size, args)
+}
+
+/// [`xrdma_cli`] over `backend`.
+pub fn xrdma_cli_over(
+    t: &Topology,
+    backend: Backend,
+    test: &str,
+    size: usize,
+    args: &[&str],
+) -> String {
     let exe = env!("CARGO_BIN_EXE_xrdma");
+    let backend = match backend {
+        Backend::Xdp => "xdp",
+        Backend::Udp => "udp",
+    };
     let latency = test.ends_with("-lat");
     let count: Vec<String> = if latency {
         vec!["--iters".into(), LAT_ITERS.to_string()]
@@ -249,7 +264,7 @@ pub fn xrdma_cli(t: &Topology, test: &str, size: usize, args: &[&str]) -> String
             test,
             "--server",
             "--backend",
-            "xdp",
+            backend,
             "--iface",
             t.a().iface(),
         ])
@@ -262,7 +277,7 @@ pub fn xrdma_cli(t: &Topology, test: &str, size: usize, args: &[&str]) -> String
         .ns()
         .command(exe)
         .args(["perf", test, "--connect", &t.a().ipv4().to_string()])
-        .args(["--backend", "xdp", "--iface", t.b().iface(), "--json"])
+        .args(["--backend", backend, "--iface", t.b().iface(), "--json"])
         .args(["--size", &size.to_string()])
         .args(&count)
         .args(args)
