@@ -45,7 +45,7 @@ impl Ud {
     /// Opens the verbs objects, with receives posted for the largest message the link
     /// carries: they are posted before the server learns the client's message size.
     fn new(io: Box<dyn FrameIo>) -> Result<Ud> {
-        let (ctx, pd, cq, qp) = verbs::open(io, QpType::Ud, DEPTH, 64, false)?;
+        let (ctx, pd, cq, qp) = verbs::open(io, QpType::Ud, (DEPTH, DEPTH), 64, false)?;
         qp.bring_up_ud(QKEY, 0)?;
         let max = ctx.query_port(1)?.active_mtu.bytes();
         let slot = GRH + max;

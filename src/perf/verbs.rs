@@ -21,7 +21,7 @@ impl From<xrdma_verbs::verbs::Error> for PerfError {
 pub(super) fn open(
     io: Box<dyn FrameIo>,
     qp_type: QpType,
-    depth: u32,
+    (depth, recv_depth): (u32, u32),
     max_inline_data: u32,
     sq_sig_all: bool,
 ) -> Result<(Context, Pd, Cq, QueuePair)> {
@@ -33,10 +33,10 @@ pub(super) fn open(
         },
     )?;
     let pd = ctx.alloc_pd()?;
-    let cq = ctx.create_cq(2 * depth + 64, None)?;
+    let cq = ctx.create_cq(depth + recv_depth + 64, None)?;
     let cap = QpCap {
         max_send_wr: depth,
-        max_recv_wr: depth,
+        max_recv_wr: recv_depth,
         max_send_sge: 1,
         max_recv_sge: 1,
         max_inline_data,
@@ -45,7 +45,7 @@ pub(super) fn open(
         qp_type,
         cap,
         sq_sig_all,
-        ..QpInitAttr::ud(&cq, &cq, depth)
+        ..QpInitAttr::ud(&cq, &cq, recv_depth)
     })?;
     Ok((ctx, pd, cq, qp))
 }
