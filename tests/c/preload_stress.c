@@ -32,6 +32,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -224,11 +225,26 @@ static int exchange(int fd, int ep, uint64_t seed, size_t len, uint64_t *rng)
             }
         }
         if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            /* FIONREAD: what has arrived, no more than is still to come; a read then takes
+             * at least that much (up to its buffer). */
+            int queued;
+            if (ioctl(fd, FIONREAD, &queued) < 0)
+                fail("ioctl(FIONREAD)");
+            if (queued < 0 || (size_t)queued > len - got) {
+                fprintf(stderr, "preload_stress: FIONREAD says %d with %zu to come\n", queued,
+                        len - got);
+                return -1;
+            }
             ssize_t n = next_random(rng) % 2 ? read(fd, in, sizeof in) : recv(fd, in, sizeof in, 0);
             if (n < 0 && errno == EAGAIN)
                 continue;
             if (n < 0)
                 fail("read");
+            size_t least = (size_t)queued < sizeof in ? (size_t)queued : sizeof in;
+            if ((size_t)n < least) {
+                fprintf(stderr, "preload_stress: FIONREAD said %d, a read took %zd\n", queued, n);
+                return -1;
+            }
             if (n == 0) {
                 fprintf(stderr, "preload_stress: end of stream after %zu of %zu bytes\n", got, len);
                 return -1;

@@ -832,28 +832,11 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
     })
 }
 
-/// How many bytes a read of rsocket `rs` would return now, up to [`PEEK_MAX`]: what a
-/// peek without waiting finds.
+/// How many bytes a read of rsocket `rs` would return now: what has arrived and is not
+/// read, counted where it lies.
 fn readable_bytes(rs: c_int) -> Result<c_int, i32> {
-    let mut buf = vec![0u8; PEEK_MAX];
-    // SAFETY: a live buffer of the length given.
-    let n = unsafe {
-        rs::rrecv(
-            rs,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    match n {
-        n if n >= 0 => Ok(n as c_int),
-        _ if crate::errno() == libc::EAGAIN => Ok(0),
-        _ => Err(crate::errno()),
-    }
+    rs::queued_bytes(rs).map(|n| c_int::try_from(n).unwrap_or(c_int::MAX))
 }
-
-/// The most `FIONREAD` reports: an rsocket's receive buffer is this size by default.
-const PEEK_MAX: usize = 1 << 17;
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {

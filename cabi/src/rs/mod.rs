@@ -413,6 +413,20 @@ pub extern "C" fn rclose(socket: c_int) -> c_int {
     close(socket, Some(CLOSE_LIMIT))
 }
 
+/// How many bytes a read of stream rsocket `socket` would return now without waiting, as
+/// `ioctl(FIONREAD)` tells of a TCP socket: a Rust call (rsocket.h has none), for the
+/// preload library. As Linux's TCP: `EINVAL` on a listener; 0 before a connection. And
+/// `EBADF` for no rsocket, `ENOTTY` for a datagram one.
+pub fn queued_bytes(socket: c_int) -> Result<usize, i32> {
+    let sock = table::get(socket)?;
+    match sock.live() {
+        Some(Live::Stream(s)) => Ok(s.queued_bytes()),
+        Some(Live::Listener(_)) => Err(libc::EINVAL),
+        Some(Live::Dgram(_)) => Err(libc::ENOTTY),
+        None => Ok(0),
+    }
+}
+
 /// Closes `socket` as close(2) closes a TCP socket, for the preload library: a stream
 /// without `SO_LINGER` delivers the rest in the background, and the call returns at once;
 /// [`xrdma_rsocket::wait_closing`] waits for those at exit.

@@ -571,6 +571,17 @@ impl RsStream {
         self.inner.recv(buf, libc::MSG_PEEK)
     }
 
+    /// How many bytes a read would return now without waiting, as `FIONREAD` (`SIOCINQ`)
+    /// tells of a TCP socket: what has arrived and is not read yet, copying nothing.
+    pub fn queued_bytes(&self) -> usize {
+        let _caller = self.inner.conn.enter();
+        let mut c = self.inner.lock();
+        c.progress();
+        let queued = c.link.as_ref().map_or(0, |l| l.proto.queued());
+        c.call_done();
+        usize::try_from(queued).unwrap_or(usize::MAX)
+    }
+
     /// `recv(2)`: `flags` may hold `MSG_PEEK`, `MSG_WAITALL` and `MSG_DONTWAIT`.
     pub fn recv_with_flags(&self, buf: &mut [u8], flags: i32) -> io::Result<usize> {
         self.inner.recv(buf, flags)
