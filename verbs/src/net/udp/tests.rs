@@ -322,3 +322,47 @@ fn no_gso_goes_to_a_peer_heard_from_another_port_than_it_is_sent_to() {
     assert_eq!(a.stats().tx_gso_sends, 0);
     assert_eq!(recv_n(&mut b, 20).len(), 20);
 }
+
+#[test]
+fn a_refused_gso_send_falls_back_to_datagram_by_datagram() {
+    let mut a = endpoint("127.0.0.1");
+    let mut b = endpoint("127.0.0.2");
+    send_copy(&mut b, &TxMeta::to(a.local_addr(), 1), &bth(0)).unwrap();
+    b.flush().unwrap();
+    assert_eq!(recv_n(&mut a, 1).len(), 1);
+    assert!(a.peers.takes_gso(b.local_addr()));
+    // The kernel refuses GSO on a socket that sends without UDP checksums (EINVAL).
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a live c_int and its size is passed; the socket is open.
+    let rc = unsafe {
+        libc::setsockopt(
+            a.sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&on as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    let lens = message_lens(30);
+    for (psn, len) in lens.iter().enumerate() {
+        assert!(
+            send_copy(
+                &mut a,
+                &TxMeta::to(b.local_addr(), 1),
+                &packet(psn as u32, *len)
+            )
+            .unwrap()
+        );
+    }
+    a.flush().unwrap();
+    assert!(!a.tx.gso, "GSO still on after the kernel refused it");
+    let got = recv_n(&mut b, lens.len());
+    assert_eq!(got.len(), lens.len());
+    for (psn, (_, p)) in got.iter().enumerate() {
+        assert_eq!(*p, packet(psn as u32, lens[psn]));
+    }
+    let s = a.stats();
+    assert_eq!((s.tx_gso_sends, s.tx_dropped), (0, 0), "{s:?}");
+    assert_eq!(b.stats().rx_dropped(), 0);
+}
