@@ -25,12 +25,14 @@
 //!   requester resends from the oldest unacknowledged packet without counting a retry. A
 //!   lost last packet or a lost NAK then costs a few round trips, not the 67 ms ACK
 //!   timeout ibv_rc_pingpong sets; only the ACK timeout counts retries towards
-//!   RETRY_EXC_ERR. Until the round trip is known, a probe resends only the oldest packet
-//!   and doubles the next probe's delay, so a peer slower than the first guess (Linux rxe
-//!   in a VM answers in 1-10 ms) is not sent its first packets over and over before its
-//!   first ACK can come back; and that ACK, which may answer either copy, still teaches a
-//!   longer round trip (see `Timing`). Once it is known, a probe means loss and resends
-//!   everything unacknowledged; backing off then would slow recovery on a lossy path.
+//!   RETRY_EXC_ERR. A probe resends only the oldest packet, asking for an ACK: a peer that
+//!   was only slow (Linux rxe in a VM answers in 1-10 ms, and later now and then in tens)
+//!   answers with how far it got, and nothing more is sent twice; an ACK of just that
+//!   packet shows the rest lost, and everything after it goes again. Until the round trip
+//!   is known each probe doubles the next one's delay, and the ACK to the probe, which may
+//!   answer either copy, still teaches a longer round trip (see `Timing`). Once it is
+//!   known, a probe that brings nothing back is followed by a resend of everything
+//!   unacknowledged, without backoff, which would slow recovery on a lossy path.
 //! - exponential backoff: each ACK timeout without progress doubles the next one (and the
 //!   probe's), up to 32 times the configured timeout, until an ACK makes progress. A peer
 //!   whose process is not scheduled for a while (a busy machine: nothing acknowledges for
@@ -276,6 +278,8 @@ struct Requester {
     probe_shift: u8,
     /// While a one-packet probe waits to leave: where sending resumes after it.
     probe_resume: Option<Psn>,
+    /// The packet a probe resent alone, until an ACK answers it.
+    probed: Option<Psn>,
     /// The packet being timed.
     timing: Option<Timing>,
     failed: bool,
@@ -326,6 +330,7 @@ impl Requester {
             sampled: false,
             probe_shift: 0,
             probe_resume: None,
+            probed: None,
             timing: None,
             failed: false,
         }
@@ -538,10 +543,13 @@ impl RcEngine {
                 Timer::Probe => {
                     let r = &mut self.req;
                     if !r.queue.is_empty() && r.una < r.next_psn {
-                        if r.sampled {
+                        if r.sampled && r.probed.is_some() {
+                            // The packet probed alone brought nothing back either: loss.
                             self.go_back();
                         } else {
-                            r.probe_shift = (r.probe_shift + 1).min(MAX_PROBE_SHIFT);
+                            if !r.sampled {
+                                r.probe_shift = (r.probe_shift + 1).min(MAX_PROBE_SHIFT);
+                            }
                             self.probe_oldest(now);
                         }
                     }
@@ -613,18 +621,18 @@ impl RcEngine {
                 status: RcStatus::Success,
             });
         }
-        if una > self.req.una {
-            self.advance(una, now);
-        }
-        if lost_response {
+        let hole = una > self.req.una && self.advance(una, now);
+        if lost_response || hole {
             self.go_back();
         }
         self.rearm(now);
     }
 
     /// Moves the oldest unacknowledged PSN up to `una`: progress, so the retry count is
-    /// whole again, the round trip may be sampled, and the congestion window grows.
-    fn advance(&mut self, una: Psn, now: Instant) {
+    /// whole again, the round trip may be sampled, and the congestion window grows. True if
+    /// this answers a packet probed alone and shows the peer had nothing after it: it took
+    /// the probe as new, and what followed, sent before, was lost.
+    fn advance(&mut self, una: Psn, now: Instant) -> bool {
         let r = &mut self.req;
         let acked = (una - r.una) as u32;
         r.una = una;
@@ -637,6 +645,10 @@ impl RcEngine {
         if r.next_psn < r.una {
             r.next_psn = r.una;
         }
+        let hole = r
+            .probed
+            .take()
+            .is_some_and(|p| una == p + 1 && r.next_psn > una);
         // Something came back: probes need not wait longer.
         r.probe_shift = 0;
         if let Some(t) = r.timing {
@@ -655,6 +667,7 @@ impl RcEngine {
         if r.cwnd >= WINDOW {
             r.cwnd_acked = 0;
         }
+        hole
     }
 
     /// After an ACK: the timers run while packets are outstanding, from now.
@@ -697,16 +710,18 @@ impl RcEngine {
             .min(MAX_BACKOFF_SHIFT)
     }
 
-    /// Before the round trip is known, a probe resends only the oldest unacknowledged
-    /// packet, asking for an ACK, then sending goes on where it was: the peer may simply be
-    /// slower than the first guess, and its answer says where it is (a NAK, if what
-    /// followed was lost, sends us back). Only once the round trip is known does a probe
-    /// mean loss and resend everything from there.
+    /// A probe resends only the oldest unacknowledged packet, asking for an ACK, then
+    /// sending goes on where it was: the peer may simply be slower than thought (a busy
+    /// machine, rxe in a VM), and its answer says where it is. An ACK of just that packet
+    /// means the peer had nothing after it, and everything after it goes again (see
+    /// `advance`); once the round trip is known, a probe that brings nothing back either is
+    /// followed by a resend of everything unacknowledged.
     fn probe_oldest(&mut self, now: Instant) {
         let r = &mut self.req;
         if r.probe_resume.is_none() {
             r.probe_resume = Some(r.next_psn);
         }
+        r.probed = Some(r.una);
         r.next_psn = r.una;
         if let Some(t) = r.timing.as_mut().filter(|t| t.psn == r.una) {
             t.last = now;
@@ -718,6 +733,7 @@ impl RcEngine {
         let r = &mut self.req;
         r.next_psn = r.una;
         r.probe_resume = None;
+        r.probed = None;
         // Karn: the ACKs to come may answer either copy. (Unlike a one-packet probe's, a
         // resent window's ACK measures the resending too: no bound worth taking.)
         r.timing = None;

@@ -954,3 +954,34 @@ fn a_slow_peer_gets_few_duplicates_and_its_round_trip_is_learnt() {
         "round trip learnt as {srtt:?}"
     );
 }
+
+#[test]
+fn a_peer_that_slows_down_gets_single_probes_not_the_window_again() {
+    // A 10 us round trip, learnt; then the peer takes 0.8 ms to answer (descheduled on a
+    // busy machine, say), longer than the probe's 0.5 ms.
+    let mut p = Pair::with_timeout(19, 0.0, 0.0, 0.0, 7, 67_000);
+    let count = 2000;
+    for id in 0..count {
+        p.ends[1].1.post_recv(id);
+        p.ends[0].1.sends.insert(id, vec![id as u8; MTU]);
+        p.ends[0].0.post_send(request(id, MessageKind::Send, MTU));
+    }
+    for _ in 0..1_000_000 {
+        if p.completions[0].len() >= 200 {
+            break;
+        }
+        assert!(p.step());
+    }
+    assert!(p.ends[0].0.req.sampled);
+    p.wire.delay = Duration::from_micros(400);
+    p.drive_bounded(1_000_000);
+    assert_eq!(p.completions[0].len(), count as usize);
+    // Every packet was sent once, but for a probe's single packet now and then until the
+    // longer round trip is learnt.
+    let duplicates = p.wire.sent[1] - count;
+    println!("{duplicates} of {count} packets sent twice");
+    assert!(
+        duplicates * 100 < count,
+        "{duplicates} of {count} packets sent twice"
+    );
+}
