@@ -336,6 +336,15 @@ impl Requester {
         }
     }
 
+    /// Sending goes on where it was before a one-packet probe, if it was further on.
+    fn resume_after_probe(&mut self) {
+        if let Some(resume) = self.probe_resume.take() {
+            if self.next_psn < resume {
+                self.next_psn = resume;
+            }
+        }
+    }
+
     /// Takes a round-trip sample, as TCP does (RFC 6298): the first sets the estimate, the
     /// rest move it by an eighth and the deviation by a quarter.
     fn sample_rtt(&mut self, rtt: Duration) {
@@ -637,11 +646,7 @@ impl RcEngine {
         let acked = (una - r.una) as u32;
         r.una = una;
         r.retries = self.config.retry_cnt;
-        if let Some(resume) = r.probe_resume.take() {
-            if r.next_psn < resume {
-                r.next_psn = resume;
-            }
-        }
+        r.resume_after_probe();
         if r.next_psn < r.una {
             r.next_psn = r.una;
         }
@@ -685,8 +690,8 @@ impl RcEngine {
     }
 
     /// The smoothed round trip and four deviations, at least four round trips, within
-    /// bounds; doubled for each probe since the last round-trip sample; never past the ACK
-    /// timeout, and backed off as it is.
+    /// bounds; doubled for each probe (before the round trip is known) since an ACK last
+    /// made progress; never past the ACK timeout, and backed off as it is.
     fn probe_delay(&self) -> Duration {
         let r = &self.req;
         let d = (r.srtt + r.rttvar * 4)
@@ -1314,11 +1319,7 @@ impl RcEngine {
     ) -> Option<usize> {
         let sent = self.next_request_in_order(now, buf, mem);
         if sent.is_some() {
-            if let Some(resume) = self.req.probe_resume.take() {
-                if self.req.next_psn < resume {
-                    self.req.next_psn = resume;
-                }
-            }
+            self.req.resume_after_probe();
         }
         sent
     }
