@@ -10,9 +10,22 @@
 //! the pieces' IPv4 identifications on from the first's, so the `k`th piece is sealed with
 //! identification `k` ([`seal_nth`]).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 
 use crate::wire::{self, bth, icrc};
+
+/// The IPv4+UDP headers of a datagram from `s` to `d` with IPv4 identification `ident`,
+/// whose UDP payload is `udp_payload_len` bytes.
+fn headers_v4(
+    s: SocketAddrV4,
+    d: SocketAddrV4,
+    udp_payload_len: usize,
+    ident: u16,
+) -> Result<[u8; icrc::V4_HEADERS_LEN], wire::Error> {
+    let mut h = icrc::pseudo_headers_v4(*s.ip(), *d.ip(), s.port(), d.port(), udp_payload_len)?;
+    h[icrc::V4_IDENT].copy_from_slice(&ident.to_be_bytes());
+    Ok(h)
+}
 
 /// Rebuilds the IP+UDP headers of a datagram from `src` to `dst` whose UDP payload (transport
 /// packet plus ICRC) is `udp_payload_len` bytes, and calls `f` with them.
@@ -25,12 +38,7 @@ fn with_headers<R>(
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, wire::Error> {
     match (src, dst) {
-        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
-            let mut h =
-                icrc::pseudo_headers_v4(*s.ip(), *d.ip(), s.port(), d.port(), udp_payload_len)?;
-            h[icrc::V4_IDENT].copy_from_slice(&ident.to_be_bytes());
-            Ok(f(&h))
-        }
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => Ok(f(&headers_v4(s, d, udp_payload_len, ident)?)),
         (SocketAddr::V6(s), SocketAddr::V6(d)) => {
             let h = icrc::pseudo_headers_v6(*s.ip(), *d.ip(), s.port(), d.port(), udp_payload_len)?;
             Ok(f(&h))
@@ -109,9 +117,7 @@ pub(crate) fn open_any_ident(
     if udp_payload.len() < bth::HEADER_LEN + icrc::ICRC_LEN {
         return Err(wire::Error::Truncated);
     }
-    let mut headers =
-        icrc::pseudo_headers_v4(*s.ip(), *d.ip(), s.port(), d.port(), udp_payload.len())?;
-    headers[icrc::V4_IDENT].copy_from_slice(&guess.to_be_bytes());
+    let headers = headers_v4(s, d, udp_payload.len(), guess)?;
     let (transport, ident) = icrc::check_v4_any_ident(&headers, udp_payload)?;
     check_transport(transport)?;
     Ok((transport, ident != 0))
