@@ -219,55 +219,53 @@ impl UdpIo {
     }
 }
 
+/// Sets the integer socket option `level`/`name` of `sock` to `value`.
+fn set_int(
+    sock: &UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: `value` is a live c_int and its size is passed; `sock` is an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Turns on what the kernel offers of UDP GSO (whether `UDP_SEGMENT` is known; a send that
 /// then fails falls back) and GRO; returns which.
 fn offload(sock: &UdpSocket) -> (bool, bool) {
-    let fd = sock.as_raw_fd();
     let mut size: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `size` and `len` are live and sized as the option needs.
     let gso = unsafe {
         libc::getsockopt(
-            fd,
+            sock.as_raw_fd(),
             libc::SOL_UDP,
             tx::UDP_SEGMENT,
             (&mut size as *mut libc::c_int).cast(),
             &mut len,
         )
     } == 0;
-    let on: libc::c_int = 1;
-    // SAFETY: `on` is a live c_int and its size is passed.
-    let gro = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_UDP,
-            rx::UDP_GRO,
-            (&on as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    } == 0;
+    let gro = set_int(sock, libc::SOL_UDP, rx::UDP_GRO, 1).is_ok();
     (gso, gro)
 }
 
 /// Socket options every xrdma UDP socket needs.
 fn configure(sock: &UdpSocket, ipv6: bool) -> Result<(), NetError> {
-    let fd = sock.as_raw_fd();
     let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int, what: &'static str| {
-        // SAFETY: `value` is a live c_int and its size is passed; `fd` is an open socket.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            Err(NetError::Io(what, std::io::Error::last_os_error()))
-        } else {
-            Ok(())
-        }
+        set_int(sock, level, name, value).map_err(NetError::io(what))
     };
     if ipv6 {
         set(

@@ -332,18 +332,7 @@ fn a_refused_gso_send_falls_back_to_datagram_by_datagram() {
     assert_eq!(recv_n(&mut a, 1).len(), 1);
     assert!(a.peers.takes_gso(b.local_addr()));
     // The kernel refuses GSO on a socket that sends without UDP checksums (EINVAL).
-    let on: libc::c_int = 1;
-    // SAFETY: `on` is a live c_int and its size is passed; the socket is open.
-    let rc = unsafe {
-        libc::setsockopt(
-            a.sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_NO_CHECK,
-            (&on as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    set_int(&a.sock, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
     let lens = message_lens(30);
     for (psn, len) in lens.iter().enumerate() {
         assert!(
