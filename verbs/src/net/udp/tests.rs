@@ -220,6 +220,23 @@ fn message_lens(middles: usize) -> Vec<usize> {
     lens
 }
 
+/// Sends packets of `lens` (PSNs from 0) from `a` to `to`, and flushes.
+fn send_message(a: &mut UdpIo, to: SocketAddr, lens: &[usize]) {
+    for (psn, len) in lens.iter().enumerate() {
+        assert!(send_copy(a, &TxMeta::to(to, 1), &packet(psn as u32, *len)).unwrap());
+    }
+    a.flush().unwrap();
+}
+
+/// Receives what [`send_message`] sent with `lens` and checks it all came, in order.
+fn expect_message(b: &mut UdpIo, lens: &[usize]) {
+    let got = recv_n(b, lens.len());
+    assert_eq!(got.len(), lens.len());
+    for (psn, (_, p)) in got.iter().enumerate() {
+        assert_eq!(*p, packet(psn as u32, lens[psn]));
+    }
+}
+
 #[test]
 fn gso_sends_reach_receivers_with_and_without_gro_whole_and_in_order() {
     let mut a = endpoint("127.0.0.1");
@@ -277,23 +294,9 @@ fn a_receiver_with_gro_takes_datagrams_sent_one_by_one() {
     let mut a = endpoint_with("127.0.0.1", false);
     let mut b = endpoint("127.0.0.2");
     let lens = message_lens(100);
-    for (psn, len) in lens.iter().enumerate() {
-        assert!(
-            send_copy(
-                &mut a,
-                &TxMeta::to(b.local_addr(), 1),
-                &packet(psn as u32, *len)
-            )
-            .unwrap()
-        );
-    }
-    a.flush().unwrap();
+    send_message(&mut a, b.local_addr(), &lens);
     assert_eq!(a.stats().tx_gso_sends, 0);
-    let got = recv_n(&mut b, lens.len());
-    assert_eq!(got.len(), lens.len());
-    for (psn, (_, p)) in got.iter().enumerate() {
-        assert_eq!(*p, packet(psn as u32, lens[psn]));
-    }
+    expect_message(&mut b, &lens);
     assert_eq!(b.stats().rx_dropped(), 0);
 }
 
@@ -334,23 +337,9 @@ fn a_refused_gso_send_falls_back_to_datagram_by_datagram() {
     // The kernel refuses GSO on a socket that sends without UDP checksums (EINVAL).
     set_int(&a.sock, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
     let lens = message_lens(30);
-    for (psn, len) in lens.iter().enumerate() {
-        assert!(
-            send_copy(
-                &mut a,
-                &TxMeta::to(b.local_addr(), 1),
-                &packet(psn as u32, *len)
-            )
-            .unwrap()
-        );
-    }
-    a.flush().unwrap();
+    send_message(&mut a, b.local_addr(), &lens);
     assert!(!a.tx.gso, "GSO still on after the kernel refused it");
-    let got = recv_n(&mut b, lens.len());
-    assert_eq!(got.len(), lens.len());
-    for (psn, (_, p)) in got.iter().enumerate() {
-        assert_eq!(*p, packet(psn as u32, lens[psn]));
-    }
+    expect_message(&mut b, &lens);
     let s = a.stats();
     assert_eq!((s.tx_gso_sends, s.tx_dropped), (0, 0), "{s:?}");
     assert_eq!(b.stats().rx_dropped(), 0);
