@@ -12,8 +12,8 @@
 mod common;
 
 use common::{
-    Backend, Busy, Sockperf, iperf3_gbps, json_field, median, require_root, sockperf_p50,
-    xrdma_cli_over,
+    Backend, Busy, Sockperf, iperf3_gbps, json_field, medians, pair_with_mtu, require_root,
+    sockperf_p50, xrdma_cli_over,
 };
 use xrdma_testnet::Topology;
 
@@ -40,21 +40,6 @@ fn row(t: &Topology) -> [f64; 6] {
     [lat, tcp, tcp_spin, xdp, udp, iperf]
 }
 
-/// Medians of `ROUNDS` rounds, each printed as it comes.
-fn medians(what: &str, t: &Topology) -> [f64; 6] {
-    let rows: Vec<[f64; 6]> = (0..ROUNDS)
-        .map(|round| {
-            let r = row(t);
-            println!(
-                "{what} round {round}: rc-send-lat {:.2} us, sockperf TCP {:.2} us (spinning {:.2}); rc-write-bw xdp {:.2} Gb/s, udp {:.2} Gb/s, iperf3 {:.2} Gb/s",
-                r[0], r[1], r[2], r[3], r[4], r[5]
-            );
-            r
-        })
-        .collect();
-    std::array::from_fn(|i| median(rows.iter().map(|r| r[i]).collect()))
-}
-
 /// Prints the ratios of `m` and returns them as JSON fields.
 fn report(what: &str, m: [f64; 6]) -> String {
     let [lat, tcp, tcp_spin, xdp, udp, iperf] = m;
@@ -75,14 +60,11 @@ fn report(what: &str, m: [f64; 6]) -> String {
 
 fn main() {
     require_root("busy");
-    let t = Topology::builder()
-        .mtu(9000)
-        .pair()
-        .unwrap_or_else(|e| panic!("cannot build the hosts: {e}"));
-    let idle = report("idle", medians("idle", &t));
+    let t = pair_with_mtu(9000);
+    let idle = report("idle", medians("idle", ROUNDS, || row(&t)));
     let busy = {
         let _load = Busy::start();
-        report("busy", medians("busy", &t))
+        report("busy", medians("busy", ROUNDS, || row(&t)))
     };
     println!("{{\"bench\":\"busy\",{idle},{busy}}}");
 }

@@ -16,7 +16,8 @@
 mod common;
 
 use common::{
-    Backend, Sockperf, iperf3_gbps, median, require_root, sockperf_p50, xrdma_perf, xrdma_perf_over,
+    Backend, Sockperf, iperf3_gbps, median, pair_with_mtu, require_root, sockperf_p50, xrdma_perf,
+    xrdma_perf_over,
 };
 use xrdma::perf::Test;
 use xrdma_testnet::Topology;
@@ -70,10 +71,7 @@ fn main() {
         "rc-send-bw 64 B over xdp: {send_rate:.0} msg/s; ud-bw: {ud_rate:.0} msg/s; ratio {:.2}",
         send_rate / ud_rate
     );
-    let jumbo = Topology::builder()
-        .mtu(9000)
-        .pair()
-        .unwrap_or_else(|e| panic!("cannot build the MTU 9000 hosts: {e}"));
+    let jumbo = pair_with_mtu(9000);
     let mut jumbo_rows = Vec::new();
     for round in 0..ROUNDS {
         let write = xrdma_perf(&jumbo, Test::RcWriteBw, 65536).gbps();

@@ -15,8 +15,8 @@
 mod common;
 
 use common::{
-    Busy, Sockperf, iperf3_gbps, json_field, median, require_root, sockperf_p50, xrdma_cli,
-    xrdma_perf,
+    Busy, Sockperf, iperf3_gbps, json_field, medians, pair_with_mtu, require_root, sockperf_p50,
+    xrdma_cli, xrdma_perf,
 };
 use xrdma::perf::Test;
 use xrdma_testnet::Topology;
@@ -33,24 +33,9 @@ fn rs_bw(t: &Topology) -> f64 {
     json_field(&xrdma_cli(t, "rs-bw", 65536, &[]), "gbps")
 }
 
-/// Medians of `ROUNDS` rounds of `row`.
-fn medians<const N: usize>(what: &str, mut row: impl FnMut() -> [f64; N]) -> [f64; N] {
-    let rows: Vec<[f64; N]> = (0..ROUNDS)
-        .map(|round| {
-            let r = row();
-            println!("{what} round {round}: {r:.2?}");
-            r
-        })
-        .collect();
-    std::array::from_fn(|i| median(rows.iter().map(|r| r[i]).collect()))
-}
-
 fn link(mtu: u32) -> String {
-    let t = Topology::builder()
-        .mtu(mtu)
-        .pair()
-        .unwrap_or_else(|e| panic!("cannot build the MTU {mtu} hosts: {e}"));
-    let [spin, tcp_spin, lat, tcp] = medians(&format!("MTU {mtu} latency"), || {
+    let t = pair_with_mtu(mtu);
+    let [spin, tcp_spin, lat, tcp] = medians(&format!("MTU {mtu} latency"), ROUNDS, || {
         [
             rs_lat(&t, SPIN),
             sockperf_p50(&t, Sockperf::Spinning, true),
@@ -58,7 +43,7 @@ fn link(mtu: u32) -> String {
             sockperf_p50(&t, Sockperf::Default, true),
         ]
     });
-    let [bw, write, iperf] = medians(&format!("MTU {mtu} bandwidth"), || {
+    let [bw, write, iperf] = medians(&format!("MTU {mtu} bandwidth"), ROUNDS, || {
         [
             rs_bw(&t),
             xrdma_perf(&t, Test::RcWriteBw, 65536).gbps(),
@@ -84,12 +69,9 @@ fn link(mtu: u32) -> String {
 }
 
 fn busy() -> String {
-    let t = Topology::builder()
-        .mtu(9000)
-        .pair()
-        .unwrap_or_else(|e| panic!("cannot build the hosts: {e}"));
+    let t = pair_with_mtu(9000);
     let _load = Busy::start();
-    let [lat, tcp, bw, iperf] = medians("busy", || {
+    let [lat, tcp, bw, iperf] = medians("busy", ROUNDS, || {
         [
             rs_lat(&t, &[]),
             sockperf_p50(&t, Sockperf::Default, true),

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Busy, require_root};
+use common::{Busy, pair_with_mtu, require_root};
 use xrdma_testnet::{Host, Topology, wait_or_kill};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -141,10 +141,7 @@ fn compare(t: &Topology, what: &str, program: &str, args: &[&str]) {
 
 fn main() {
     require_root("rsocket_c");
-    let t = Topology::builder()
-        .mtu(9000)
-        .pair()
-        .unwrap_or_else(|e| panic!("cannot build the hosts: {e}"));
+    let t = pair_with_mtu(9000);
     compare(&t, "idle, spinning", "rstream", &[]);
     compare(&t, "idle, blocking", "rstream", &["-T", "b"]);
     compare(

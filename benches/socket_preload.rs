@@ -16,8 +16,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    Busy, Sockperf, Stack, check_over_xrdma, iperf3_gbps_over, program, require_root, sockperf,
-    sockperf_figure,
+    Busy, Sockperf, Stack, check_over_xrdma, iperf3_gbps_over, pair_with_mtu, program,
+    require_root, sockperf, sockperf_figure,
 };
 use xrdma_testnet::Topology;
 
@@ -80,10 +80,7 @@ fn compare(what: &str, unit: &str, f: impl Fn(Stack) -> f64) {
 
 fn main() {
     require_root("socket_preload");
-    let t = Topology::builder()
-        .mtu(9000)
-        .pair()
-        .unwrap_or_else(|e| panic!("cannot build the hosts: {e}"));
+    let t = pair_with_mtu(9000);
     println!(
         "{:44} {:>12} {:>12} {:8} {:>6}",
         "", "kernel TCP", "xrdma", "", "ratio"

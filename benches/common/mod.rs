@@ -31,6 +31,30 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Medians of `rounds` rounds of `row`, each round printed as it comes, under `what`.
+pub fn medians<const N: usize>(
+    what: &str,
+    rounds: usize,
+    mut row: impl FnMut() -> [f64; N],
+) -> [f64; N] {
+    let rows: Vec<[f64; N]> = (0..rounds)
+        .map(|round| {
+            let r = row();
+            println!("{what} round {round}: {r:.2?}");
+            r
+        })
+        .collect();
+    std::array::from_fn(|i| median(rows.iter().map(|r| r[i]).collect()))
+}
+
+/// Two test hosts on one veth pair whose links carry `mtu`-byte packets.
+pub fn pair_with_mtu(mtu: u32) -> Topology {
+    Topology::builder()
+        .mtu(mtu)
+        .pair()
+        .unwrap_or_else(|e| panic!("cannot build the MTU {mtu} hosts: {e}"))
+}
+
 /// One `xrdma perf` run of `test` with `size`-byte messages over `xdp`, server on host A,
 /// client on host B, in this process.
 pub fn xrdma_perf(t: &Topology, test: Test, size: usize) -> perf::Report {
