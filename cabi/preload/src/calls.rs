@@ -822,20 +822,15 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
                 sys(rs::rfcntl(rs, libc::F_SETFL, c_long::from(flags)))
             }
             libc::FIONREAD => {
-                let n = readable_bytes(rs)?;
+                // What has arrived and is not read, counted where it lies.
+                let n = rs::queued_bytes(rs)?;
                 // SAFETY: FIONREAD's argument is an int.
-                unsafe { *arg.cast::<c_int>() = n };
+                unsafe { *arg.cast::<c_int>() = c_int::try_from(n).unwrap_or(c_int::MAX) };
                 Ok(0)
             }
             _ => Err(libc::ENOTTY),
         }
     })
-}
-
-/// How many bytes a read of rsocket `rs` would return now: what has arrived and is not
-/// read, counted where it lies.
-fn readable_bytes(rs: c_int) -> Result<c_int, i32> {
-    rs::queued_bytes(rs).map(|n| c_int::try_from(n).unwrap_or(c_int::MAX))
 }
 
 #[unsafe(no_mangle)]
