@@ -297,11 +297,16 @@ fn interoperate(backend: &str, first_port: u16) {
             }
         }
     }
+    assert_none_failed(&peer, &failures);
+}
+
+/// Fails listing `failures`, with the end of the guest's console, if there are any.
+fn assert_none_failed(peer: &RxePeer, failures: &[String]) {
     assert!(
         failures.is_empty(),
         "{}\n\n{}",
         failures.join("\n\n"),
-        console_tail(&peer)
+        console_tail(peer)
     );
 }
 
@@ -402,12 +407,7 @@ fn a_slow_peer_receives_under_one_percent_duplicates() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{}\n\n{}",
-        failures.join("\n\n"),
-        console_tail(&peer)
-    );
+    assert_none_failed(&peer, &failures);
 }
 
 #[test]
